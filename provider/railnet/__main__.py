@@ -1,0 +1,3 @@
+from railnet.cli.main import main
+
+raise SystemExit(main())

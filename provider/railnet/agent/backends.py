@@ -1,0 +1,75 @@
+"""The small interfaces between the reconciler and the machine.
+
+Each has a Linux implementation (``linux_network``, ``wireguard``) and a fake twin
+(``fakes``) so that the servicer and reconciler are tested in milliseconds.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+from railnet.core.dns import ResolverView
+from railnet.core.local import InstancePlacement, LocalEnvironment
+from railnet.core.reconcile import ObservedDevice, ObservedInstance, RemovePeer, SetPeer
+
+
+class NetworkBackend(ABC):
+    """Namespaces, veth pairs, addresses and routes."""
+
+    @abstractmethod
+    def observe(self, env: LocalEnvironment) -> tuple[bool, bool, tuple[ObservedInstance, ...]]:
+        """(namespace exists, base configured, instances found) for one environment."""
+
+    @abstractmethod
+    def create_namespace(self, netns: str) -> None: ...
+
+    @abstractmethod
+    def configure_namespace(self, env: LocalEnvironment) -> None:
+        """Forwarding, resolver addresses on ``lo``, ``wg0`` up, and the mesh routes."""
+
+    @abstractmethod
+    def create_instance(self, env: LocalEnvironment, instance: InstancePlacement) -> None: ...
+
+    @abstractmethod
+    def remove_instance(self, netns: str) -> None: ...
+
+    @abstractmethod
+    def delete_environment(self, netns: str) -> None:
+        """Remove the environment namespace and every instance namespace under it."""
+
+
+class WireGuardBackend(ABC):
+    """One WireGuard device per environment, created in the host namespace then moved."""
+
+    name: str
+
+    @abstractmethod
+    def read(self, env: LocalEnvironment) -> ObservedDevice | None:
+        """The device's key, port and peers, or ``None`` when it does not exist."""
+
+    @abstractmethod
+    def create(self, env: LocalEnvironment, private_key: str, listen_port: int) -> None:
+        """Create the device bound to ``listen_port`` and move it into ``env.netns``."""
+
+    @abstractmethod
+    def configure(self, env: LocalEnvironment, changes: Sequence[SetPeer | RemovePeer]) -> None: ...
+
+    @abstractmethod
+    def delete(self, netns: str, ifname: str) -> None:
+        """Remove the device wherever it is (and its process, for wireguard-go)."""
+
+
+class ResolverBackend(ABC):
+    """The DNS views the agent serves, one per environment."""
+
+    @abstractmethod
+    def apply(self, view: ResolverView) -> None:
+        """Serve ``view``; when this returns, queries see its records."""
+
+    @abstractmethod
+    def remove(self, env_id: str) -> None: ...
+
+    @abstractmethod
+    def records(self, env_id: str) -> list[tuple[str, str, str, int]]:
+        """(name, type, value, ttl) served for the environment."""

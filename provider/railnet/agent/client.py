@@ -1,0 +1,102 @@
+"""A client of one node's agent, shared by the CLI, the lab and the provider.
+
+Channels open lazily and are never stored on pickled objects: providers build a client per
+call from the cluster description.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from railnet.agent.v1 import agent_pb2 as pb
+from railnet.agent.v1 import agent_pb2_grpc as pb_grpc
+from railnet.certs import TlsFiles, channel_credentials, channel_options
+from railnet.core.errors import AgentUnreachable, RailnetError
+
+DEFAULT_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class AgentAddress:
+    node: str
+    address: str
+    """``host:port`` or ``unix:PATH``."""
+    tls: TlsFiles | None
+    """``None`` only for agents started with ``--insecure``."""
+
+
+class AgentError(RailnetError):
+    """The agent refused a call."""
+
+    def __init__(self, node: str, code: grpc.StatusCode, detail: str) -> None:
+        self.node = node
+        self.code = code
+        self.detail = detail
+        super().__init__(f"node {node}: {detail}")
+
+
+class AgentClient:
+    def __init__(self, target: AgentAddress, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.target = target
+        self.timeout = timeout
+        self._channel: grpc.Channel | None = None
+
+    def __enter__(self) -> AgentClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+
+    def _stub(self) -> Any:
+        if self._channel is None:
+            t = self.target
+            if t.tls is None:
+                self._channel = grpc.insecure_channel(t.address)
+            else:
+                self._channel = grpc.secure_channel(
+                    t.address, channel_credentials(t.tls), options=channel_options(t.node)
+                )
+        return pb_grpc.NodeAgentStub(self._channel)
+
+    def _call(self, method: str, request: Any) -> Any:
+        try:
+            return getattr(self._stub(), method)(request, timeout=self.timeout)
+        except grpc.RpcError as exc:
+            code = exc.code()
+            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise AgentUnreachable(
+                    self.target.node, self.target.address, exc.details()
+                ) from None
+            raise AgentError(self.target.node, code, exc.details()) from None
+
+    def ensure(self, env_id: str) -> tuple[str, str]:
+        r = self._call("EnsureEnvironment", pb.EnsureEnvironmentRequest(env_id=env_id))
+        return r.public_key, r.endpoint
+
+    def apply(self, document_json: str, expected_generation: int) -> tuple[int, list[str]]:
+        r = self._call(
+            "ApplyDocument",
+            pb.ApplyDocumentRequest(
+                document_json=document_json, expected_generation=expected_generation
+            ),
+        )
+        return r.generation, list(r.changes)
+
+    def document(self, env_id: str) -> str | None:
+        r = self._call("GetDocument", pb.GetDocumentRequest(env_id=env_id))
+        return r.document_json if r.found else None
+
+    def delete(self, env_id: str) -> bool:
+        r = self._call("DeleteEnvironment", pb.DeleteEnvironmentRequest(env_id=env_id))
+        return bool(r.existed)
+
+    def status(self, env_id: str = "") -> Any:
+        return self._call("Status", pb.StatusRequest(env_id=env_id))

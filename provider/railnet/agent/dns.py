@@ -1,0 +1,553 @@
+"""The agent's DNS server: one asyncio loop in a background thread serving every view.
+
+Each environment's view listens inside its environment namespace on the resolver
+addresses (UDP and TCP, IPv4 and IPv6). The sockets are created by a short-lived thread
+that has entered the namespace (``railnet.agent.netns.run_in_netns``) and then handed to
+the loop: a socket keeps the namespace it was created in. The loop thread itself never
+leaves the agent's namespace, so the sockets that forward names outside a view reach the
+node's upstream resolvers, which the environment namespaces cannot.
+
+The answering is pure and lives in ``railnet.core.dns.Answerer``; this module is the pump
+around it. ``FakeDnsServer`` is its in-memory twin for the agent's fast tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import socket
+import threading
+from collections.abc import Awaitable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from railnet.agent.backends import ResolverBackend
+from railnet.agent.netns import run_in_netns
+from railnet.core.dns import (
+    DEFAULT_MAX_UDP,
+    MAX_QUERY,
+    REFUSED,
+    SERVFAIL,
+    Answerer,
+    Forward,
+    ResolverView,
+    Transport,
+    failure_reply,
+)
+from railnet.core.errors import DataPlaneError, InvalidField, RailnetError
+
+DNS_PORT = 53
+FORWARD_TIMEOUT = 2.0
+"""Seconds a forwarded query may take over all upstreams before the client gets SERVFAIL."""
+MAX_FORWARDS = 256
+"""Forwarded queries in flight at once; beyond that, SERVFAIL at once instead of queueing."""
+TCP_IDLE_TIMEOUT = 10.0
+MAX_TCP_CONNECTIONS = 128
+"""TCP connections per environment; further ones are closed at once."""
+UDP_BATCH = 64
+"""Datagrams read per wake-up of a UDP socket: fewer trips through the event loop."""
+CALL_TIMEOUT = 30.0
+# Not in Python's socket module on every version; values from <linux/in.h> and <linux/in6.h>.
+IP_FREEBIND = 15
+IPV6_FREEBIND = 78
+
+_log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """A resolver the agent forwards names outside every view to."""
+
+    host: str
+    port: int = DNS_PORT
+
+    @classmethod
+    def parse(cls, field_name: str, text: str) -> Upstream:
+        """``host``, ``host:port``, ``[v6]:port`` or a bare IPv6 address."""
+        host, port = text, str(DNS_PORT)
+        if text.startswith("["):
+            host, _, rest = text[1:].partition("]")
+            if rest:
+                if not rest.startswith(":"):
+                    raise InvalidField(field_name, text, "must be host:port or [v6]:port")
+                port = rest[1:]
+        elif text.count(":") == 1:
+            host, _, port = text.partition(":")
+        try:
+            address = ipaddress.ip_address(host)
+            number = int(port)
+        except ValueError:
+            raise InvalidField(
+                field_name, text, "must be an IP address with an optional port, e.g. 10.0.0.1:53"
+            ) from None
+        if not 1 <= number <= 65535:
+            raise InvalidField(field_name, text, "has a port outside 1-65535")
+        return cls(str(address), number)
+
+    @property
+    def family(self) -> socket.AddressFamily:
+        return socket.AF_INET6 if ":" in self.host else socket.AF_INET
+
+
+@dataclass(eq=False)
+class _Binding:
+    """One environment's sockets and the answerer they consult on every query."""
+
+    view: ResolverView
+    answerer: Answerer | None
+    udp: list[socket.socket]
+    tcp: list[socket.socket]
+    port: int
+    servers: list[asyncio.Server] = field(default_factory=list)
+    connections: set[asyncio.StreamWriter] = field(default_factory=set)
+
+    @property
+    def endpoints(self) -> tuple[tuple[str, int], ...]:
+        return tuple((address, self.port) for address in self.view.listen)
+
+
+class DnsServer(ResolverBackend):
+    """Serves every environment's ``ResolverView`` from one event loop thread.
+
+    ``upstreams`` are the node's resolvers (``host[:port]``) for names outside the views;
+    with none, such queries get REFUSED at once. ``port`` is 53 in production; tests on
+    loopback pass 0 to get a free port (the same one for UDP and TCP), see ``endpoints``.
+    """
+
+    def __init__(
+        self,
+        upstreams: Iterable[str] = (),
+        *,
+        port: int = DNS_PORT,
+        max_udp: int = DEFAULT_MAX_UDP,
+        forward_timeout: float = FORWARD_TIMEOUT,
+    ) -> None:
+        self._upstreams = tuple(
+            Upstream.parse(f"upstreams[{i}]", text) for i, text in enumerate(upstreams)
+        )
+        if not 0 <= port <= 65535:
+            raise InvalidField("port", port, "must be 0-65535 (0 picks a free port)")
+        if not 512 <= max_udp <= 65535:
+            raise InvalidField("max_udp", max_udp, "must be 512-65535 bytes")
+        if forward_timeout <= 0:
+            raise InvalidField("forward_timeout", forward_timeout, "must be positive seconds")
+        self._port = port
+        self._max_udp = max_udp
+        self._forward_timeout = forward_timeout
+        self._lock = threading.Lock()
+        self._bindings: dict[str, _Binding] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._forwards = 0
+
+    @property
+    def upstreams(self) -> tuple[Upstream, ...]:
+        return self._upstreams
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the loop thread; ``apply`` does this itself when needed."""
+        with self._lock:
+            self._start_locked()
+
+    def _start_locked(self) -> None:
+        if self._loop is not None:
+            return
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            loop.call_soon(ready.set)
+            loop.run_forever()
+            loop.close()
+
+        thread = threading.Thread(target=run, name="railnet-dns", daemon=True)
+        thread.start()
+        ready.wait()
+        self._loop, self._thread = loop, thread
+
+    def close(self) -> None:
+        """Stop serving every view and stop the loop thread."""
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            if loop is None or thread is None:
+                return
+            bindings = list(self._bindings.values())
+            self._bindings.clear()
+            self._call(self._shutdown(bindings))
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(CALL_TIMEOUT)
+            self._loop = self._thread = None
+
+    async def _shutdown(self, bindings: list[_Binding]) -> None:
+        for binding in bindings:
+            self._detach(binding)
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- the backend interface -----------------------------------------------------------
+
+    def apply(self, view: ResolverView) -> None:
+        """Serve ``view``; queries see its records once this returns.
+
+        Unchanged addresses and namespace keep their sockets and only swap the answerer,
+        which is one attribute assignment the loop reads per query. Otherwise the old
+        sockets close and new ones bind in ``view.netns``.
+        """
+        answerer = Answerer(view, recursion_available=bool(self._upstreams))
+        with self._lock:
+            self._start_locked()
+            current = self._bindings.get(view.env_id)
+            if (
+                current is not None
+                and current.view.netns == view.netns
+                and current.view.listen == view.listen
+            ):
+                current.view = view
+                current.answerer = answerer
+                return
+            if current is not None:
+                del self._bindings[view.env_id]
+                self._call(self._detach_async(current))
+            udp, tcp, port = self._open(view)
+            binding = _Binding(view=view, answerer=answerer, udp=udp, tcp=tcp, port=port)
+            try:
+                self._call(self._attach(binding))
+            except BaseException:
+                self._call(self._detach_async(binding))
+                raise
+            self._bindings[view.env_id] = binding
+
+    def remove(self, env_id: str) -> None:
+        """Stop serving ``env_id``: its sockets close, its TCP clients are disconnected."""
+        with self._lock:
+            binding = self._bindings.pop(env_id, None)
+            if binding is not None:
+                self._call(self._detach_async(binding))
+
+    def records(self, env_id: str) -> list[tuple[str, str, str, int]]:
+        binding = self._bindings.get(env_id)
+        if binding is None:
+            return []
+        return [record.as_tuple() for record in binding.view.records]
+
+    def view(self, env_id: str) -> ResolverView | None:
+        binding = self._bindings.get(env_id)
+        return None if binding is None else binding.view
+
+    def endpoints(self, env_id: str) -> tuple[tuple[str, int], ...]:
+        """(address, port) pairs ``env_id`` listens on, for UDP and TCP alike."""
+        binding = self._bindings.get(env_id)
+        return () if binding is None else binding.endpoints
+
+    # -- sockets -------------------------------------------------------------------------
+
+    def _open(self, view: ResolverView) -> tuple[list[socket.socket], list[socket.socket], int]:
+        if not view.listen:
+            raise InvalidField("listen", view.listen, "a view needs at least one address")
+        attempts = 5 if self._port == 0 else 1
+        for attempt in range(attempts):
+            try:
+                if view.netns is None:
+                    return _bind_all(view.listen, self._port)
+                return run_in_netns(view.netns, lambda: _bind_all(view.listen, self._port))
+            except OSError as exc:
+                # With port 0 the free UDP port may be taken for TCP: pick another.
+                if attempt + 1 < attempts:
+                    continue
+                where = f"namespace {view.netns}" if view.netns else "the agent's namespace"
+                raise DataPlaneError(
+                    f"cannot listen for DNS of environment {view.env_id} on "
+                    f"{', '.join(view.listen)} port {self._port} in {where}: "
+                    f"{exc.strerror or exc}"
+                ) from None
+        raise AssertionError("unreachable")
+
+    async def _attach(self, binding: _Binding) -> None:
+        loop = asyncio.get_running_loop()
+        for sock in binding.udp:
+            loop.add_reader(sock.fileno(), self._on_datagrams, binding, sock)
+        for sock in binding.tcp:
+
+            async def serve(
+                reader: asyncio.StreamReader, writer: asyncio.StreamWriter, b: _Binding = binding
+            ) -> None:
+                await self._serve_tcp(b, reader, writer)
+
+            binding.servers.append(await asyncio.start_server(serve, sock=sock))
+
+    async def _detach_async(self, binding: _Binding) -> None:
+        self._detach(binding)
+
+    def _detach(self, binding: _Binding) -> None:
+        binding.answerer = None
+        loop = asyncio.get_running_loop()
+        for sock in binding.udp:
+            with contextlib.suppress(ValueError, OSError):
+                loop.remove_reader(sock.fileno())
+            sock.close()
+        for server in binding.servers:
+            server.close()
+        for sock in binding.tcp:
+            sock.close()
+        for writer in list(binding.connections):
+            writer.close()
+
+    def _call(self, coroutine: Awaitable[T]) -> T:
+        loop = self._loop
+        if loop is None:
+            raise RailnetError("the DNS server is not running; call start() first")
+        if threading.current_thread() is self._thread:
+            raise RailnetError("DnsServer methods must not be called from its own loop")
+
+        async def run() -> T:
+            return await coroutine
+
+        return asyncio.run_coroutine_threadsafe(run(), loop).result(CALL_TIMEOUT)
+
+    # -- the pump ------------------------------------------------------------------------
+
+    def _on_datagrams(self, binding: _Binding, sock: socket.socket) -> None:
+        """Answer the datagrams waiting on ``sock``: the hot path, one batch per wake-up."""
+        max_udp = self._max_udp
+        for _ in range(UDP_BATCH):
+            try:
+                query, client = sock.recvfrom(MAX_QUERY + 1)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            answerer = binding.answerer
+            if answerer is None:
+                return
+            try:
+                reply = answerer.answer(query, Transport.UDP, max_udp)
+            except Exception:  # a bug must cost one query, never the server
+                _log.exception("DNS view %s failed to answer a query", binding.view.env_id)
+                continue
+            if reply is None:
+                continue
+            if isinstance(reply, Forward):
+                self._spawn(self._forward_udp(sock, query, client))
+                continue
+            with contextlib.suppress(OSError):
+                sock.sendto(reply, client)
+
+    async def _forward_udp(
+        self, sock: socket.socket, query: bytes, client: tuple[str, int]
+    ) -> None:
+        reply = await self._forward(query, Transport.UDP)
+        if reply is not None:
+            with contextlib.suppress(OSError):
+                sock.sendto(reply, client)
+
+    async def _serve_tcp(
+        self, binding: _Binding, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        if len(binding.connections) >= MAX_TCP_CONNECTIONS:
+            writer.close()
+            return
+        binding.connections.add(writer)
+        try:
+            while True:
+                prefix = await asyncio.wait_for(reader.readexactly(2), TCP_IDLE_TIMEOUT)
+                query = await asyncio.wait_for(
+                    reader.readexactly(int.from_bytes(prefix, "big")), TCP_IDLE_TIMEOUT
+                )
+                answerer = binding.answerer
+                if answerer is None:
+                    return
+                try:
+                    reply = answerer.answer(query, Transport.TCP, self._max_udp)
+                except Exception:  # a bug must cost one query, never the server
+                    _log.exception("DNS view %s failed to answer a query", binding.view.env_id)
+                    return
+                if isinstance(reply, Forward):
+                    reply = await self._forward(query, Transport.TCP)
+                if reply is None:
+                    return  # silence over TCP: drop the connection rather than stall it
+                writer.write(len(reply).to_bytes(2, "big") + reply)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, TimeoutError, ConnectionError, OSError):
+            pass
+        finally:
+            binding.connections.discard(writer)
+            writer.close()
+
+    def _spawn(self, coroutine: Awaitable[None]) -> None:
+        async def run() -> None:
+            await coroutine
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- forwarding ----------------------------------------------------------------------
+
+    async def _forward(self, query: bytes, transport: Transport) -> bytes | None:
+        """The upstream's reply to ``query``, or REFUSED / SERVFAIL made here."""
+        if not self._upstreams:
+            return failure_reply(query, REFUSED, recursion_available=False)
+        if self._forwards >= MAX_FORWARDS:
+            return failure_reply(query, SERVFAIL, recursion_available=True)
+        self._forwards += 1
+        try:
+            reply = await self._ask_upstreams(query, transport)
+        finally:
+            self._forwards -= 1
+        if reply is None:
+            return failure_reply(query, SERVFAIL, recursion_available=True)
+        return reply
+
+    async def _ask_upstreams(self, query: bytes, transport: Transport) -> bytes | None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._forward_timeout
+        for position, upstream in enumerate(self._upstreams):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return None
+            # Later upstreams get their share of what is left, so one dead server
+            # cannot use up the whole budget.
+            budget = remaining / (len(self._upstreams) - position)
+            try:
+                reply = await asyncio.wait_for(_exchange_udp(upstream, query), budget)
+                if transport is Transport.TCP and len(reply) > 2 and reply[2] & 0x02:
+                    remaining = deadline - loop.time()
+                    reply = await asyncio.wait_for(_exchange_tcp(upstream, query), remaining)
+                return reply
+            except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
+                _log.debug("upstream %s:%d failed: %r", upstream.host, upstream.port, exc)
+        return None
+
+
+def _bind_all(
+    addresses: Sequence[str], port: int
+) -> tuple[list[socket.socket], list[socket.socket], int]:
+    """UDP and TCP sockets on every address, all on one port (a free one for port 0)."""
+    udp: list[socket.socket] = []
+    tcp: list[socket.socket] = []
+    try:
+        for address in addresses:
+            family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            datagram = _socket(family, socket.SOCK_DGRAM, udp)
+            datagram.bind((address, port))
+            port = datagram.getsockname()[1]
+            stream = _socket(family, socket.SOCK_STREAM, tcp)
+            stream.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            stream.bind((address, port))
+            stream.listen(128)
+    except BaseException:
+        for sock in udp + tcp:
+            sock.close()
+        raise
+    return udp, tcp, port
+
+
+def _socket(
+    family: socket.AddressFamily, kind: socket.SocketKind, into: list[socket.socket]
+) -> socket.socket:
+    sock = socket.socket(family, kind)
+    into.append(sock)
+    sock.setblocking(False)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        # Free bind: the resolver address may be added to lo after the view is applied,
+        # and a fresh IPv6 address may still be tentative.
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
+    if kind == socket.SOCK_DGRAM:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    return sock
+
+
+def _question_matches(query: bytes, reply: bytes) -> bool:
+    """Whether ``reply`` answers ``query``: same ID, a response, the same question."""
+    if len(reply) < 12 or reply[:2] != query[:2] or not reply[2] & 0x80:
+        return False
+    if reply[4:6] == b"\x00\x00":
+        return True  # e.g. FORMERR without a question
+    end = 12
+    while end < len(query) and query[end]:
+        end += query[end] + 1
+    end += 5
+    return reply[12:end].lower() == query[12:end].lower()
+
+
+async def _exchange_udp(upstream: Upstream, query: bytes) -> bytes:
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(upstream.family, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    try:
+        await loop.sock_connect(sock, (upstream.host, upstream.port))
+        await loop.sock_sendall(sock, query)
+        while True:
+            reply = await loop.sock_recv(sock, 65535)
+            if _question_matches(query, reply):
+                return reply
+    finally:
+        sock.close()
+
+
+async def _exchange_tcp(upstream: Upstream, query: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection(upstream.host, upstream.port)
+    try:
+        writer.write(len(query).to_bytes(2, "big") + query)
+        await writer.drain()
+        length = int.from_bytes(await reader.readexactly(2), "big")
+        return await reader.readexactly(length)
+    finally:
+        writer.close()
+
+
+class FakeDnsServer(ResolverBackend):
+    """``DnsServer``'s in-memory twin: keeps the views, answers through the same
+    ``Answerer``, binds nothing."""
+
+    def __init__(self, upstreams: Iterable[str] = ()) -> None:
+        self.upstreams = tuple(
+            Upstream.parse(f"upstreams[{i}]", text) for i, text in enumerate(upstreams)
+        )
+        self.started = False
+        self.applied: list[ResolverView] = []
+        """Every view applied, in order: tests assert on what the agent sent."""
+        self._answerers: dict[str, Answerer] = {}
+
+    def start(self) -> None:
+        self.started = True
+
+    def close(self) -> None:
+        self._answerers.clear()
+        self.started = False
+
+    def apply(self, view: ResolverView) -> None:
+        self.started = True
+        self._answerers[view.env_id] = Answerer(view, recursion_available=bool(self.upstreams))
+        self.applied.append(view)
+
+    def remove(self, env_id: str) -> None:
+        self._answerers.pop(env_id, None)
+
+    def records(self, env_id: str) -> list[tuple[str, str, str, int]]:
+        answerer = self._answerers.get(env_id)
+        return [] if answerer is None else [r.as_tuple() for r in answerer.view.records]
+
+    def view(self, env_id: str) -> ResolverView | None:
+        answerer = self._answerers.get(env_id)
+        return None if answerer is None else answerer.view
+
+    def answer(
+        self, env_id: str, query: bytes, transport: Transport = Transport.UDP
+    ) -> bytes | Forward | None:
+        """What the real server's view would reply to ``query`` (``None`` if not served)."""
+        answerer = self._answerers.get(env_id)
+        return None if answerer is None else answerer.answer(query, transport)

@@ -1,0 +1,249 @@
+"""Namespaces, veth pairs, addresses and routes with pyroute2.
+
+Layout per environment on a node (see docs/architecture.md):
+
+* the environment namespace holds ``wg0``, the resolver addresses on ``lo``, one veth end
+  per local instance (with the gateway addresses), a /32 or /128 route to each local
+  instance over its veth, and the environment's whole ranges over ``wg0``;
+* each instance namespace holds ``eth0`` with its /32 and /128 and default routes to the
+  gateway, nothing else. There is no route to the host, the underlay or another
+  environment: isolation is structural.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from pathlib import Path
+from typing import Any
+
+from pyroute2 import NetlinkError
+
+from railnet.agent.backends import NetworkBackend
+from railnet.agent.netns import (
+    create_netns,
+    delete_netns,
+    list_netns,
+    netlink,
+    netns_fd,
+    read_sysctl,
+    write_sysctls,
+)
+from railnet.core.errors import DataPlaneError
+from railnet.core.local import InstancePlacement, LocalEnvironment
+from railnet.core.reconcile import ObservedInstance
+
+ETC_NETNS = Path("/etc/netns")
+WG_LINK = "wg0"
+ENV_SYSCTLS = {
+    "net.ipv4.ip_forward": "1",
+    "net.ipv6.conf.all.forwarding": "1",
+    "net.ipv6.conf.default.accept_dad": "0",
+    "net.ipv6.conf.all.accept_dad": "0",
+}
+INSTANCE_SYSCTLS = {
+    "net.ipv6.conf.default.accept_dad": "0",
+    "net.ipv6.conf.all.accept_dad": "0",
+    "net.ipv6.conf.default.accept_ra": "0",
+}
+
+
+def _family(address: str) -> int:
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
+def _prefixlen(address: str) -> int:
+    return 128 if ":" in address else 32
+
+
+def _addresses(ns: Any, index: int) -> set[str]:
+    return {a.get_attr("IFA_ADDRESS") for a in ns.get_addr(index=index)}
+
+
+def _routes(ns: Any, family: int) -> set[tuple[str, int, int]]:
+    found = set()
+    for r in ns.get_routes(family=family, table=254):
+        dst = r.get_attr("RTA_DST") or ("::" if family == socket.AF_INET6 else "0.0.0.0")
+        found.add((dst, r["dst_len"], r.get_attr("RTA_OIF") or 0))
+    return found
+
+
+def _link_index(ns: Any, ifname: str) -> int | None:
+    found = ns.link_lookup(ifname=ifname)
+    return found[0] if found else None
+
+
+def _is_up(ns: Any, index: int) -> bool:
+    link = ns.get_links(index)[0]
+    return bool(link["flags"] & 1)
+
+
+class LinuxNetwork(NetworkBackend):
+    """The real thing: named namespaces under /var/run/netns."""
+
+    def observe(self, env: LocalEnvironment) -> tuple[bool, bool, tuple[ObservedInstance, ...]]:
+        names = set(list_netns())
+        if env.netns not in names:
+            return False, False, ()
+
+        def look(ns: Any) -> tuple[bool, dict[str, Any], set[tuple[str, int, int]]]:
+            links = {link.get_attr("IFLA_IFNAME"): link for link in ns.get_links()}
+            routes = _routes(ns, socket.AF_INET) | _routes(ns, socket.AF_INET6)
+            return self._base_ready(env, ns), links, routes
+
+        base, veths, routes = netlink(env.netns, look)
+        if base:
+            base = read_sysctl(env.netns, "net.ipv4.ip_forward") == "1"
+        wanted_veth = {i.netns: i for i in env.instances}
+        found: list[ObservedInstance] = []
+        for name in sorted(n for n in names if n.startswith(env.netns + "-")):
+            placement = wanted_veth.get(name)
+            addresses, linked = self._observe_instance(name)
+            if placement is not None:
+                veth = veths.get(placement.veth)
+                linked = (
+                    linked
+                    and veth is not None
+                    and bool(veth["flags"] & 1)
+                    and all(
+                        (a, _prefixlen(a), veth["index"]) in routes for a in placement.addresses
+                    )
+                )
+            found.append(ObservedInstance(netns=name, addresses=addresses, linked=linked))
+        return True, base, tuple(found)
+
+    @staticmethod
+    def _base_ready(env: LocalEnvironment, ns: Any) -> bool:
+        wg = _link_index(ns, WG_LINK)
+        lo = _link_index(ns, "lo")
+        if wg is None or lo is None or not _is_up(ns, wg) or not _is_up(ns, lo):
+            return False
+        if not set(env.resolvers) <= _addresses(ns, lo):
+            return False
+        wanted = [(env.ipv6_prefix, socket.AF_INET6)]
+        if env.ipv4_cidr:
+            wanted.append((env.ipv4_cidr, socket.AF_INET))
+        for cidr, family in wanted:
+            dst, length = cidr.split("/")
+            if (dst, int(length), wg) not in _routes(ns, family):
+                return False
+        return True
+
+    @staticmethod
+    def _observe_instance(name: str) -> tuple[frozenset[str], bool]:
+
+        def look(ns: Any) -> tuple[frozenset[str], bool]:
+            eth0 = _link_index(ns, "eth0")
+            if eth0 is None:
+                return frozenset(), False
+            addrs = frozenset(a for a in _addresses(ns, eth0) if not a.startswith("fe80:"))
+            defaults = {
+                (dst, length)
+                for family in (socket.AF_INET, socket.AF_INET6)
+                for dst, length, _ in _routes(ns, family)
+                if length == 0
+            }
+            wanted_defaults = {("::", 0)} | (
+                {("0.0.0.0", 0)} if any(":" not in a for a in addrs) else set()
+            )
+            return addrs, _is_up(ns, eth0) and wanted_defaults <= defaults
+
+        try:
+            return netlink(name, look)
+        except (NetlinkError, OSError, DataPlaneError):
+            return frozenset(), False
+
+    def create_namespace(self, name: str) -> None:
+        if name not in list_netns():
+            create_netns(name)
+        netlink(name, lambda ns: ns.link("set", index=_link_index(ns, "lo"), state="up"))
+
+    def configure_namespace(self, env: LocalEnvironment) -> None:
+        write_sysctls(env.netns, ENV_SYSCTLS)
+
+        def configure(ns: Any) -> None:
+            lo = _link_index(ns, "lo")
+            ns.link("set", index=lo, state="up")
+            have = _addresses(ns, lo)
+            for address in env.resolvers:
+                if address not in have:
+                    ns.addr("add", index=lo, address=address, prefixlen=_prefixlen(address))
+            wg = _link_index(ns, WG_LINK)
+            if wg is None:
+                raise DataPlaneError(f"{WG_LINK} is missing in namespace {env.netns}")
+            ns.link("set", index=wg, state="up")
+            for cidr in (env.ipv4_cidr, env.ipv6_prefix):
+                if cidr:
+                    ns.route("replace", dst=cidr, oif=wg)
+
+        netlink(env.netns, configure)
+
+    def create_instance(self, env: LocalEnvironment, instance: InstancePlacement) -> None:
+        self.remove_instance(instance.netns)
+        create_netns(instance.netns)
+
+        def outside(ens: Any) -> None:
+            stale = _link_index(ens, instance.veth)
+            if stale is not None:
+                ens.link("del", index=stale)
+            fd = netns_fd(instance.netns)
+            try:
+                ens.link(
+                    "add",
+                    ifname=instance.veth,
+                    kind="veth",
+                    peer={"ifname": "eth0", "net_ns_fd": fd},
+                )
+            finally:
+                os.close(fd)
+            veth = _link_index(ens, instance.veth)
+            ens.link("set", index=veth, state="up")
+            if env.gateway4:
+                ens.addr("add", index=veth, address=env.gateway4, prefixlen=32)
+            ens.addr("add", index=veth, address=env.gateway6, prefixlen=64)
+            for address in sorted(instance.addresses):
+                ens.route("replace", dst=f"{address}/{_prefixlen(address)}", oif=veth)
+
+        def inside(ins: Any) -> None:
+            ins.link("set", index=_link_index(ins, "lo"), state="up")
+            eth0 = _link_index(ins, "eth0")
+            ins.link("set", index=eth0, state="up")
+            if instance.ipv4 and env.gateway4:
+                ins.addr("add", index=eth0, address=instance.ipv4, prefixlen=32)
+                ins.route("add", dst=f"{env.gateway4}/32", oif=eth0, scope=253)
+                ins.route("add", dst="0.0.0.0/0", gateway=env.gateway4, oif=eth0)
+            ins.addr("add", index=eth0, address=instance.ipv6, prefixlen=128)
+            ins.route("add", dst="::/0", gateway=env.gateway6, oif=eth0, family=socket.AF_INET6)
+
+        try:
+            write_sysctls(instance.netns, INSTANCE_SYSCTLS)
+            netlink(env.netns, outside)
+            netlink(instance.netns, inside)
+            self._write_resolv_conf(env, instance.netns)
+        except Exception as exc:
+            self.remove_instance(instance.netns)
+            raise DataPlaneError(
+                f"cannot build instance {instance.service}#{instance.index} "
+                f"in {instance.netns}: {exc}"
+            ) from exc
+
+    @staticmethod
+    def _write_resolv_conf(env: LocalEnvironment, name: str) -> None:
+        directory = ETC_NETNS / name
+        directory.mkdir(parents=True, exist_ok=True)
+        lines = [f"nameserver {a}" for a in env.resolvers]
+        lines += [f"search {env.domain}", "options timeout:1 attempts:2"]
+        tmp = directory / "resolv.conf.tmp"
+        tmp.write_text("\n".join(lines) + "\n")
+        tmp.replace(directory / "resolv.conf")
+
+    def remove_instance(self, name: str) -> None:
+        delete_netns(name)
+        shutil.rmtree(ETC_NETNS / name, ignore_errors=True)
+
+    def delete_environment(self, name: str) -> None:
+        for child in list_netns():
+            if child.startswith(name + "-"):
+                self.remove_instance(child)
+        delete_netns(name)

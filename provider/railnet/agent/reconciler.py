@@ -1,0 +1,325 @@
+"""The agent's one way to change the node: stored document → core plan → backends.
+
+Every mutation (an apply, a restart, a periodic repair) goes through ``reconcile``: observe
+the kernel, plan with ``railnet.core.reconcile``, apply the plan. Re-applying is a no-op
+because the plan of a node that matches its document is empty.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from railnet.agent.backends import NetworkBackend, ResolverBackend, WireGuardBackend
+from railnet.agent.state import Identity, StateDir
+from railnet.agent.wireguard import generate_private_key, public_key_of
+from railnet.core.dns import ResolverView
+from railnet.core.document import EnvironmentDocument
+from railnet.core.errors import DataPlaneError, EnvironmentNotFound, InvalidField, StaleGeneration
+from railnet.core.local import LocalEnvironment, local_environment
+from railnet.core.names import check_object_id, environment_netns, wireguard_ifname
+from railnet.core.reconcile import (
+    ConfigureNamespace,
+    CreateDevice,
+    CreateInstance,
+    CreateNamespace,
+    DeleteDevice,
+    ObservedDevice,
+    ObservedEnvironment,
+    RemoveInstance,
+    RemovePeer,
+    SetPeer,
+    plan_environment,
+)
+
+log = logging.getLogger("railnet.agent")
+
+DEFAULT_PORT_RANGE = (51820, 52819)
+
+
+@dataclass(frozen=True)
+class PeerReport:
+    node: str
+    public_key: str
+    endpoint: str
+    last_handshake: int
+    rx_bytes: int
+    tx_bytes: int
+    allowed_ips: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class EnvironmentReport:
+    """What ``Status`` tells about one environment on this node."""
+
+    env_id: str
+    project: str
+    environment: str
+    generation: int
+    netns: str
+    listen_port: int
+    public_key: str
+    peers: tuple[PeerReport, ...]
+    local: LocalEnvironment | None
+    drift: tuple[str, ...]
+    records: tuple[tuple[str, str, str, int], ...]
+
+
+class Reconciler:
+    def __init__(
+        self,
+        *,
+        node: str,
+        netns_prefix: str,
+        endpoint_host: str,
+        state: StateDir,
+        network: NetworkBackend,
+        wireguard: WireGuardBackend,
+        resolver: ResolverBackend | None,
+        port_free: Callable[[int], bool],
+        port_range: tuple[int, int] = DEFAULT_PORT_RANGE,
+    ) -> None:
+        self.node = node
+        self.netns_prefix = netns_prefix
+        self.endpoint_host = endpoint_host
+        self.state = state
+        self.network = network
+        self.wireguard = wireguard
+        self.resolver = resolver
+        self.port_free = port_free
+        self.port_range = port_range
+        self._guard = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+
+    @contextmanager
+    def _locked(self, env_id: str) -> Iterator[None]:
+        with self._guard:
+            lock = self._locks.setdefault(env_id, threading.Lock())
+        with lock:
+            yield
+
+    def endpoint(self, identity: Identity) -> str:
+        host = self.endpoint_host
+        host = f"[{host}]" if ":" in host else host
+        return f"{host}:{identity.listen_port}"
+
+    # -- API -------------------------------------------------------------------------
+
+    def ensure(self, env_id: str) -> tuple[str, str]:
+        """The environment's (public key, endpoint) on this node, created on first call."""
+        check_object_id("env_id", env_id)
+        with self._locked(env_id):
+            identity = self.state.identity(env_id)
+            if identity is None:
+                with self._guard:
+                    identity = Identity(generate_private_key(), self._free_port())
+                    self.state.save_identity(env_id, identity)
+                log.info("environment %s: new identity on port %d", env_id, identity.listen_port)
+            return public_key_of(identity.private_key), self.endpoint(identity)
+
+    def _free_port(self) -> int:
+        used = self.state.used_ports()
+        low, high = self.port_range
+        for port in range(low, high + 1):
+            if port not in used and self.port_free(port):
+                return port
+        raise DataPlaneError(f"no free WireGuard port left in {low}-{high} on node {self.node}")
+
+    def apply(self, document_json: str | bytes, expected_generation: int) -> tuple[int, list[str]]:
+        """Compare-and-set: store ``document_json`` if the node holds ``expected_generation``.
+
+        The document already stored is accepted again (whatever ``expected_generation``
+        says) and only repairs drift, so a retried call is harmless.
+        """
+        doc = EnvironmentDocument.from_json(document_json)
+        with self._locked(doc.id):
+            identity = self.state.identity(doc.id)
+            if identity is None:
+                raise EnvironmentNotFound(doc.id, self.node)
+            self._check_self(doc, identity)
+            stored = self.state.document(doc.id)
+            if stored == doc:
+                return doc.generation, self._reconcile(doc, identity, stored)
+            stored_generation = stored.generation if stored else 0
+            if stored_generation != expected_generation:
+                raise StaleGeneration(doc.id, stored_generation, expected_generation)
+            if doc.generation <= stored_generation:
+                raise InvalidField(
+                    "generation",
+                    doc.generation,
+                    f"must be higher than the stored generation {stored_generation}",
+                )
+            self.state.save_document(doc)
+            changes = self._reconcile(doc, identity, stored)
+            log.info(
+                "environment %s: generation %d, %d changes", doc.id, doc.generation, len(changes)
+            )
+            return doc.generation, changes
+
+    def _check_self(self, doc: EnvironmentDocument, identity: Identity) -> None:
+        names = [n.name for n in doc.nodes]
+        if self.node not in names:
+            raise InvalidField("nodes", names, f"does not include this node ({self.node})")
+        i = names.index(self.node)
+        me = doc.nodes[i]
+        if me.public_key != public_key_of(identity.private_key):
+            raise InvalidField(
+                f"nodes[{i}].public_key",
+                me.public_key,
+                f"is not node {self.node}'s key for environment {doc.id}; "
+                "take it from EnsureEnvironment",
+            )
+        if me.endpoint != self.endpoint(identity):
+            raise InvalidField(
+                f"nodes[{i}].endpoint",
+                me.endpoint,
+                f"node {self.node} serves environment {doc.id} at {self.endpoint(identity)}",
+            )
+
+    def document(self, env_id: str) -> EnvironmentDocument | None:
+        check_object_id("env_id", env_id)
+        return self.state.document(env_id)
+
+    def delete(self, env_id: str) -> bool:
+        check_object_id("env_id", env_id)
+        with self._locked(env_id):
+            existed = self.state.identity(env_id) is not None
+            netns = environment_netns(self.netns_prefix, env_id)
+            self.wireguard.delete(netns, wireguard_ifname(self.netns_prefix, env_id))
+            self.network.delete_environment(netns)
+            if self.resolver is not None:
+                self.resolver.remove(env_id)
+            self.state.forget(env_id)
+            if existed:
+                log.info("environment %s: deleted", env_id)
+            return existed
+
+    def reconcile(self, env_id: str) -> list[str]:
+        """Repair one environment from the stored document (start-up and periodic)."""
+        with self._locked(env_id):
+            identity = self.state.identity(env_id)
+            doc = self.state.document(env_id)
+            if identity is None or doc is None:
+                return []
+            return self._reconcile(doc, identity, doc)
+
+    def reconcile_all(self) -> dict[str, list[str]]:
+        done: dict[str, list[str]] = {}
+        for env_id in self.state.environment_ids():
+            try:
+                done[env_id] = self.reconcile(env_id)
+            except Exception as exc:  # one broken environment must not stop the others
+                log.error("environment %s: repair failed: %s", env_id, exc)
+                done[env_id] = [f"error: {exc}"]
+        return done
+
+    def status(self, env_id: str = "") -> list[EnvironmentReport]:
+        ids = [env_id] if env_id else self.state.environment_ids()
+        return [r for r in (self._report(i) for i in ids) if r is not None]
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _local(self, doc: EnvironmentDocument) -> LocalEnvironment:
+        return local_environment(doc, self.node, self.netns_prefix)
+
+    def _observe(self, local: LocalEnvironment) -> ObservedEnvironment:
+        exists, base, instances = self.network.observe(local)
+        device = self.wireguard.read(local) if exists else None
+        return ObservedEnvironment(
+            netns_exists=exists, base_ready=base, device=device, instances=instances
+        )
+
+    def _reconcile(
+        self,
+        doc: EnvironmentDocument,
+        identity: Identity,
+        previous: EnvironmentDocument | None,
+    ) -> list[str]:
+        local = self._local(doc)
+        before = self._local(previous) if previous is not None else None
+        observed = self._observe(local)
+        plan = plan_environment(
+            local, public_key_of(identity.private_key), identity.listen_port, observed, before
+        )
+        peer_changes: list[SetPeer | RemovePeer] = []
+        for change in plan:
+            if isinstance(change, CreateNamespace):
+                self.network.create_namespace(change.netns)
+            elif isinstance(change, DeleteDevice):
+                self.wireguard.delete(local.netns, local.wg_ifname)
+            elif isinstance(change, CreateDevice):
+                self.wireguard.create(local, identity.private_key, identity.listen_port)
+            elif isinstance(change, ConfigureNamespace):
+                self.network.configure_namespace(local)
+            elif isinstance(change, RemoveInstance):
+                self.network.remove_instance(change.netns)
+            elif isinstance(change, CreateInstance):
+                self.network.create_instance(local, change.instance)
+            else:
+                peer_changes.append(change)
+        self.wireguard.configure(local, peer_changes)
+        if self.resolver is not None:
+            self.resolver.apply(ResolverView.from_document(doc, local.netns))
+        return [change.describe() for change in plan]
+
+    def _report(self, env_id: str) -> EnvironmentReport | None:
+        with self._locked(env_id):
+            identity = self.state.identity(env_id)
+            if identity is None:
+                return None
+            doc = self.state.document(env_id)
+            public_key = public_key_of(identity.private_key)
+            if doc is None:
+                return EnvironmentReport(
+                    env_id,
+                    "",
+                    "",
+                    0,
+                    environment_netns(self.netns_prefix, env_id),
+                    identity.listen_port,
+                    public_key,
+                    (),
+                    None,
+                    ("no document applied yet",),
+                    (),
+                )
+            local = self._local(doc)
+            observed = self._observe(local)
+            drift = plan_environment(local, public_key, identity.listen_port, observed, local)
+            records = tuple(self.resolver.records(env_id)) if self.resolver else ()
+            return EnvironmentReport(
+                env_id=env_id,
+                project=doc.project,
+                environment=doc.environment,
+                generation=doc.generation,
+                netns=local.netns,
+                listen_port=identity.listen_port,
+                public_key=public_key,
+                peers=_peer_reports(doc, observed.device),
+                local=local,
+                drift=tuple(c.describe() for c in drift),
+                records=records,
+            )
+
+
+def _peer_reports(
+    doc: EnvironmentDocument, device: ObservedDevice | None
+) -> tuple[PeerReport, ...]:
+    if device is None:
+        return ()
+    names = {n.public_key: n.name for n in doc.nodes}
+    return tuple(
+        PeerReport(
+            node=names.get(p.public_key, "?"),
+            public_key=p.public_key,
+            endpoint=p.endpoint or "",
+            last_handshake=p.last_handshake,
+            rx_bytes=p.rx_bytes,
+            tx_bytes=p.tx_bytes,
+            allowed_ips=tuple(sorted(p.allowed_ips)),
+        )
+        for p in device.peers
+    )

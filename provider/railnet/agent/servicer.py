@@ -1,0 +1,95 @@
+"""The gRPC face of the agent: translate messages, call the reconciler, map errors."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from railnet.agent.reconciler import Reconciler
+from railnet.agent.status_codes import code_for
+from railnet.agent.v1 import agent_pb2 as pb
+from railnet.agent.v1 import agent_pb2_grpc as pb_grpc
+from railnet.core.errors import RailnetError
+
+log = logging.getLogger("railnet.agent")
+R = TypeVar("R")
+
+
+def _guard(context: grpc.ServicerContext, call: Callable[[], R]) -> R:
+    try:
+        return call()
+    except RailnetError as exc:
+        context.abort(code_for(exc), str(exc))
+    except Exception as exc:
+        log.exception("unexpected failure")
+        context.abort(grpc.StatusCode.INTERNAL, f"agent failure: {type(exc).__name__}: {exc}")
+    raise AssertionError("unreachable")  # context.abort raises
+
+
+class NodeAgentServicer(pb_grpc.NodeAgentServicer):
+    def __init__(self, reconciler: Reconciler) -> None:
+        self.reconciler = reconciler
+
+    def EnsureEnvironment(self, request: Any, context: grpc.ServicerContext) -> Any:
+        key, endpoint = _guard(context, lambda: self.reconciler.ensure(request.env_id))
+        return pb.EnsureEnvironmentResponse(
+            node=self.reconciler.node, public_key=key, endpoint=endpoint
+        )
+
+    def ApplyDocument(self, request: Any, context: grpc.ServicerContext) -> Any:
+        generation, changes = _guard(
+            context,
+            lambda: self.reconciler.apply(request.document_json, request.expected_generation),
+        )
+        return pb.ApplyDocumentResponse(generation=generation, changes=changes)
+
+    def GetDocument(self, request: Any, context: grpc.ServicerContext) -> Any:
+        doc = _guard(context, lambda: self.reconciler.document(request.env_id))
+        if doc is None:
+            return pb.GetDocumentResponse(found=False)
+        return pb.GetDocumentResponse(found=True, document_json=doc.to_json())
+
+    def DeleteEnvironment(self, request: Any, context: grpc.ServicerContext) -> Any:
+        existed = _guard(context, lambda: self.reconciler.delete(request.env_id))
+        return pb.DeleteEnvironmentResponse(existed=existed)
+
+    def Status(self, request: Any, context: grpc.ServicerContext) -> Any:
+        reports = _guard(context, lambda: self.reconciler.status(request.env_id))
+        response = pb.StatusResponse(node=self.reconciler.node)
+        for r in reports:
+            env = response.environments.add(
+                env_id=r.env_id,
+                project=r.project,
+                environment=r.environment,
+                generation=r.generation,
+                netns=r.netns,
+                listen_port=r.listen_port,
+                public_key=r.public_key,
+                drift=list(r.drift),
+            )
+            for p in r.peers:
+                env.peers.add(
+                    node=p.node,
+                    public_key=p.public_key,
+                    endpoint=p.endpoint,
+                    last_handshake=p.last_handshake,
+                    rx_bytes=p.rx_bytes,
+                    tx_bytes=p.tx_bytes,
+                    allowed_ips=list(p.allowed_ips),
+                )
+            if r.local is not None:
+                for i in r.local.instances:
+                    env.instances.add(
+                        service=i.service,
+                        service_id=i.service_id,
+                        index=i.index,
+                        netns=i.netns,
+                        ipv4=i.ipv4 or "",
+                        ipv6=i.ipv6,
+                    )
+            for name, rtype, value, ttl in r.records:
+                env.records.add(name=name, type=rtype, value=value, ttl=ttl)
+        return response

@@ -1,0 +1,102 @@
+"""The agent's state directory: stored documents and each environment's identity.
+
+Layout::
+
+    STATE/environments/<env_id>/document.json   the last accepted document
+    STATE/environments/<env_id>/identity.json   {"listen_port": N}
+    STATE/environments/<env_id>/private.key     the WireGuard private key, mode 0600
+
+Every write is atomic (temporary file, fsync, rename), so a crash leaves the old or the
+new version, never half of one. The private key never leaves this directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from railnet.core.document import EnvironmentDocument
+from railnet.core.errors import RailnetError
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What makes an environment's WireGuard device the same across restarts."""
+
+    private_key: str
+    listen_port: int
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class StateDir:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        (root / "environments").mkdir(parents=True, exist_ok=True)
+        os.chmod(root, 0o700)
+
+    def _env(self, env_id: str) -> Path:
+        return self.root / "environments" / env_id
+
+    def environment_ids(self) -> list[str]:
+        base = self.root / "environments"
+        return sorted(p.name for p in base.iterdir() if (p / "identity.json").exists())
+
+    def identity(self, env_id: str) -> Identity | None:
+        directory = self._env(env_id)
+        try:
+            meta = json.loads((directory / "identity.json").read_text())
+            key = (directory / "private.key").read_text().strip()
+        except FileNotFoundError:
+            return None
+        except ValueError as exc:
+            raise RailnetError(f"state file {directory / 'identity.json'} is corrupt: {exc}")
+        return Identity(private_key=key, listen_port=int(meta["listen_port"]))
+
+    def save_identity(self, env_id: str, identity: Identity) -> None:
+        directory = self._env(env_id)
+        write_atomic(directory / "private.key", identity.private_key.encode() + b"\n", 0o600)
+        write_atomic(
+            directory / "identity.json",
+            json.dumps({"listen_port": identity.listen_port}).encode(),
+        )
+
+    def document(self, env_id: str) -> EnvironmentDocument | None:
+        path = self._env(env_id) / "document.json"
+        try:
+            return EnvironmentDocument.from_json(path.read_bytes())
+        except FileNotFoundError:
+            return None
+
+    def save_document(self, doc: EnvironmentDocument) -> None:
+        write_atomic(self._env(doc.id) / "document.json", doc.to_json().encode())
+
+    def forget(self, env_id: str) -> None:
+        shutil.rmtree(self._env(env_id), ignore_errors=True)
+
+    def used_ports(self) -> set[int]:
+        ports = set()
+        for env_id in self.environment_ids():
+            identity = self.identity(env_id)
+            if identity:
+                ports.add(identity.listen_port)
+        return ports

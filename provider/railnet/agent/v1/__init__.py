@@ -1,0 +1,1 @@
+"""Generated gRPC stubs of agent.proto (``make proto``); do not edit."""

@@ -1,0 +1,496 @@
+"""TLS material for the agent's mutual-TLS gRPC endpoint.
+
+One private CA per cluster signs a server certificate for every node agent and one client
+certificate for the provider. Agents accept only clients holding a certificate from that CA,
+and clients check that the agent's certificate names the node they meant to reach. Because
+agents are often dialled by IP or through a ``unix:`` socket, the client says which node
+name to expect with ``grpc.ssl_target_name_override`` (see ``channel_options``).
+
+Keys are ECDSA P-256: small, fast, and accepted by every TLS stack gRPC ships with. Private
+keys are written with mode 0600 from the moment their file exists, and every file is
+replaced atomically, so a crash never leaves a half-written key or a world-readable one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import ipaddress
+import os
+import secrets
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from railnet.core.errors import InvalidField, RailnetError
+from railnet.core.names import check_node_name
+
+CA_VALIDITY = datetime.timedelta(days=3650)
+# Leaf certificates are cheap to reissue (`railnet certs node`), so they live shorter than
+# the CA: a leaked node key stops being useful on its own.
+LEAF_VALIDITY = datetime.timedelta(days=825)
+# Tolerate clocks a little behind the machine that minted the certificate.
+CLOCK_SKEW = datetime.timedelta(minutes=5)
+
+PROVIDER_COMMON_NAME = "railnet-provider"
+CA_CERT_FILE = "ca.pem"
+CA_KEY_FILE = "ca-key.pem"
+PROVIDER_CERT_FILE = "provider.pem"
+PROVIDER_KEY_FILE = "provider-key.pem"
+NODES_DIR = "nodes"
+
+_KEY_MODE = 0o600
+_CERT_MODE = 0o644
+_DIR_MODE = 0o700
+
+
+# --------------------------------------------------------------------------- minting
+
+
+def mint_ca(common_name: str = "railnet CA") -> tuple[bytes, bytes]:
+    """A new self-signed CA: ``(certificate PEM, private key PEM)``, valid for ten years."""
+    _check_common_name(common_name)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = _now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(_serial())
+        .not_valid_before(now - CLOCK_SKEW)
+        .not_valid_after(now + CA_VALIDITY)
+        # path_length=0: this CA signs leaves only, never another CA.
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .sign(key, hashes.SHA256())
+    )
+    return _cert_pem(cert), _key_pem(key)
+
+
+def mint_certificate(
+    ca_cert_pem: bytes,
+    ca_key_pem: bytes,
+    common_name: str,
+    *,
+    dns_names: list[str],
+    ip_addresses: list[str],
+    server: bool,
+    client: bool,
+) -> tuple[bytes, bytes]:
+    """A leaf certificate signed by the CA: ``(certificate PEM, private key PEM)``.
+
+    ``server`` and ``client`` choose the extended key usages (serverAuth, clientAuth); at
+    least one must be set. ``dns_names`` and ``ip_addresses`` become the subject
+    alternative names, which is what TLS clients check a server against.
+    """
+    _check_common_name(common_name)
+    if not (server or client):
+        raise InvalidField(
+            "server/client", (server, client), "a certificate must allow server or client use"
+        )
+    ca_cert, ca_key = _load_ca(ca_cert_pem, ca_key_pem)
+    sans = _subject_alternative_names(dns_names, ip_addresses)
+    usages = []
+    if server:
+        usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
+    if client:
+        usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = _now()
+    not_after = min(now + LEAF_VALIDITY, ca_cert.not_valid_after_utc)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(_serial())
+        .not_valid_before(now - CLOCK_SKEW)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+    )
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    return _cert_pem(builder.sign(ca_key, hashes.SHA256())), _key_pem(key)
+
+
+# --------------------------------------------------------------------------- files
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """Where one party's TLS material lives on disk."""
+
+    ca: Path
+    """The cluster CA certificate, used to verify the other side."""
+    cert: Path
+    """This party's certificate, signed by the CA."""
+    key: Path
+    """This party's private key (mode 0600)."""
+
+    def load(self) -> tuple[bytes, bytes, bytes]:
+        """Read ``(ca, cert, key)`` PEM bytes, or say which file is missing or unusable."""
+        return (
+            _read_pem("CA certificate", self.ca),
+            _read_pem("certificate", self.cert),
+            _read_pem("private key", self.key),
+        )
+
+
+@dataclass(frozen=True)
+class ClusterTls:
+    """The files ``write_cluster_tls`` wrote or reused."""
+
+    directory: Path
+    ca_cert: Path
+    ca_key: Path
+    ca_created: bool
+    """False when an existing CA in the directory was reused."""
+    provider: TlsFiles
+    """The provider's client certificate."""
+    nodes: Mapping[str, TlsFiles]
+    """The node agents' server certificates written by this call, by node name."""
+    provider_created: bool = True
+    """False when an existing provider certificate from the same CA was kept."""
+
+
+def node_tls_files(directory: Path, node_name: str) -> TlsFiles:
+    """The paths ``write_cluster_tls`` uses for one node's agent."""
+    check_node_name("node", node_name)
+    nodes = directory / NODES_DIR
+    return TlsFiles(
+        ca=directory / CA_CERT_FILE,
+        cert=nodes / f"{node_name}.pem",
+        key=nodes / f"{node_name}-key.pem",
+    )
+
+
+def provider_tls_files(directory: Path) -> TlsFiles:
+    """The paths ``write_cluster_tls`` uses for the provider's client certificate."""
+    return TlsFiles(
+        ca=directory / CA_CERT_FILE,
+        cert=directory / PROVIDER_CERT_FILE,
+        key=directory / PROVIDER_KEY_FILE,
+    )
+
+
+def write_cluster_tls(
+    directory: Path,
+    node_names: list[str],
+    node_ips: dict[str, list[str]] | None = None,
+) -> ClusterTls:
+    """Write a cluster's TLS material into ``directory``.
+
+    The CA in the directory is reused when there is one, so running this again to add a
+    node keeps every certificate already handed out valid. The listed nodes' certificates
+    are (re)issued; the provider's is issued only when missing or not from this CA.
+    """
+    node_ips = dict(node_ips or {})
+    for name in node_names:
+        check_node_name("node", name)
+    if len(set(node_names)) != len(node_names):
+        raise InvalidField("node", node_names, "each node may be listed only once")
+    unknown = sorted(set(node_ips) - set(node_names))
+    if unknown:
+        raise InvalidField(
+            "node_ips", unknown, "these nodes have addresses but are not in the node list"
+        )
+    for name, ips in node_ips.items():
+        _parse_ips(f"node_ips[{name}]", ips)
+
+    directory.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+    (directory / NODES_DIR).mkdir(mode=_DIR_MODE, exist_ok=True)
+
+    ca_cert_path = directory / CA_CERT_FILE
+    ca_key_path = directory / CA_KEY_FILE
+    ca_created = not (ca_cert_path.exists() or ca_key_path.exists())
+    if ca_cert_path.exists() != ca_key_path.exists():
+        present, absent = (
+            (ca_cert_path, ca_key_path) if ca_cert_path.exists() else (ca_key_path, ca_cert_path)
+        )
+        raise RailnetError(
+            f"found {present} but not {absent}; restore the missing file, or move both away "
+            f"to start a new CA (every node and provider certificate must then be reissued)"
+        )
+    if ca_created:
+        ca_cert, ca_key = mint_ca()
+        # The key first: a certificate without its key would look like a usable CA.
+        _write_atomic(ca_key_path, ca_key, _KEY_MODE)
+        _write_atomic(ca_cert_path, ca_cert, _CERT_MODE)
+    else:
+        ca_cert = _read_pem("CA certificate", ca_cert_path)
+        ca_key = _read_pem("CA private key", ca_key_path)
+        _load_ca(ca_cert, ca_key)
+
+    nodes: dict[str, TlsFiles] = {}
+    for name in node_names:
+        files = node_tls_files(directory, name)
+        cert, key = mint_certificate(
+            ca_cert,
+            ca_key,
+            name,
+            dns_names=[name, "localhost"],
+            ip_addresses=list(node_ips.get(name, [])),
+            server=True,
+            client=False,
+        )
+        _write_atomic(files.key, key, _KEY_MODE)
+        _write_atomic(files.cert, cert, _CERT_MODE)
+        nodes[name] = files
+
+    provider = provider_tls_files(directory)
+    provider_created = not _issued_by(provider, ca_cert)
+    if provider_created:
+        cert, key = mint_certificate(
+            ca_cert,
+            ca_key,
+            PROVIDER_COMMON_NAME,
+            dns_names=[],
+            ip_addresses=[],
+            server=False,
+            client=True,
+        )
+        _write_atomic(provider.key, key, _KEY_MODE)
+        _write_atomic(provider.cert, cert, _CERT_MODE)
+
+    return ClusterTls(
+        directory=directory,
+        ca_cert=ca_cert_path,
+        ca_key=ca_key_path,
+        ca_created=ca_created,
+        provider=provider,
+        nodes=nodes,
+        provider_created=provider_created,
+    )
+
+
+# --------------------------------------------------------------------------- gRPC
+
+
+def server_credentials(files: TlsFiles) -> grpc.ServerCredentials:
+    """Server credentials that accept only clients with a certificate from the CA."""
+    ca, cert, key = files.load()
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=ca, require_client_auth=True
+    )
+
+
+def channel_credentials(files: TlsFiles) -> grpc.ChannelCredentials:
+    """Client credentials: present our certificate and trust only the cluster CA."""
+    ca, cert, key = files.load()
+    return grpc.ssl_channel_credentials(
+        root_certificates=ca, private_key=key, certificate_chain=cert
+    )
+
+
+def channel_options(node_name: str) -> list[tuple[str, str]]:
+    """Channel options that make the client expect ``node_name``'s certificate.
+
+    Needed whenever the dialled address is not the node's name: an IP address or a
+    ``unix:`` socket path.
+    """
+    check_node_name("node", node_name)
+    return [("grpc.ssl_target_name_override", node_name)]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _serial() -> int:
+    # RFC 5280: positive, at most 20 octets; 159 random bits satisfy both.
+    return secrets.randbits(159) | 1
+
+
+def _cert_pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _redacted(pem: bytes) -> str:
+    # Never echo key material into an error message or a log.
+    return f"<{len(pem)} bytes>"
+
+
+def _check_common_name(common_name: str) -> None:
+    if not isinstance(common_name, str) or not 1 <= len(common_name) <= 64:
+        raise InvalidField("common_name", common_name, "must be 1-64 characters")
+
+
+def _load_ca(
+    ca_cert_pem: bytes, ca_key_pem: bytes
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    try:
+        ca_cert = x509.load_pem_x509_certificate(ca_cert_pem)
+    except ValueError as exc:
+        raise InvalidField(
+            "ca_cert_pem", _redacted(ca_cert_pem), f"is not a PEM certificate ({exc})"
+        ) from None
+    try:
+        ca_key = serialization.load_pem_private_key(ca_key_pem, password=None)
+    except (ValueError, TypeError) as exc:
+        raise InvalidField(
+            "ca_key_pem",
+            _redacted(ca_key_pem),
+            f"is not an unencrypted PEM private key ({exc})",
+        ) from None
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise InvalidField(
+            "ca_key_pem", _redacted(ca_key_pem), "must be an ECDSA key made by mint_ca"
+        )
+    try:
+        constraints = ca_cert.extensions.get_extension_for_class(x509.BasicConstraints)
+        is_ca = constraints.value.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    if not is_ca:
+        raise InvalidField(
+            "ca_cert_pem",
+            ca_cert.subject.rfc4514_string(),
+            "is not a CA certificate (basicConstraints CA:TRUE is missing)",
+        )
+    if ca_cert.public_key() != ca_key.public_key():
+        raise InvalidField(
+            "ca_key_pem",
+            _redacted(ca_key_pem),
+            f"does not belong to the CA certificate {ca_cert.subject.rfc4514_string()}",
+        )
+    return ca_cert, ca_key
+
+
+def _parse_ips(
+    field: str, values: list[str]
+) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    parsed = []
+    for value in values:
+        try:
+            parsed.append(ipaddress.ip_address(value))
+        except ValueError:
+            raise InvalidField(
+                field, value, "must be an IPv4 or IPv6 address such as 10.0.0.1"
+            ) from None
+    return parsed
+
+
+def _subject_alternative_names(
+    dns_names: list[str], ip_addresses: list[str]
+) -> list[x509.GeneralName]:
+    sans: list[x509.GeneralName] = []
+    for name in dns_names:
+        labels = name.split(".") if isinstance(name, str) else [""]
+        if (
+            not name
+            or len(name) > 253
+            or not all(1 <= len(label) <= 63 and label.isascii() for label in labels)
+        ):
+            raise InvalidField("dns_names", name, "must be a DNS name such as node-1")
+        sans.append(x509.DNSName(name))
+    for ip in _parse_ips("ip_addresses", ip_addresses):
+        sans.append(x509.IPAddress(ip))
+    return sans
+
+
+def _read_pem(role: str, path: Path) -> bytes:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise RailnetError(
+            f"TLS {role} file {path} does not exist; create the cluster's TLS material "
+            f"with `railnet certs init --dir DIR --node NAME`"
+        ) from None
+    except OSError as exc:
+        raise RailnetError(
+            f"TLS {role} file {path} cannot be read ({exc.strerror}); check its "
+            f"permissions and that this user may read it"
+        ) from None
+    if b"-----BEGIN " not in data:
+        raise RailnetError(
+            f"TLS {role} file {path} is not PEM; point at the file `railnet certs` wrote"
+        )
+    return data
+
+
+def _issued_by(files: TlsFiles, ca_cert_pem: bytes) -> bool:
+    """Whether ``files`` hold a readable certificate and key signed by this CA."""
+    try:
+        cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
+        files.key.read_bytes()
+        cert.verify_directly_issued_by(x509.load_pem_x509_certificate(ca_cert_pem))
+    except (OSError, ValueError, TypeError, InvalidSignature):
+        return False
+    return cert.not_valid_after_utc > _now() + datetime.timedelta(days=30)
+
+
+def _write_atomic(path: Path, data: bytes, mode: int) -> None:
+    """Replace ``path`` with ``data``; the file has ``mode`` before any byte is written."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            # mkstemp creates the file 0600; widen it only for public material.
+            os.fchmod(out.fileno(), mode)
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -1,0 +1,115 @@
+"""`railnet certs`: mint the cluster CA, node agent certificates and the provider's.
+
+A thin edge over ``railnet.certs``: it parses arguments, calls it, and reports what it
+wrote. Bad input is reported as one line on stderr with exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from railnet.certs import ClusterTls, write_cluster_tls
+from railnet.core.errors import RailnetError
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2
+
+
+def add_certs_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``certs init`` and ``certs node`` to the ``railnet`` command."""
+    certs = subparsers.add_parser(
+        "certs",
+        help="mint the cluster CA, node certificates and the provider's client certificate",
+        description="Mint the TLS material for the agents' mutual-TLS gRPC endpoints.",
+    )
+    certs.set_defaults(func=run_certs, certs_command=None)
+    actions = certs.add_subparsers(dest="certs_command", metavar="{init,node}")
+
+    init = actions.add_parser(
+        "init",
+        help="create (or reuse) the CA and issue node and provider certificates",
+        description=(
+            "Create the CA in DIR (or reuse the one already there), issue a server "
+            "certificate for every --node and a client certificate for the provider."
+        ),
+    )
+    init.add_argument("--dir", type=Path, required=True, help="directory for the files")
+    init.add_argument(
+        "--node",
+        dest="nodes",
+        action="append",
+        required=True,
+        metavar="NAME",
+        help="a node name (repeat for each node)",
+    )
+    init.add_argument(
+        "--node-ip",
+        dest="node_ips",
+        action="append",
+        default=[],
+        type=_node_ip,
+        metavar="NAME=IP",
+        help="an address the node's agent is dialled at (repeatable)",
+    )
+
+    node = actions.add_parser(
+        "node",
+        help="issue a certificate for one node with the existing CA",
+        description="Issue (or reissue) one node's certificate with the CA already in DIR.",
+    )
+    node.add_argument("--dir", type=Path, required=True, help="directory holding ca.pem")
+    node.add_argument("--node", required=True, metavar="NAME", help="the node name")
+    node.add_argument(
+        "--ip",
+        dest="ips",
+        action="append",
+        default=[],
+        metavar="IP",
+        help="an address the node's agent is dialled at (repeatable)",
+    )
+
+
+def run_certs(args: argparse.Namespace) -> int:
+    """Run ``railnet certs init`` or ``railnet certs node``; return the exit code."""
+    try:
+        if args.certs_command == "init":
+            node_ips: dict[str, list[str]] = {}
+            for name, ip in args.node_ips:
+                node_ips.setdefault(name, []).append(ip)
+            result = write_cluster_tls(args.dir, list(args.nodes), node_ips)
+        elif args.certs_command == "node":
+            directory: Path = args.dir
+            if not (directory / "ca.pem").exists():
+                raise RailnetError(
+                    f"no CA in {directory}; create one first with "
+                    f"`railnet certs init --dir {directory} --node {args.node}`"
+                )
+            result = write_cluster_tls(directory, [args.node], {args.node: list(args.ips)})
+        else:
+            print("railnet certs: choose a command: init or node", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    except RailnetError as exc:
+        print(f"railnet certs: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    _report(result)
+    return EXIT_OK
+
+
+def _node_ip(text: str) -> tuple[str, str]:
+    name, sep, ip = text.partition("=")
+    if not sep or not name or not ip:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=IP, e.g. node-1=10.0.0.1")
+    return name, ip
+
+
+def _report(result: ClusterTls) -> None:
+    verb = "created" if result.ca_created else "reused"
+    print(f"{verb} CA        {result.ca_cert} (key {result.ca_key})")
+    for name, files in result.nodes.items():
+        print(f"wrote node {name:<8} {files.cert} (key {files.key})")
+    if result.provider_created:
+        print(f"wrote provider   {result.provider.cert} (key {result.provider.key})")
+    else:
+        print(f"kept provider    {result.provider.cert} (key {result.provider.key})")

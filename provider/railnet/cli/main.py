@@ -1,0 +1,37 @@
+"""The ``railnet`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from railnet.agent.server import add_agent_parser
+from railnet.cli.certs import add_certs_parser
+from railnet.cli.lab import add_lab_parser
+from railnet.cli.runtime import add_exec_parsers, add_status_parser
+from railnet.core.errors import RailnetError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="railnet",
+        description="Private WireGuard networking with <service>.railway.internal DNS.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_agent_parser(sub)
+    add_certs_parser(sub)
+    add_lab_parser(sub)
+    add_exec_parsers(sub)
+    add_status_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except RailnetError as exc:
+        print(f"railnet {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

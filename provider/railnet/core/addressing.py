@@ -1,0 +1,98 @@
+"""Address plans of an environment.
+
+Environments never route to each other, so each one is its own address domain: every
+environment may use the same IPv4 CIDR. The IPv6 prefix is a ULA /64 (RFC 4193) whose
+40-bit global id is derived from the environment id, so it is stable and distinct per
+environment without coordination.
+
+Reserved in every environment:
+
+* the first IPv4 host: the gateway on every instance's veth (IPv6 uses the link-local
+  ``fe80::1`` there; ``<prefix>::1`` stays reserved);
+* the second IPv4 host and ``<prefix>::2``: the environment's DNS resolver.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from railnet.core.errors import InvalidField
+
+DEFAULT_IPV4_CIDR = "10.250.0.0/16"
+RESERVED_HOSTS = 2
+LINK_LOCAL_GATEWAY6 = "fe80::1"
+
+
+def ula_prefix(env_id: str) -> ipaddress.IPv6Network:
+    global_id = hashlib.sha256(f"ula\0{env_id}".encode()).digest()[:5]
+    packed = bytes([0xFD]) + global_id + bytes(10)
+    return ipaddress.IPv6Network((packed, 64))
+
+
+def check_ipv4_cidr(field: str, value: object) -> ipaddress.IPv4Network:
+    try:
+        network = ipaddress.IPv4Network(str(value), strict=True)
+    except ValueError as exc:
+        raise InvalidField(field, value, f"is not an IPv4 network ({exc})") from None
+    if not isinstance(value, str):
+        raise InvalidField(field, value, "must be a string such as 10.250.0.0/16")
+    if network.prefixlen > 28:
+        raise InvalidField(field, value, "must be a /28 or larger")
+    if not network.is_private:
+        raise InvalidField(field, value, "must be a private range (RFC 1918 or similar)")
+    return network
+
+
+@dataclass(frozen=True)
+class AddressPlan:
+    """The reserved and assignable addresses of one environment."""
+
+    ipv4: ipaddress.IPv4Network | None
+    """The IPv4 CIDR; ``None`` in IPv6-only environments."""
+    ipv6: ipaddress.IPv6Network
+    """The ULA /64."""
+
+    @property
+    def gateway4(self) -> ipaddress.IPv4Address | None:
+        return None if self.ipv4 is None else self.ipv4.network_address + 1
+
+    @property
+    def resolver4(self) -> ipaddress.IPv4Address | None:
+        return None if self.ipv4 is None else self.ipv4.network_address + 2
+
+    @property
+    def gateway6(self) -> ipaddress.IPv6Address:
+        return self.ipv6.network_address + 1
+
+    @property
+    def resolver6(self) -> ipaddress.IPv6Address:
+        return self.ipv6.network_address + 2
+
+    def is_assignable(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        network = self.ipv4 if address.version == 4 else self.ipv6
+        if network is None or address not in network:
+            return False
+        offset = int(address) - int(network.network_address)
+        if offset <= RESERVED_HOSTS:
+            return False
+        return not (address.version == 4 and address == network.broadcast_address)
+
+    def allocate(self, used: Iterable[str], count: int) -> list[tuple[str | None, str]]:
+        """``count`` fresh (IPv4, IPv6) pairs, lowest first, avoiding ``used``."""
+        taken = {ipaddress.ip_address(a) for a in used}
+        pairs: list[tuple[str | None, str]] = []
+        offset = RESERVED_HOSTS + 1
+        while len(pairs) < count:
+            v6 = self.ipv6.network_address + offset
+            v4 = None if self.ipv4 is None else self.ipv4.network_address + offset
+            if v4 is not None and (v4 not in self.ipv4 or v4 == self.ipv4.broadcast_address):
+                raise InvalidField(
+                    "ipv4_cidr", str(self.ipv4), "has no free address left; use a larger CIDR"
+                )
+            if v6 not in taken and (v4 is None or v4 not in taken):
+                pairs.append((None if v4 is None else str(v4), str(v6)))
+            offset += 1
+        return pairs

@@ -1,0 +1,143 @@
+"""From what a user declares to the environment document the agents apply.
+
+``build_document`` is pure: given the declared ``EnvironmentSpec``, the document the nodes
+hold now, and each node's WireGuard identity, it returns the next generation. Addresses are
+stable: a service keeps its id and an instance keeps its addresses across updates, renames
+and moves to another node; only new instances get new addresses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from railnet.core.addressing import DEFAULT_IPV4_CIDR, AddressPlan, check_ipv4_cidr, ula_prefix
+from railnet.core.document import (
+    DEFAULT_DNS_TTL,
+    DEFAULT_DOMAIN,
+    EnvironmentDocument,
+    InstanceEntry,
+    IpMode,
+    NodeEntry,
+    ServiceEntry,
+)
+from railnet.core.errors import InvalidField
+from railnet.core.names import check_dns_label, environment_id, short_hash
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    nodes: tuple[str, ...]
+    """One entry per instance, in instance order; a node may appear more than once."""
+    id: str = ""
+    """Stable id; empty means "the id this name had before, or a new one"."""
+
+
+@dataclass(frozen=True)
+class EnvironmentSpec:
+    project: str
+    environment: str
+    ip_mode: IpMode = IpMode.DUAL
+    ipv4_cidr: str = DEFAULT_IPV4_CIDR
+    domain: str = DEFAULT_DOMAIN
+    dns_ttl: int = DEFAULT_DNS_TTL
+    services: tuple[ServiceSpec, ...] = field(default=())
+
+    @property
+    def id(self) -> str:
+        return environment_id(self.project, self.environment)
+
+    @property
+    def nodes(self) -> list[str]:
+        """The nodes that host at least one instance, sorted."""
+        return sorted({n for s in self.services for n in s.nodes})
+
+
+def service_id(env_id: str, name: str) -> str:
+    return "s" + short_hash("service", env_id, name, length=9)
+
+
+def place_replicas(replicas: int, nodes: list[str], offset: str = "") -> tuple[str, ...]:
+    """Spread ``replicas`` over ``nodes`` round-robin, starting at a name-derived node."""
+    if replicas < 0:
+        raise InvalidField("replicas", replicas, "must be 0 or more")
+    if not nodes:
+        raise InvalidField("nodes", nodes, "the cluster has no nodes to place replicas on")
+    ordered = sorted(nodes)
+    start = int(short_hash("place", offset, length=8), 16) % len(ordered) if offset else 0
+    return tuple(ordered[(start + i) % len(ordered)] for i in range(replicas))
+
+
+def build_document(
+    spec: EnvironmentSpec,
+    previous: EnvironmentDocument | None,
+    identities: dict[str, tuple[str, str]],
+) -> EnvironmentDocument:
+    """The next document: ``previous.generation + 1`` (or 1), with stable addresses.
+
+    ``identities`` maps each hosting node to its (public key, endpoint).
+    """
+    check_dns_label("project", spec.project)
+    check_dns_label("environment", spec.environment)
+    env_id = spec.id
+    ipv4 = check_ipv4_cidr("ipv4_cidr", spec.ipv4_cidr) if spec.ip_mode is IpMode.DUAL else None
+    plan = AddressPlan(ipv4=ipv4, ipv6=ula_prefix(env_id))
+    if previous is not None and previous.ip_mode is not spec.ip_mode:
+        previous_services: dict[str, ServiceEntry] = {}
+        reusable = False
+    else:
+        previous_services = {s.name: s for s in previous.services} if previous else {}
+        reusable = previous is not None and previous.ipv4_cidr == (
+            None if ipv4 is None else str(ipv4)
+        )
+    by_id = {s.id: s for s in previous_services.values()}
+    names = [check_dns_label(f"services[{i}].name", s.name) for i, s in enumerate(spec.services)]
+    for i, name in enumerate(names):
+        if names.index(name) != i:
+            raise InvalidField(f"services[{i}].name", name, "is used twice")
+
+    kept: dict[str, list[InstanceEntry]] = {}
+    used: set[str] = set()
+    ids: dict[str, str] = {}
+    for svc in spec.services:
+        sid = svc.id or (previous_services[svc.name].id if svc.name in previous_services else "")
+        sid = sid or service_id(env_id, svc.name)
+        ids[svc.name] = sid
+        before = by_id.get(sid)
+        kept[svc.name] = []
+        if before is not None and reusable:
+            for node, inst in zip(svc.nodes, before.instances, strict=False):
+                kept[svc.name].append(InstanceEntry(node=node, ipv4=inst.ipv4, ipv6=inst.ipv6))
+                used.update(a for a in (inst.ipv4, inst.ipv6) if a)
+
+    services = []
+    for svc in spec.services:
+        instances = kept[svc.name]
+        missing = len(svc.nodes) - len(instances)
+        if missing > 0:
+            fresh = plan.allocate(used, missing)
+            for node, (v4, v6) in zip(svc.nodes[len(instances) :], fresh, strict=True):
+                instances.append(InstanceEntry(node=node, ipv4=v4, ipv6=v6))
+                used.update(a for a in (v4, v6) if a)
+        services.append(ServiceEntry(id=ids[svc.name], name=svc.name, instances=tuple(instances)))
+
+    nodes = []
+    for name in spec.nodes:
+        if name not in identities:
+            raise InvalidField("nodes", name, "has no WireGuard identity for this environment")
+        key, endpoint = identities[name]
+        nodes.append(NodeEntry(name=name, public_key=key, endpoint=endpoint))
+    doc = EnvironmentDocument(
+        id=env_id,
+        project=spec.project,
+        environment=spec.environment,
+        generation=(previous.generation + 1) if previous else 1,
+        ip_mode=spec.ip_mode,
+        ipv4_cidr=None if ipv4 is None else str(ipv4),
+        domain=spec.domain,
+        dns_ttl=spec.dns_ttl,
+        nodes=tuple(nodes),
+        services=tuple(services),
+    )
+    # Round-trip through the validator: what we send is exactly what agents accept.
+    return EnvironmentDocument.from_dict(doc.to_dict())

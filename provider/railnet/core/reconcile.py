@@ -1,0 +1,222 @@
+"""Observe → plan → apply: the pure middle step.
+
+The agent reads what the kernel and WireGuard hold into an ``ObservedEnvironment``, this
+module compares it with the ``LocalEnvironment`` derived from the stored document, and the
+result is an ordered tuple of changes that the backends apply. An empty plan means the node
+already matches: re-applying a document changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from railnet.core.local import InstancePlacement, LocalEnvironment, PeerSpec
+
+
+@dataclass(frozen=True)
+class ObservedPeer:
+    public_key: str
+    endpoint: str | None
+    allowed_ips: frozenset[str]
+    last_handshake: int = 0
+    """Seconds since the epoch; 0 before the first handshake."""
+    rx_bytes: int = 0
+    tx_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class ObservedDevice:
+    public_key: str
+    listen_port: int
+    peers: tuple[ObservedPeer, ...] = ()
+
+    def peer(self, public_key: str) -> ObservedPeer | None:
+        return next((p for p in self.peers if p.public_key == public_key), None)
+
+
+@dataclass(frozen=True)
+class ObservedInstance:
+    netns: str
+    addresses: frozenset[str]
+    """The internal addresses on the instance's ``eth0``."""
+    linked: bool
+    """Its veth pair is intact and up on both ends, with routes in place."""
+
+
+@dataclass(frozen=True)
+class ObservedEnvironment:
+    netns_exists: bool
+    base_ready: bool
+    """Forwarding, resolver addresses and mesh routes are in place in the namespace."""
+    device: ObservedDevice | None
+    instances: tuple[ObservedInstance, ...] = field(default=())
+
+    @classmethod
+    def absent(cls) -> ObservedEnvironment:
+        return cls(netns_exists=False, base_ready=False, device=None)
+
+
+# -- changes ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CreateNamespace:
+    netns: str
+
+    def describe(self) -> str:
+        return f"create namespace {self.netns}"
+
+
+@dataclass(frozen=True)
+class ConfigureNamespace:
+    """Forwarding, resolver addresses and the routes into the mesh."""
+
+    netns: str
+
+    def describe(self) -> str:
+        return f"configure namespace {self.netns} (forwarding, resolver, mesh routes)"
+
+
+@dataclass(frozen=True)
+class CreateDevice:
+    ifname: str
+    listen_port: int
+
+    def describe(self) -> str:
+        return f"create WireGuard device {self.ifname} on UDP port {self.listen_port}"
+
+
+@dataclass(frozen=True)
+class DeleteDevice:
+    ifname: str
+    reason: str
+
+    def describe(self) -> str:
+        return f"delete WireGuard device {self.ifname} ({self.reason})"
+
+
+@dataclass(frozen=True)
+class SetPeer:
+    node: str
+    public_key: str
+    endpoint: str | None
+    """``None`` keeps the endpoint WireGuard holds (it may have learned it by roaming)."""
+    allowed_ips: tuple[str, ...]
+
+    def describe(self) -> str:
+        where = f" at {self.endpoint}" if self.endpoint else ""
+        return f"set peer {self.node}{where} allowed {', '.join(self.allowed_ips) or '-'}"
+
+
+@dataclass(frozen=True)
+class RemovePeer:
+    public_key: str
+
+    def describe(self) -> str:
+        return f"remove peer {self.public_key}"
+
+
+@dataclass(frozen=True)
+class CreateInstance:
+    instance: InstancePlacement
+
+    def describe(self) -> str:
+        i = self.instance
+        return (
+            f"create instance {i.service}#{i.index} in {i.netns} ({', '.join(sorted(i.addresses))})"
+        )
+
+
+@dataclass(frozen=True)
+class RemoveInstance:
+    netns: str
+
+    def describe(self) -> str:
+        return f"remove instance namespace {self.netns}"
+
+
+Change = (
+    CreateNamespace
+    | ConfigureNamespace
+    | CreateDevice
+    | DeleteDevice
+    | SetPeer
+    | RemovePeer
+    | CreateInstance
+    | RemoveInstance
+)
+
+
+def plan_environment(
+    desired: LocalEnvironment,
+    public_key: str,
+    listen_port: int,
+    observed: ObservedEnvironment,
+    previous: LocalEnvironment | None = None,
+) -> tuple[Change, ...]:
+    """The ordered changes that take ``observed`` to ``desired``.
+
+    ``previous`` is what the node was told last time; a peer's endpoint is only pushed to
+    WireGuard when the peer is new or the document moved it, so an endpoint learned by
+    roaming survives re-applies.
+    """
+    changes: list[Change] = []
+    if not observed.netns_exists:
+        changes.append(CreateNamespace(desired.netns))
+    device = observed.device if observed.netns_exists else None
+    if device is not None and (
+        device.public_key != public_key or device.listen_port != listen_port
+    ):
+        changes.append(DeleteDevice(desired.wg_ifname, "its key or port differs from the state"))
+        device = None
+    if device is None:
+        changes.append(CreateDevice(desired.wg_ifname, listen_port))
+    if not (observed.netns_exists and observed.base_ready) or device is None:
+        changes.append(ConfigureNamespace(desired.netns))
+
+    wanted = {i.netns: i for i in desired.instances}
+    seen = {o.netns: o for o in observed.instances} if observed.netns_exists else {}
+    for netns in sorted(seen):
+        inst = wanted.get(netns)
+        if inst is None or not _instance_matches(inst, seen[netns]):
+            changes.append(RemoveInstance(netns))
+    for netns in sorted(wanted):
+        obs = seen.get(netns)
+        if obs is None or not _instance_matches(wanted[netns], obs):
+            changes.append(CreateInstance(wanted[netns]))
+
+    changes.extend(_plan_peers(desired.peers, device, previous))
+    return tuple(changes)
+
+
+def _instance_matches(inst: InstancePlacement, obs: ObservedInstance) -> bool:
+    return obs.linked and obs.addresses == inst.addresses
+
+
+def _plan_peers(
+    peers: tuple[PeerSpec, ...], device: ObservedDevice | None, previous: LocalEnvironment | None
+) -> list[Change]:
+    changes: list[Change] = []
+    before = {p.public_key: p for p in previous.peers} if previous else {}
+    for peer in peers:
+        have = device.peer(peer.public_key) if device else None
+        if have is None:
+            changes.append(SetPeer(peer.node, peer.public_key, peer.endpoint, peer.allowed_ips))
+            continue
+        moved = peer.public_key in before and before[peer.public_key].endpoint != peer.endpoint
+        lost = have.endpoint is None
+        if moved or lost or have.allowed_ips != frozenset(peer.allowed_ips):
+            changes.append(
+                SetPeer(
+                    peer.node,
+                    peer.public_key,
+                    peer.endpoint if (moved or lost) else None,
+                    peer.allowed_ips,
+                )
+            )
+    wanted_keys = {p.public_key for p in peers}
+    if device is not None:
+        changes.extend(
+            RemovePeer(p.public_key) for p in device.peers if p.public_key not in wanted_keys
+        )
+    return changes

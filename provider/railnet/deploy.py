@@ -1,0 +1,126 @@
+"""Write an environment's desired state to every node involved, with compare-and-set.
+
+``EnvironmentDeployer.apply(spec)`` reads what the nodes hold, builds the next document in
+the pure core, ensures the environment on every hosting node, applies the document to all
+of them in parallel, and removes the environment from nodes that no longer host it. A
+conflict (another writer got there first) restarts the round from the read. When it
+returns, every node has applied the document: names resolve and instances connect.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+
+from railnet.agent.client import AgentAddress, AgentClient, AgentError
+from railnet.certs import TlsFiles
+from railnet.core.cluster import Cluster
+from railnet.core.desired import EnvironmentSpec, build_document
+from railnet.core.document import EnvironmentDocument
+from railnet.core.errors import RailnetError
+from railnet.core.names import check_object_id
+
+log = logging.getLogger("railnet.deploy")
+T = TypeVar("T")
+MAX_ROUNDS = 8
+
+_env_locks: dict[str, threading.Lock] = {}
+_env_locks_guard = threading.Lock()
+
+
+@contextmanager
+def environment_lock(env_id: str) -> Iterator[None]:
+    """One writer per environment in this process; other processes meet the agents' CAS."""
+    with _env_locks_guard:
+        lock = _env_locks.setdefault(env_id, threading.Lock())
+    with lock:
+        yield
+
+
+@dataclass(frozen=True)
+class Applied:
+    document: EnvironmentDocument
+    changes: dict[str, list[str]]
+    """Per node, what the apply changed there."""
+    removed_from: tuple[str, ...]
+
+
+class EnvironmentDeployer:
+    def __init__(self, cluster: Cluster, timeout: float = 60.0) -> None:
+        self.cluster = cluster
+        self.timeout = timeout
+
+    def _client(self, node: str) -> AgentClient:
+        tls = self.cluster.tls
+        files = None if tls is None else TlsFiles(Path(tls.ca), Path(tls.cert), Path(tls.key))
+        return AgentClient(
+            AgentAddress(node, self.cluster.node(node).agent, files), timeout=self.timeout
+        )
+
+    def _each(self, nodes: list[str], call: Callable[[AgentClient], T]) -> dict[str, T]:
+        def run(node: str) -> T:
+            with self._client(node) as client:
+                return call(client)
+
+        if not nodes:
+            return {}
+        with ThreadPoolExecutor(max_workers=min(16, len(nodes))) as pool:
+            return dict(zip(nodes, pool.map(run, nodes), strict=True))
+
+    def read(self, env_id: str) -> dict[str, EnvironmentDocument | None]:
+        """What every cluster node holds for the environment."""
+        check_object_id("env_id", env_id)
+        raw = self._each(self.cluster.names, lambda c: c.document(env_id))
+        return {n: None if t is None else EnvironmentDocument.from_json(t) for n, t in raw.items()}
+
+    @staticmethod
+    def latest(held: dict[str, EnvironmentDocument | None]) -> EnvironmentDocument | None:
+        docs = [d for d in held.values() if d is not None]
+        return max(docs, key=lambda d: d.generation) if docs else None
+
+    def apply(self, spec: EnvironmentSpec) -> Applied:
+        for node in spec.nodes:
+            self.cluster.node(node)  # names the unknown node before anything changes
+        with environment_lock(spec.id):
+            for _ in range(MAX_ROUNDS):
+                try:
+                    return self._round(spec)
+                except AgentError as exc:
+                    if exc.code != grpc.StatusCode.ABORTED:
+                        raise
+                    log.info("environment %s: conflict (%s); retrying", spec.id, exc.detail)
+        raise RailnetError(
+            f"environment {spec.id}: {MAX_ROUNDS} conflicting writers in a row; try again"
+        )
+
+    def _round(self, spec: EnvironmentSpec) -> Applied:
+        held = self.read(spec.id)
+        previous = self.latest(held)
+        hosting = spec.nodes
+        identities = self._each(hosting, lambda c: c.ensure(spec.id))
+        doc = build_document(spec, previous, identities)
+        text = doc.to_json()
+        changes = self._each(
+            hosting,
+            lambda c: c.apply(
+                text,
+                0 if held[c.target.node] is None else held[c.target.node].generation,  # type: ignore[union-attr]
+            )[1],
+        )
+        leaving = [n for n, d in held.items() if d is not None and n not in hosting]
+        self._each(leaving, lambda c: c.delete(spec.id))
+        return Applied(document=doc, changes=changes, removed_from=tuple(leaving))
+
+    def destroy(self, env_id: str) -> list[str]:
+        """Remove the environment from every node that has it; return those nodes."""
+        with environment_lock(env_id):
+            removed = self._each(self.cluster.names, lambda c: c.delete(env_id))
+        return [n for n, existed in removed.items() if existed]

@@ -1,0 +1,390 @@
+"""A local cluster: every node a network namespace on a private underlay.
+
+``Lab.up`` builds, under a fresh lab id:
+
+* ``rl<id>-ul``: the underlay namespace with bridge ``br0``;
+* ``rl<id>-n<i>``: node *i*'s host namespace, with ``ul0`` on the underlay at
+  ``198.18.0.<i>/24`` (RFC 2544 benchmark range) and the node's agent running in it;
+* ``DIR/cluster.json`` and ``DIR/tls/`` (mutual TLS material).
+
+Every name the lab or its agents create starts with ``rl<id>``, so ``Lab.down`` removes
+exactly those and nothing else, and two labs never collide.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pyroute2 import IPRoute
+
+from railnet.agent.client import AgentAddress, AgentClient
+from railnet.agent.netns import create_netns, delete_netns, list_netns, netlink, netns_fd
+from railnet.agent.wireguard import Uapi
+from railnet.certs import node_tls_files, provider_tls_files, write_cluster_tls
+from railnet.core.errors import AgentUnreachable, RailnetError
+from railnet.core.names import wireguard_ifname
+
+UNDERLAY_PREFIX = "198.18.0."
+AGENT_PORT = 7443
+DEFAULT_DIR = Path("railnet-lab")
+MAX_NODES = 200
+
+
+@dataclass(frozen=True)
+class LabNode:
+    name: str
+    netns: str
+    underlay: str
+    agent_socket: Path
+    state_dir: Path
+    netns_prefix: str
+
+    @property
+    def agent_tcp(self) -> str:
+        return f"{self.underlay}:{AGENT_PORT}"
+
+
+class Lab:
+    def __init__(self, directory: Path, lab_id: str) -> None:
+        self.directory = directory.resolve()
+        self.lab_id = lab_id
+        self.prefix = f"rl{lab_id}"
+
+    # -- description ---------------------------------------------------------------------
+
+    @property
+    def underlay_netns(self) -> str:
+        return f"{self.prefix}-ul"
+
+    def node(self, i: int) -> LabNode:
+        name = f"node-{i}"
+        return LabNode(
+            name=name,
+            netns=f"{self.prefix}-n{i}",
+            underlay=f"{UNDERLAY_PREFIX}{i}",
+            agent_socket=self.directory / f"{name}.sock",
+            state_dir=self.directory / name / "state",
+            netns_prefix=f"{self.prefix}n{i}",
+        )
+
+    def nodes(self) -> list[LabNode]:
+        meta = self._meta()
+        return [self.node(i) for i in range(1, int(meta["nodes"]) + 1)]
+
+    def _meta(self) -> dict[str, object]:
+        return dict(json.loads((self.directory / "lab.json").read_text()))
+
+    @property
+    def cluster_file(self) -> Path:
+        return self.directory / "cluster.json"
+
+    def client(self, node: LabNode, timeout: float = 60.0) -> AgentClient:
+        return AgentClient(
+            AgentAddress(
+                node.name, f"unix:{node.agent_socket}", provider_tls_files(self.directory / "tls")
+            ),
+            timeout=timeout,
+        )
+
+    # -- up ------------------------------------------------------------------------------
+
+    @classmethod
+    def up(
+        cls,
+        directory: Path = DEFAULT_DIR,
+        nodes: int = 3,
+        *,
+        wireguard: str = "auto",
+        dns_upstreams: tuple[str, ...] = (),
+        dns: bool = True,
+        progress: bool = False,
+    ) -> Lab:
+        if not 1 <= nodes <= MAX_NODES:
+            raise RailnetError(f"--nodes {nodes}: a lab has 1 to {MAX_NODES} nodes")
+        directory = directory.resolve()
+        if (directory / "lab.json").exists():
+            raise RailnetError(
+                f"{directory} already holds a lab; run 'railnet lab down --dir {directory}' first"
+            )
+        directory.mkdir(parents=True, exist_ok=True)
+        lab = cls(directory, secrets.token_hex(3))
+        (directory / "lab.json").write_text(
+            json.dumps(
+                {
+                    "id": lab.lab_id,
+                    "nodes": nodes,
+                    "agents": {},
+                    "wireguard": wireguard,
+                    "dns": dns,
+                    "dns_upstreams": list(dns_upstreams),
+                }
+            )
+        )
+        try:
+            lab._build(nodes, progress)
+        except BaseException:
+            lab.down()
+            raise
+        return lab
+
+    def _build(self, count: int, progress: bool) -> None:
+        say = (lambda msg: print(msg, flush=True)) if progress else (lambda msg: None)
+        members = [self.node(i) for i in range(1, count + 1)]
+        write_cluster_tls(
+            self.directory / "tls",
+            [n.name for n in members],
+            {n.name: [n.underlay] for n in members},
+        )
+        say(f"lab {self.lab_id}: underlay {UNDERLAY_PREFIX}0/24 in {self.underlay_netns}")
+        create_netns(self.underlay_netns)
+
+        def bridge(ul: Any) -> int:
+            ul.link("set", index=ul.link_lookup(ifname="lo")[0], state="up")
+            ul.link("add", ifname="br0", kind="bridge")
+            index = ul.link_lookup(ifname="br0")[0]
+            ul.link("set", index=index, state="up")
+            return int(index)
+
+        def attach(i: int, node: LabNode, bridge_index: int) -> Any:
+            def work(ul: Any) -> None:
+                fd = netns_fd(node.netns)
+                try:
+                    ul.link(
+                        "add", ifname=f"n{i}", kind="veth", peer={"ifname": "ul0", "net_ns_fd": fd}
+                    )
+                finally:
+                    os.close(fd)
+                index = ul.link_lookup(ifname=f"n{i}")[0]
+                ul.link("set", index=index, master=bridge_index, state="up")
+
+            return work
+
+        def address(node: LabNode) -> Any:
+            def work(ns: Any) -> None:
+                ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
+                ul0 = ns.link_lookup(ifname="ul0")[0]
+                ns.addr("add", index=ul0, address=node.underlay, prefixlen=24)
+                ns.link("set", index=ul0, state="up")
+
+            return work
+
+        bridge_index = netlink(self.underlay_netns, bridge)
+        for i, node in enumerate(members, start=1):
+            create_netns(node.netns)
+            netlink(self.underlay_netns, attach(i, node, bridge_index))
+            netlink(node.netns, address(node))
+        agents: dict[str, int] = {}
+        for node in members:
+            agents[node.name] = self._start_agent(node)
+            meta = self._meta()
+            meta["agents"] = agents
+            (self.directory / "lab.json").write_text(json.dumps(meta))
+        for node in members:
+            self._wait_ready(node)
+            say(f"  {node.name}: {node.underlay} in {node.netns}, agent pid {agents[node.name]}")
+        cluster = {
+            "lab": self.lab_id,
+            "nodes": [
+                {
+                    "name": n.name,
+                    "agent": f"unix:{n.agent_socket}",
+                    "agent_tcp": n.agent_tcp,
+                    "underlay": n.underlay,
+                    "netns": n.netns,
+                }
+                for n in members
+            ],
+            "tls": {"ca": "tls/ca.pem", "cert": "tls/provider.pem", "key": "tls/provider-key.pem"},
+        }
+        self.cluster_file.write_text(json.dumps(cluster, indent=2) + "\n")
+        say(f"lab {self.lab_id}: {count} nodes ready; cluster file {self.cluster_file}")
+
+    def _start_agent(self, node: LabNode) -> int:
+        meta = self._meta()
+        files = node_tls_files(self.directory / "tls", node.name)
+        node.state_dir.mkdir(parents=True, exist_ok=True)
+        command = [
+            "nsenter",
+            f"--net=/var/run/netns/{node.netns}",
+            sys.executable,
+            "-m",
+            "railnet",
+            "agent",
+            "--node",
+            node.name,
+            "--listen",
+            f"unix:{node.agent_socket}",
+            "--listen",
+            node.agent_tcp,
+            "--state-dir",
+            str(node.state_dir),
+            "--endpoint-host",
+            node.underlay,
+            "--netns-prefix",
+            node.netns_prefix,
+            "--wireguard",
+            str(meta["wireguard"]),
+            "--tls-ca",
+            str(files.ca),
+            "--tls-cert",
+            str(files.cert),
+            "--tls-key",
+            str(files.key),
+        ]
+        for upstream in meta["dns_upstreams"]:  # type: ignore[attr-defined]
+            command += ["--dns-upstream", upstream]
+        if not meta["dns"]:
+            command.append("--no-dns")
+        log = open(self.directory / node.name / "agent.log", "ab")
+        with log:
+            process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+            )
+        return process.pid
+
+    def _wait_ready(self, node: LabNode, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        with self.client(node, timeout=2.0) as client:
+            while True:
+                try:
+                    client.status()
+                    return
+                except AgentUnreachable:
+                    if time.monotonic() > deadline:
+                        log = (self.directory / node.name / "agent.log").read_text()[-2000:]
+                        raise RailnetError(
+                            f"agent of {node.name} did not answer within {timeout:.0f} s; "
+                            f"its log ends:\n{log}"
+                        ) from None
+                    time.sleep(0.1)
+
+    # -- agents ----------------------------------------------------------------------------
+
+    def agent_pid(self, node: LabNode) -> int | None:
+        pid = self._meta().get("agents", {}).get(node.name)  # type: ignore[attr-defined]
+        return int(pid) if pid and _is_agent(int(pid)) else None
+
+    def kill_agent(self, node: LabNode, sig: int = signal.SIGKILL) -> None:
+        pid = self.agent_pid(node)
+        if pid is not None:
+            os.kill(pid, sig)
+            _wait_gone(pid)
+
+    def restart_agent(self, node: LabNode) -> int:
+        self.kill_agent(node, signal.SIGTERM)
+        pid = self._start_agent(node)
+        meta = self._meta()
+        agents = dict(meta.get("agents", {}))  # type: ignore[call-overload]
+        agents[node.name] = pid
+        meta["agents"] = agents
+        (self.directory / "lab.json").write_text(json.dumps(meta))
+        self._wait_ready(node)
+        return pid
+
+    def wireguard_pids(self, node: LabNode) -> list[int]:
+        pids = []
+        envs = node.state_dir / "environments"
+        for env_dir in sorted(envs.iterdir()) if envs.exists() else []:
+            uapi = Uapi(wireguard_ifname(node.netns_prefix, env_dir.name))
+            if uapi.alive():
+                pids.append(uapi.pid())
+        return pids
+
+    # -- down ------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, directory: Path = DEFAULT_DIR) -> Lab:
+        directory = directory.resolve()
+        try:
+            meta = json.loads((directory / "lab.json").read_text())
+        except FileNotFoundError:
+            raise RailnetError(f"{directory} holds no lab (no lab.json)") from None
+        return cls(directory, str(meta["id"]))
+
+    def down(self) -> list[str]:
+        """Remove every process, namespace and file of this lab; return what was removed."""
+        removed: list[str] = []
+        try:
+            members = self.nodes()
+            agents = {str(k): int(v) for k, v in dict(self._meta().get("agents", {})).items()}  # type: ignore[call-overload]
+        except (FileNotFoundError, ValueError):
+            members, agents = [], {}
+        for name, pid in agents.items():
+            if _is_agent(pid):
+                os.kill(pid, signal.SIGKILL)
+                _wait_gone(pid)
+                removed.append(f"agent {name} (pid {pid})")
+        wg_pids = [pid for node in members for pid in self.wireguard_pids(node)]
+        for name in list_netns():
+            if name.startswith(self.prefix):
+                delete_netns(name)
+                removed.append(f"namespace {name}")
+        for pid in wg_pids:
+            if _is_process(pid, b"wireguard-go"):
+                os.kill(pid, signal.SIGTERM)
+                _wait_gone(pid)
+            removed.append(f"wireguard-go pid {pid}")
+        self._remove_host_links()
+        etc = Path("/etc/netns")
+        for entry in sorted(etc.iterdir()) if etc.exists() else []:
+            if entry.name.startswith(self.prefix):
+                shutil.rmtree(entry, ignore_errors=True)
+        uapi_dir = Path("/var/run/wireguard")
+        for node in members:
+            envs = node.state_dir / "environments"
+            for env_dir in envs.iterdir() if envs.exists() else []:
+                sock = uapi_dir / f"{wireguard_ifname(node.netns_prefix, env_dir.name)}.sock"
+                sock.unlink(missing_ok=True)
+        shutil.rmtree(self.directory, ignore_errors=True)
+        return removed
+
+    def _remove_host_links(self) -> None:
+        # Nothing of the lab lives in the root namespace; this only guards against a
+        # WireGuard device that failed to move before its node namespace went away.
+        with IPRoute() as ipr:
+            for link in ipr.get_links():
+                name = link.get_attr("IFLA_IFNAME") or ""
+                if name.startswith(self.prefix):
+                    ipr.link("del", index=link["index"])
+
+
+def _is_process(pid: int, needle: bytes) -> bool:
+    try:
+        return needle in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _is_agent(pid: int) -> bool:
+    try:
+        parts = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"railnet" in parts and b"agent" in parts
+
+
+def _wait_gone(pid: int, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        if Path(f"/proc/{pid}/stat").exists():
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+            if state == "Z":
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    return
+        time.sleep(0.02)

@@ -1,0 +1,356 @@
+"""The cluster's TLS material: the certificate chain, files on disk, and real mTLS in gRPC."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import stat
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from railnet.certs import (
+    ClusterTls,
+    TlsFiles,
+    channel_credentials,
+    channel_options,
+    mint_ca,
+    mint_certificate,
+    node_tls_files,
+    server_credentials,
+    write_cluster_tls,
+)
+from railnet.cli.certs import add_certs_parser
+from railnet.core.errors import InvalidField, RailnetError
+
+RPC_TIMEOUT = 5.0
+ECHO_METHOD = "/railnet.test.Echo/Echo"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def load_cert(path: Path) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(path.read_bytes())
+
+
+def common_name(cert: x509.Certificate) -> str:
+    value = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+    assert isinstance(value, str)
+    return value
+
+
+def ekus(cert: x509.Certificate) -> set[x509.ObjectIdentifier]:
+    return set(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> ClusterTls:
+    return write_cluster_tls(
+        tmp_path / "tls",
+        ["node-1", "node-2"],
+        {"node-1": ["10.0.0.1", "fd00::1"]},
+    )
+
+
+# --------------------------------------------------------------------------- chain
+
+
+def test_node_certificate_is_signed_by_the_ca_and_names_the_node(cluster: ClusterTls) -> None:
+    ca = load_cert(cluster.ca_cert)
+    node = load_cert(cluster.nodes["node-1"].cert)
+
+    node.verify_directly_issued_by(ca)
+    assert common_name(node) == "node-1"
+    san = node.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert set(san.get_values_for_type(x509.DNSName)) == {"node-1", "localhost"}
+    assert set(san.get_values_for_type(x509.IPAddress)) == {
+        ipaddress.ip_address("10.0.0.1"),
+        ipaddress.ip_address("fd00::1"),
+    }
+    assert ekus(node) == {ExtendedKeyUsageOID.SERVER_AUTH}
+    assert not node.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+
+
+def test_ca_is_a_ten_year_signing_ca(cluster: ClusterTls) -> None:
+    ca = load_cert(cluster.ca_cert)
+
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    assert ca.extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign
+    lifetime = ca.not_valid_after_utc - ca.not_valid_before_utc
+    assert lifetime.days >= 3650
+    ca.verify_directly_issued_by(ca)
+
+
+def test_provider_certificate_is_a_client_certificate(cluster: ClusterTls) -> None:
+    provider = load_cert(cluster.provider.cert)
+
+    provider.verify_directly_issued_by(load_cert(cluster.ca_cert))
+    assert common_name(provider) == "railnet-provider"
+    assert ekus(provider) == {ExtendedKeyUsageOID.CLIENT_AUTH}
+
+
+def test_keys_are_private_and_no_temporary_files_remain(cluster: ClusterTls) -> None:
+    keys = [cluster.ca_key, cluster.provider.key] + [f.key for f in cluster.nodes.values()]
+    certs = [cluster.ca_cert, cluster.provider.cert] + [f.cert for f in cluster.nodes.values()]
+
+    assert {path: mode(path) for path in keys} == {path: 0o600 for path in keys}
+    assert {path: mode(path) for path in certs} == {path: 0o644 for path in certs}
+    names = sorted(
+        p.relative_to(cluster.directory).as_posix() for p in cluster.directory.rglob("*")
+    )
+    assert names == [
+        "ca-key.pem",
+        "ca.pem",
+        "nodes",
+        "nodes/node-1-key.pem",
+        "nodes/node-1.pem",
+        "nodes/node-2-key.pem",
+        "nodes/node-2.pem",
+        "provider-key.pem",
+        "provider.pem",
+    ]
+
+
+def test_adding_a_node_reuses_the_ca_and_keeps_earlier_certificates(
+    cluster: ClusterTls,
+) -> None:
+    ca_before = cluster.ca_cert.read_bytes()
+    provider_before = cluster.provider.cert.read_bytes()
+
+    again = write_cluster_tls(cluster.directory, ["node-3"])
+
+    assert not again.ca_created
+    assert not again.provider_created
+    assert cluster.ca_cert.read_bytes() == ca_before
+    assert cluster.provider.cert.read_bytes() == provider_before
+    ca = load_cert(cluster.ca_cert)
+    load_cert(again.nodes["node-3"].cert).verify_directly_issued_by(ca)
+    load_cert(cluster.nodes["node-1"].cert).verify_directly_issued_by(ca)
+
+
+def test_a_ca_certificate_without_its_key_is_refused(tmp_path: Path) -> None:
+    cert, _ = mint_ca()
+    (tmp_path / "ca.pem").write_bytes(cert)
+
+    with pytest.raises(RailnetError, match=r"ca-key\.pem"):
+        write_cluster_tls(tmp_path, ["node-1"])
+
+
+def test_minting_rejects_bad_input_without_echoing_key_material() -> None:
+    ca_cert, ca_key = mint_ca()
+    other_cert, _ = mint_ca("other CA")
+    leaf_cert, leaf_key = mint_certificate(
+        ca_cert, ca_key, "leaf", dns_names=["leaf"], ip_addresses=[], server=True, client=False
+    )
+    mint = {"dns_names": ["n"], "ip_addresses": [], "server": True, "client": False}
+
+    with pytest.raises(InvalidField, match="ip_addresses") as bad_ip:
+        mint_certificate(
+            ca_cert,
+            ca_key,
+            "n",
+            dns_names=[],
+            ip_addresses=["10.0.0.300"],
+            server=True,
+            client=False,
+        )
+    assert "10.0.0.300" in str(bad_ip.value)
+    with pytest.raises(InvalidField, match="server or client"):
+        mint_certificate(
+            ca_cert, ca_key, "n", dns_names=[], ip_addresses=[], server=False, client=False
+        )
+    with pytest.raises(InvalidField, match="does not belong") as wrong_key:
+        mint_certificate(other_cert, ca_key, "n", **mint)  # type: ignore[arg-type]
+    assert b"PRIVATE KEY" not in str(wrong_key.value).encode()
+    with pytest.raises(InvalidField, match="not a CA"):
+        mint_certificate(leaf_cert, leaf_key, "n", **mint)  # type: ignore[arg-type]
+    with pytest.raises(InvalidField, match="node"):
+        write_cluster_tls(Path("/nonexistent"), ["Node_1"])
+
+
+def test_load_names_the_missing_file(cluster: ClusterTls) -> None:
+    files = cluster.nodes["node-2"]
+    files.key.unlink()
+
+    with pytest.raises(RailnetError, match=r"private key file .*node-2-key\.pem does not exist"):
+        files.load()
+
+
+def test_load_returns_the_three_files(cluster: ClusterTls) -> None:
+    files = cluster.nodes["node-1"]
+
+    assert files.load() == (
+        files.ca.read_bytes(),
+        files.cert.read_bytes(),
+        files.key.read_bytes(),
+    )
+
+
+# --------------------------------------------------------------------------- real mTLS
+
+
+@dataclass(frozen=True)
+class EchoServer:
+    tcp: str
+    unix: str
+
+
+def _echo(request: bytes, context: grpc.ServicerContext) -> bytes:
+    # Echo the peer's verified name too: proves the server saw the client certificate.
+    peer: bytes = context.auth_context().get("x509_common_name", [b"?"])[0]
+    return request + b" from " + peer
+
+
+@pytest.fixture
+def echo_server(cluster: ClusterTls, tmp_path: Path) -> Iterator[EchoServer]:
+    server = grpc.server(ThreadPoolExecutor(max_workers=2), options=[("grpc.so_reuseport", 0)])
+    handler = grpc.unary_unary_rpc_method_handler(_echo)
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("railnet.test.Echo", {"Echo": handler}),)
+    )
+    credentials = server_credentials(cluster.nodes["node-1"])
+    port = server.add_secure_port("127.0.0.1:0", credentials)
+    socket_path = tmp_path / "agent.sock"
+    assert server.add_secure_port(f"unix:{socket_path}", credentials) != 0
+    server.start()
+    try:
+        yield EchoServer(tcp=f"127.0.0.1:{port}", unix=f"unix:{socket_path}")
+    finally:
+        server.stop(0)
+
+
+def call(target: str, credentials: grpc.ChannelCredentials, node: str = "node-1") -> bytes:
+    with grpc.secure_channel(target, credentials, options=channel_options(node)) as channel:
+        echo = channel.unary_unary(ECHO_METHOD)
+        reply: bytes = echo(b"ping", timeout=RPC_TIMEOUT)
+    assert isinstance(reply, bytes)
+    return reply
+
+
+def test_provider_certificate_is_accepted(cluster: ClusterTls, echo_server: EchoServer) -> None:
+    reply = call(echo_server.tcp, channel_credentials(cluster.provider))
+
+    assert reply == b"ping from railnet-provider"
+
+
+def test_unix_socket_with_node_name_override_is_accepted(
+    cluster: ClusterTls, echo_server: EchoServer
+) -> None:
+    reply = call(echo_server.unix, channel_credentials(cluster.provider))
+
+    assert reply == b"ping from railnet-provider"
+
+
+def test_client_without_certificate_is_refused(
+    cluster: ClusterTls, echo_server: EchoServer
+) -> None:
+    anonymous = grpc.ssl_channel_credentials(root_certificates=cluster.ca_cert.read_bytes())
+
+    with pytest.raises(grpc.RpcError) as refused:
+        call(echo_server.tcp, anonymous)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_client_certificate_from_another_ca_is_refused(
+    cluster: ClusterTls, echo_server: EchoServer, tmp_path: Path
+) -> None:
+    stranger = write_cluster_tls(tmp_path / "stranger", ["node-1"]).provider
+    # Trusts our CA, so only the server's check of the client certificate can fail.
+    impostor = TlsFiles(ca=cluster.ca_cert, cert=stranger.cert, key=stranger.key)
+
+    with pytest.raises(grpc.RpcError) as refused:
+        call(echo_server.tcp, channel_credentials(impostor))
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_client_refuses_a_server_with_another_node_name(
+    cluster: ClusterTls, echo_server: EchoServer
+) -> None:
+    with pytest.raises(grpc.RpcError) as refused:
+        call(echo_server.tcp, channel_credentials(cluster.provider), node="node-2")
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_node_certificate_cannot_act_as_a_client(
+    cluster: ClusterTls, echo_server: EchoServer
+) -> None:
+    # Node certificates carry serverAuth only: a node's key cannot impersonate the provider.
+    node_2 = cluster.nodes["node-2"]
+
+    with pytest.raises(grpc.RpcError) as refused:
+        call(echo_server.tcp, channel_credentials(node_2))
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def run_cli(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="railnet")
+    add_certs_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    code = args.func(args)
+    assert isinstance(code, int)
+    return code
+
+
+def test_cli_init_then_add_a_node(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    directory = tmp_path / "tls"
+
+    assert (
+        run_cli(
+            "certs",
+            "init",
+            "--dir",
+            str(directory),
+            "--node",
+            "node-1",
+            "--node-ip",
+            "node-1=192.0.2.1",
+        )
+        == 0
+    )
+    first = capsys.readouterr().out
+    assert (
+        run_cli("certs", "node", "--dir", str(directory), "--node", "node-2", "--ip", "192.0.2.2")
+        == 0
+    )
+    second = capsys.readouterr().out
+
+    assert "created CA" in first
+    assert "node-1" in first
+    assert "reused CA" in second
+    assert "node-2" in second
+    node_2 = load_cert(node_tls_files(directory, "node-2").cert)
+    node_2.verify_directly_issued_by(load_cert(directory / "ca.pem"))
+    san = node_2.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("192.0.2.2")]
+
+
+def test_cli_node_without_a_ca_fails_with_a_hint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = run_cli("certs", "node", "--dir", str(tmp_path), "--node", "node-1")
+
+    assert code == 2
+    assert "railnet certs init" in capsys.readouterr().err
+    assert not (tmp_path / "ca.pem").exists()
+
+
+def test_cli_rejects_a_bad_address(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = run_cli(
+        "certs", "init", "--dir", str(tmp_path), "--node", "node-1", "--node-ip", "node-1=not-an-ip"
+    )
+
+    assert code == 2
+    assert "not-an-ip" in capsys.readouterr().err

@@ -107,6 +107,9 @@ class EnvironmentDeployer:
         hosting = spec.nodes
         identities = self._each(hosting, lambda c: c.ensure(spec.id))
         doc = build_document(spec, previous, identities)
+        if previous is not None and doc.with_generation(previous.generation) == previous:
+            # Nothing changed: re-apply the held document, which only repairs drift.
+            doc = previous
         text = doc.to_json()
         changes = self._each(
             hosting,

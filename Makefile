@@ -1,0 +1,73 @@
+# railnet: the targets people expect. `make test` and `make demo` set everything up on a
+# fresh Debian machine (as root): system packages, a virtual environment, the package.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+APT_PACKAGES := wireguard-go wireguard-tools iproute2 iputils-ping util-linux iperf3 dnsperf dnsmasq-base
+NEEDED_COMMANDS := wireguard-go wg ip ping nsenter setsid iperf3 dnsperf dnsmasq
+PROTO := provider/proto/railnet/agent/v1/agent.proto
+
+.PHONY: setup system test test-unit test-agent test-linux lint format typecheck proto proto-check bench demo lab-up lab-down clean
+
+setup: system $(STAMP)
+
+system:
+	@missing=""; for c in $(NEEDED_COMMANDS); do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages (missing:$$missing)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \
+	fi
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest
+
+test-unit: setup
+	$(PY) -m pytest -m unit
+
+test-agent: setup
+	$(PY) -m pytest -m agent
+
+test-linux: setup
+	$(PY) -m pytest -m linux
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: setup
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+proto: setup
+	$(PY) -m grpc_tools.protoc -Iprovider/proto --python_out=provider --pyi_out=provider \
+	  --grpc_python_out=provider $(PROTO)
+
+proto-check: setup
+	$(PY) -m pytest -q tests/unit/test_proto_fresh.py
+
+bench: setup
+	$(PY) -m bench.run
+
+demo: setup
+	$(VENV)/bin/railnet demo
+
+lab-up: setup
+	$(VENV)/bin/railnet lab up
+
+lab-down: setup
+	$(VENV)/bin/railnet lab down
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -1,0 +1,362 @@
+"""In-memory twins of the network and WireGuard backends, for the agent's fast tests.
+
+``FakeKernel`` is one node's kernel: its named network namespaces and its WireGuard
+devices. ``FakeNetwork`` and ``FakeWireGuard`` are the two backends over one shared
+kernel, because on a real node they meet there too: ``wg0`` lives in the environment
+namespace, so deleting that namespace destroys the device and leaves the environment's
+base unconfigured, and an instance's veth dies with either end's namespace.
+
+The fakes keep the rules the real backends meet in the kernel, so a reconciler that
+plans badly fails here as it would on Linux: a device cannot be created twice or on a
+port another device holds, ``wg0`` cannot be configured before it exists, an allowed IP
+belongs to one peer at a time, and an endpoint set by ``SetPeer(endpoint=None)`` is kept.
+
+Every mutating backend call is appended to ``FakeKernel.log``; a plan that changes
+nothing makes no call, so tests assert ``kernel.mutations`` did not move. The outside
+world (a reboot, someone running ``ip netns del``, a peer roaming) goes through the
+``FakeKernel`` methods below, which change state without logging a mutation.
+
+The DNS twin is ``railnet.agent.dns.FakeDnsServer``, re-exported here.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from railnet.agent.backends import NetworkBackend, WireGuardBackend
+from railnet.agent.dns import FakeDnsServer
+from railnet.agent.wireguard import public_key_of
+from railnet.core.errors import DataPlaneError
+from railnet.core.local import InstancePlacement, LocalEnvironment
+from railnet.core.reconcile import (
+    ObservedDevice,
+    ObservedInstance,
+    ObservedPeer,
+    RemovePeer,
+    SetPeer,
+)
+
+__all__ = [
+    "FakeDevice",
+    "FakeDnsServer",
+    "FakeKernel",
+    "FakeNamespace",
+    "FakeNetwork",
+    "FakePeer",
+    "FakeWireGuard",
+]
+
+
+@dataclass
+class FakeNamespace:
+    """One named network namespace."""
+
+    name: str
+    base: tuple[str, ...] | None = None
+    """What ``configure_namespace`` set up (resolvers and mesh routes); ``None`` before."""
+    environment: str | None = None
+    """For an instance namespace: the environment namespace its veth peers into."""
+    addresses: frozenset[str] = frozenset()
+    """For an instance namespace: the internal addresses on ``eth0``."""
+    linked: bool = False
+    """For an instance namespace: its veth pair and routes are intact."""
+    resolvers: tuple[str, ...] = ()
+    """For an instance namespace: the nameservers of its ``resolv.conf``."""
+
+
+@dataclass
+class FakePeer:
+    public_key: str
+    endpoint: str | None
+    allowed_ips: set[str] = field(default_factory=set)
+    last_handshake: int = 0
+    rx_bytes: int = 0
+    tx_bytes: int = 0
+
+
+@dataclass
+class FakeDevice:
+    """One environment's WireGuard device, ``wg0`` inside ``netns``."""
+
+    ifname: str
+    """Its host-namespace name (and UAPI socket name): unique on the node."""
+    netns: str
+    private_key: str
+    listen_port: int
+    peers: dict[str, FakePeer] = field(default_factory=dict)
+
+    @property
+    def public_key(self) -> str:
+        return public_key_of(self.private_key)
+
+
+def _base_of(env: LocalEnvironment) -> tuple[str, ...]:
+    return (*env.resolvers, *(c for c in (env.ipv4_cidr, env.ipv6_prefix) if c))
+
+
+class FakeKernel:
+    """One node's namespaces and WireGuard devices, shared by the two fake backends."""
+
+    def __init__(self) -> None:
+        self.namespaces: dict[str, FakeNamespace] = {}
+        self.devices: dict[str, FakeDevice] = {}
+        """By host-namespace interface name."""
+        self.log: list[str] = []
+        """Every mutating backend call, in order, e.g. ``create_namespace rn-x-e1``."""
+        self.lock = threading.RLock()
+
+    @property
+    def mutations(self) -> int:
+        return len(self.log)
+
+    def record(self, entry: str) -> None:
+        with self.lock:
+            self.log.append(entry)
+
+    # -- views for tests ------------------------------------------------------------------
+
+    def device_in(self, netns: str) -> FakeDevice | None:
+        """The device living in ``netns``, if any."""
+        with self.lock:
+            return next((d for d in self.devices.values() if d.netns == netns), None)
+
+    def instances_of(self, env_netns: str) -> dict[str, FakeNamespace]:
+        """The instance namespaces of one environment, by name."""
+        with self.lock:
+            return {
+                name: ns for name, ns in self.namespaces.items() if name.startswith(env_netns + "-")
+            }
+
+    # -- the outside world: none of these counts as a mutation -----------------------------
+
+    def reboot(self) -> None:
+        """The node restarted: every namespace, device and process is gone."""
+        with self.lock:
+            self.namespaces.clear()
+            self.devices.clear()
+
+    def delete_namespace(self, name: str) -> None:
+        """Someone ran ``ip netns del NAME``: what lived in it goes too."""
+        with self.lock:
+            self._drop_namespace(name)
+
+    def cut_link(self, instance_netns: str) -> None:
+        """An instance's veth pair vanished (or lost its routes)."""
+        with self.lock:
+            self._namespace(instance_netns).linked = False
+
+    def set_addresses(self, instance_netns: str, addresses: Sequence[str]) -> None:
+        """Someone re-addressed an instance's ``eth0`` by hand."""
+        with self.lock:
+            self._namespace(instance_netns).addresses = frozenset(addresses)
+
+    def unconfigure(self, netns: str) -> None:
+        """The environment namespace lost its resolver addresses or mesh routes."""
+        with self.lock:
+            self._namespace(netns).base = None
+
+    def remove_peer(self, netns: str, public_key: str) -> None:
+        """Someone ran ``wg set wg0 peer KEY remove`` inside ``netns``."""
+        with self.lock:
+            self._device(netns).peers.pop(public_key)
+
+    def set_allowed_ips(self, netns: str, public_key: str, allowed_ips: Sequence[str]) -> None:
+        with self.lock:
+            self._device(netns).peers[public_key].allowed_ips = set(allowed_ips)
+
+    def roam(self, netns: str, public_key: str, endpoint: str) -> None:
+        """A handshake came from a new address: WireGuard now sends there."""
+        with self.lock:
+            self._device(netns).peers[public_key].endpoint = endpoint
+
+    def handshake(
+        self, netns: str, public_key: str, when: int, rx_bytes: int = 0, tx_bytes: int = 0
+    ) -> None:
+        with self.lock:
+            peer = self._device(netns).peers[public_key]
+            peer.last_handshake = when
+            peer.rx_bytes += rx_bytes
+            peer.tx_bytes += tx_bytes
+
+    def replace_device(
+        self, netns: str, *, private_key: str | None = None, listen_port: int | None = None
+    ) -> None:
+        """The device was recreated by someone else with another key or port."""
+        with self.lock:
+            device = self._device(netns)
+            if private_key is not None:
+                device.private_key = private_key
+            if listen_port is not None:
+                device.listen_port = listen_port
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _namespace(self, name: str) -> FakeNamespace:
+        try:
+            return self.namespaces[name]
+        except KeyError:
+            raise DataPlaneError(f"network namespace {name} does not exist") from None
+
+    def _device(self, netns: str) -> FakeDevice:
+        device = self.device_in(netns)
+        if device is None:
+            raise DataPlaneError(f"no WireGuard device in namespace {netns}")
+        return device
+
+    def _drop_namespace(self, name: str) -> bool:
+        if self.namespaces.pop(name, None) is None:
+            return False
+        # Virtual links die with their namespace: wg0, and both ends of every veth pair.
+        for ifname in [i for i, d in self.devices.items() if d.netns == name]:
+            del self.devices[ifname]
+        for ns in self.namespaces.values():
+            if ns.environment == name:
+                ns.linked = False
+        return True
+
+
+class FakeNetwork(NetworkBackend):
+    """``LinuxNetwork``'s twin over a ``FakeKernel``."""
+
+    def __init__(self, kernel: FakeKernel | None = None) -> None:
+        self.kernel = kernel or FakeKernel()
+
+    def observe(self, env: LocalEnvironment) -> tuple[bool, bool, tuple[ObservedInstance, ...]]:
+        k = self.kernel
+        with k.lock:
+            ns = k.namespaces.get(env.netns)
+            if ns is None:
+                return False, False, ()
+            base = ns.base == _base_of(env) and k.device_in(env.netns) is not None
+            found = tuple(
+                ObservedInstance(netns=name, addresses=inst.addresses, linked=inst.linked)
+                for name, inst in sorted(k.instances_of(env.netns).items())
+            )
+            return True, base, found
+
+    def create_namespace(self, netns: str) -> None:
+        k = self.kernel
+        with k.lock:
+            k.record(f"create_namespace {netns}")
+            k.namespaces.setdefault(netns, FakeNamespace(netns))
+
+    def configure_namespace(self, env: LocalEnvironment) -> None:
+        k = self.kernel
+        with k.lock:
+            k.record(f"configure_namespace {env.netns}")
+            ns = k._namespace(env.netns)
+            if k.device_in(env.netns) is None:
+                raise DataPlaneError(f"wg0 is missing in namespace {env.netns}")
+            ns.base = _base_of(env)
+
+    def create_instance(self, env: LocalEnvironment, instance: InstancePlacement) -> None:
+        k = self.kernel
+        with k.lock:
+            k.record(f"create_instance {instance.netns}")
+            k._namespace(env.netns)  # the veth's other end goes there
+            k._drop_namespace(instance.netns)
+            k.namespaces[instance.netns] = FakeNamespace(
+                instance.netns,
+                environment=env.netns,
+                addresses=instance.addresses,
+                linked=True,
+                resolvers=env.resolvers,
+            )
+
+    def remove_instance(self, netns: str) -> None:
+        k = self.kernel
+        with k.lock:
+            k.record(f"remove_instance {netns}")
+            k._drop_namespace(netns)
+
+    def delete_environment(self, netns: str) -> None:
+        k = self.kernel
+        with k.lock:
+            k.record(f"delete_environment {netns}")
+            for name in list(k.instances_of(netns)):
+                k._drop_namespace(name)
+            k._drop_namespace(netns)
+
+
+class FakeWireGuard(WireGuardBackend):
+    """The WireGuard backends' twin over a ``FakeKernel``."""
+
+    name = "fake"
+
+    def __init__(self, kernel: FakeKernel | None = None) -> None:
+        self.kernel = kernel or FakeKernel()
+
+    def read(self, env: LocalEnvironment) -> ObservedDevice | None:
+        k = self.kernel
+        with k.lock:
+            device = k.devices.get(env.wg_ifname)
+            if device is None or device.netns != env.netns:
+                return None
+            return ObservedDevice(
+                public_key=device.public_key,
+                listen_port=device.listen_port,
+                peers=tuple(
+                    ObservedPeer(
+                        public_key=p.public_key,
+                        endpoint=p.endpoint,
+                        allowed_ips=frozenset(p.allowed_ips),
+                        last_handshake=p.last_handshake,
+                        rx_bytes=p.rx_bytes,
+                        tx_bytes=p.tx_bytes,
+                    )
+                    for p in device.peers.values()
+                ),
+            )
+
+    def create(self, env: LocalEnvironment, private_key: str, listen_port: int) -> None:
+        k = self.kernel
+        with k.lock:
+            k.record(f"create_device {env.wg_ifname} port {listen_port}")
+            if env.wg_ifname in k.devices:
+                raise DataPlaneError(f"WireGuard link {env.wg_ifname} already exists")
+            taken = next((d for d in k.devices.values() if d.listen_port == listen_port), None)
+            if taken is not None:
+                raise DataPlaneError(
+                    f"UDP port {listen_port} is already bound by WireGuard link {taken.ifname}"
+                )
+            k._namespace(env.netns)  # the move into the environment fails without it
+            if k.device_in(env.netns) is not None:
+                raise DataPlaneError(f"namespace {env.netns} already holds a wg0")
+            k.devices[env.wg_ifname] = FakeDevice(
+                ifname=env.wg_ifname,
+                netns=env.netns,
+                private_key=private_key,
+                listen_port=listen_port,
+            )
+
+    def configure(self, env: LocalEnvironment, changes: Sequence[SetPeer | RemovePeer]) -> None:
+        if not changes:
+            return  # as the real backends: nothing is sent to the device
+        k = self.kernel
+        with k.lock:
+            k.record(f"configure_device {env.wg_ifname} {len(changes)} changes")
+            device = k.devices.get(env.wg_ifname)
+            if device is None or device.netns != env.netns:
+                raise DataPlaneError(f"WireGuard device {env.wg_ifname} does not exist")
+            for change in changes:
+                if isinstance(change, RemovePeer):
+                    device.peers.pop(change.public_key, None)
+                    continue
+                peer = device.peers.setdefault(
+                    change.public_key, FakePeer(change.public_key, change.endpoint)
+                )
+                if change.endpoint is not None:
+                    peer.endpoint = change.endpoint
+                # WireGuard routes an address to one peer only: the last to claim it wins.
+                for other in device.peers.values():
+                    if other is not peer:
+                        other.allowed_ips -= set(change.allowed_ips)
+                peer.allowed_ips = set(change.allowed_ips)
+
+    def delete(self, netns: str, ifname: str) -> None:
+        k = self.kernel
+        with k.lock:
+            k.record(f"delete_device {ifname}")
+            k.devices.pop(ifname, None)

@@ -1,0 +1,286 @@
+"""DNS views bound inside real network namespaces: the same resolver address in two
+environments gives two different answers, and nothing crosses between them.
+
+Each test makes its own uniquely named namespaces (``rt-<random>``) and removes them, and
+their ``/etc/netns`` directories, whatever happens.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import dns.message
+import dns.rrset
+import pytest
+
+from railnet.agent.dns import DnsServer
+from railnet.core.addressing import ula_prefix
+from railnet.core.dns import ResolverView
+from railnet.core.document import EnvironmentDocument
+
+pytestmark = [
+    pytest.mark.linux,
+    pytest.mark.skipif(
+        os.geteuid() != 0 or shutil.which("ip") is None,
+        reason="needs root and iproute2 to create network namespaces",
+    ),
+]
+
+KEY = "A" * 43 + "="
+NETNS_ETC = Path("/etc/netns")
+
+QUERY_SCRIPT = """
+import json, socket, sys
+import dns.exception, dns.message, dns.query, dns.rcode
+
+server, names = sys.argv[1], sys.argv[2:]
+out = {}
+for name in names:
+    for rdtype in ("A", "AAAA"):
+        try:
+            reply = dns.query.udp(dns.message.make_query(name, rdtype), server, timeout=1.5)
+            out[f"{name} {rdtype}"] = [dns.rcode.to_text(reply.rcode())] + sorted(
+                r.to_text() for rrset in reply.answer for r in rrset
+            )
+        except dns.exception.Timeout:
+            out[f"{name} {rdtype}"] = ["TIMEOUT"]
+        except OSError as exc:  # e.g. no route to the address at all
+            out[f"{name} {rdtype}"] = ["UNREACHABLE", exc.errno]
+print(json.dumps(out))
+"""
+
+GETADDRINFO_SCRIPT = """
+import json, socket, sys
+out = {}
+for name in sys.argv[1:]:
+    try:
+        infos = socket.getaddrinfo(name, 80, type=socket.SOCK_STREAM)
+        out[name] = sorted({info[4][0] for info in infos})
+    except socket.gaierror as exc:
+        out[name] = ["gaierror", exc.errno]
+print(json.dumps(out))
+"""
+
+
+def run(*args: str) -> None:
+    subprocess.run(args, check=True, capture_output=True, text=True, timeout=30)
+
+
+def make_document(env_id: str, services: dict[str, int], first: int) -> EnvironmentDocument:
+    prefix = ula_prefix(env_id).network_address
+    offset = first
+    raw_services = []
+    for position, (name, replicas) in enumerate(services.items()):
+        instances = []
+        for _ in range(replicas):
+            instances.append(
+                {"node": "node-1", "ipv4": f"10.250.0.{offset}", "ipv6": str(prefix + offset)}
+            )
+            offset += 1
+        raw_services.append({"id": f"s{position}", "name": name, "instances": instances})
+    return EnvironmentDocument.from_dict(
+        {
+            "id": env_id,
+            "project": "shop",
+            "environment": env_id,
+            "generation": 1,
+            "nodes": [{"name": "node-1", "public_key": KEY, "endpoint": "198.18.0.1:51820"}],
+            "services": raw_services,
+        }
+    )
+
+
+@pytest.fixture
+def namespaces() -> Iterator[Callable[[], str]]:
+    """Makes namespaces with ``lo`` up; removes them and their /etc/netns files after."""
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"rt-{secrets.token_hex(5)}"
+        run("ip", "netns", "add", name)
+        made.append(name)
+        run("ip", "-n", name, "link", "set", "lo", "up")
+        return name
+
+    try:
+        yield make
+    finally:
+        for name in made:
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30)
+            shutil.rmtree(NETNS_ETC / name, ignore_errors=True)
+
+
+def give_resolver_addresses(netns: str, view: ResolverView) -> None:
+    for address in view.listen:
+        prefix = 128 if ":" in address else 32
+        run("ip", "-n", netns, "addr", "add", f"{address}/{prefix}", "dev", "lo", "nodad")
+    directory = NETNS_ETC / netns
+    directory.mkdir(parents=True, exist_ok=True)
+    lines = [f"nameserver {address}" for address in view.listen]
+    (directory / "resolv.conf").write_text("\n".join(lines) + "\noptions timeout:1 attempts:2\n")
+
+
+def inside(netns: str, script: str, *args: str) -> dict[str, list[object]]:
+    result = subprocess.run(
+        ["ip", "netns", "exec", netns, sys.executable, "-c", script, *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    parsed: dict[str, list[object]] = json.loads(result.stdout)
+    return parsed
+
+
+class LoopbackUpstream:
+    """An upstream resolver on the test's own loopback: every A query gets 192.0.2.53."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self.queries: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                wire, client = self.sock.recvfrom(65535)
+            except TimeoutError:
+                continue
+            query = dns.message.from_wire(wire)
+            name = query.question[0].name
+            self.queries.append(name.to_text())
+            reply = dns.message.make_response(query)
+            if query.question[0].rdtype == 1:
+                reply.answer.append(dns.rrset.from_text(name, 30, "IN", "A", "192.0.2.53"))
+            self.sock.sendto(reply.to_wire(), client)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+
+
+@pytest.fixture
+def upstream() -> Iterator[LoopbackUpstream]:
+    server = LoopbackUpstream()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def test_two_environments_on_one_resolver_address_stay_apart(
+    namespaces: Callable[[], str], upstream: LoopbackUpstream
+) -> None:
+    blue_ns, green_ns = namespaces(), namespaces()
+    blue_doc = make_document("blue", {"api": 2, "blue-only": 1}, first=3)
+    green_doc = make_document("green", {"api": 1, "green-only": 1}, first=50)
+    blue = ResolverView.from_document(blue_doc, blue_ns)
+    green = ResolverView.from_document(green_doc, green_ns)
+    assert blue.listen[0] == green.listen[0] == "10.250.0.2"  # the same IPv4 resolver
+    give_resolver_addresses(blue_ns, blue)
+    give_resolver_addresses(green_ns, green)
+    blue_v6 = str(ula_prefix("blue").network_address)
+    green_v6 = str(ula_prefix("green").network_address)
+
+    server = DnsServer([upstream.address])  # port 53, inside each namespace
+    try:
+        server.apply(blue)
+        server.apply(green)
+        names = (
+            "api.railway.internal",
+            "blue-only.railway.internal",
+            "green-only.railway.internal",
+        )
+
+        seen_blue = inside(blue_ns, QUERY_SCRIPT, "10.250.0.2", *names)
+        assert seen_blue["api.railway.internal A"] == ["NOERROR", "10.250.0.3", "10.250.0.4"]
+        assert seen_blue["api.railway.internal AAAA"] == [
+            "NOERROR",
+            blue_v6 + "3",
+            blue_v6 + "4",
+        ]
+        assert seen_blue["blue-only.railway.internal A"] == ["NOERROR", "10.250.0.5"]
+        assert seen_blue["green-only.railway.internal A"] == ["NXDOMAIN"]
+
+        seen_green = inside(green_ns, QUERY_SCRIPT, "10.250.0.2", *names)
+        assert seen_green["api.railway.internal A"] == ["NOERROR", "10.250.0.50"]
+        assert seen_green["api.railway.internal AAAA"] == ["NOERROR", green_v6 + "32"]
+        assert seen_green["blue-only.railway.internal A"] == ["NXDOMAIN"]
+        assert seen_green["green-only.railway.internal A"] == ["NOERROR", "10.250.0.51"]
+
+        # Each environment's IPv6 resolver answers inside it and does not exist elsewhere.
+        own = inside(blue_ns, QUERY_SCRIPT, blue.listen[1], "api.railway.internal")
+        assert own["api.railway.internal A"] == ["NOERROR", "10.250.0.3", "10.250.0.4"]
+        across = inside(green_ns, QUERY_SCRIPT, blue.listen[1], "api.railway.internal")
+        assert across["api.railway.internal A"][0] in ("TIMEOUT", "UNREACHABLE")
+
+        # Plain libc through /etc/netns/<ns>/resolv.conf, as instances resolve.
+        libc_blue = inside(
+            blue_ns, GETADDRINFO_SCRIPT, "api.railway.internal", "green-only.railway.internal"
+        )
+        assert libc_blue["api.railway.internal"] == sorted(
+            ["10.250.0.3", "10.250.0.4", blue_v6 + "3", blue_v6 + "4"]
+        )
+        assert libc_blue["green-only.railway.internal"][0] == "gaierror"
+        libc_green = inside(
+            green_ns, GETADDRINFO_SCRIPT, "API.Railway.Internal", "blue-only.railway.internal"
+        )
+        assert libc_green["API.Railway.Internal"] == sorted(["10.250.0.50", green_v6 + "32"])
+        assert libc_green["blue-only.railway.internal"][0] == "gaierror"
+
+        # Outside names leave through the agent's namespace, where the upstream is.
+        forwarded = inside(green_ns, QUERY_SCRIPT, "10.250.0.2", "www.example")
+        assert forwarded["www.example A"] == ["NOERROR", "192.0.2.53"]
+        assert "www.example." in upstream.queries
+        assert not any("railway.internal" in q for q in upstream.queries)
+
+        # A new document is served in its namespace by the time apply returns.
+        moved = make_document("blue", {"api": 1}, first=90)
+        server.apply(ResolverView.from_document(moved.with_generation(2), blue_ns))
+        after = inside(
+            blue_ns,
+            QUERY_SCRIPT,
+            "10.250.0.2",
+            "api.railway.internal",
+            "blue-only.railway.internal",
+        )
+        assert after["api.railway.internal A"] == ["NOERROR", "10.250.0.90"]
+        assert after["blue-only.railway.internal A"] == ["NXDOMAIN"]
+        still_green = inside(green_ns, QUERY_SCRIPT, "10.250.0.2", "api.railway.internal")
+        assert still_green["api.railway.internal A"] == ["NOERROR", "10.250.0.50"]
+
+        server.remove("blue")
+        gone = inside(blue_ns, QUERY_SCRIPT, "10.250.0.2", "api.railway.internal")
+        assert gone["api.railway.internal A"] == ["TIMEOUT"]
+    finally:
+        server.close()
+
+
+def test_binding_before_the_resolver_address_exists(namespaces: Callable[[], str]) -> None:
+    """The agent may apply the view before it puts the addresses on ``lo``."""
+    netns = namespaces()
+    view = ResolverView.from_document(make_document("late", {"api": 1}, first=3), netns)
+    server = DnsServer()
+    try:
+        server.apply(view)
+        give_resolver_addresses(netns, view)
+        for resolver in view.listen:
+            seen = inside(netns, QUERY_SCRIPT, resolver, "api.railway.internal")
+            assert seen["api.railway.internal A"] == ["NOERROR", "10.250.0.3"]
+    finally:
+        server.close()

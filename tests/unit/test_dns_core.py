@@ -1,0 +1,559 @@
+"""The pure DNS core: the records of a view and the answerer's replies, bytes in, bytes out."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import struct
+
+import dns.edns
+import dns.flags
+import dns.message
+import dns.name
+import dns.opcode
+import dns.rcode
+import dns.rdatatype
+import dns.rrset
+import pytest
+
+from railnet.core.addressing import ula_prefix
+from railnet.core.dns import (
+    FORWARD,
+    MAX_QUERY,
+    Answerer,
+    DnsRecord,
+    ResolverView,
+    Transport,
+    failure_reply,
+    header_only_reply,
+)
+from railnet.core.document import EnvironmentDocument
+from railnet.core.errors import InvalidField
+
+KEY = "A" * 43 + "="
+
+
+def make_document(
+    services: dict[str, int],
+    *,
+    env_id: str = "e1",
+    ip_mode: str = "dual",
+    domain: str | None = None,
+    ttl: int | None = None,
+    generation: int = 1,
+) -> EnvironmentDocument:
+    """An environment with ``services`` (name -> replicas), addresses handed out in order."""
+    prefix = ula_prefix(env_id).network_address
+    offset = 3
+    raw_services = []
+    for position, (name, replicas) in enumerate(services.items()):
+        instances = []
+        for _ in range(replicas):
+            ipv4 = f"10.250.{offset // 256}.{offset % 256}" if ip_mode == "dual" else None
+            instances.append({"node": "node-1", "ipv4": ipv4, "ipv6": str(prefix + offset)})
+            offset += 1
+        raw_services.append({"id": f"s{position}", "name": name, "instances": instances})
+    raw: dict[str, object] = {
+        "id": env_id,
+        "project": "shop",
+        "environment": "production",
+        "generation": generation,
+        "ip_mode": ip_mode,
+        "nodes": [{"name": "node-1", "public_key": KEY, "endpoint": "198.18.0.1:51820"}],
+        "services": raw_services,
+    }
+    if ip_mode == "ipv6":
+        raw["ipv4_cidr"] = None
+    if domain is not None:
+        raw["domain"] = domain
+    if ttl is not None:
+        raw["dns_ttl"] = ttl
+    return EnvironmentDocument.from_dict(raw)
+
+
+def answerer_for(doc: EnvironmentDocument) -> Answerer:
+    return Answerer(ResolverView.from_document(doc, "ns-test"))
+
+
+def ask(
+    answerer: Answerer,
+    name: str,
+    rdtype: str = "A",
+    *,
+    transport: Transport = Transport.UDP,
+    max_udp: int = 1232,
+    **query_options: object,
+) -> dns.message.Message:
+    query = dns.message.make_query(name, rdtype, **query_options)  # type: ignore[arg-type]
+    reply = answerer.answer(query.to_wire(), transport, max_udp)
+    assert isinstance(reply, bytes), f"{name} {rdtype}: expected a reply, got {reply!r}"
+    message = dns.message.from_wire(reply)
+    assert message.id == query.id
+    return message
+
+
+def values(message: dns.message.Message) -> list[str]:
+    return [rdata.to_text() for rrset in message.answer for rdata in rrset]
+
+
+def rcode(message: dns.message.Message) -> str:
+    return dns.rcode.to_text(message.rcode())
+
+
+@pytest.fixture
+def dual() -> EnvironmentDocument:
+    return make_document({"api": 2, "worker": 1, "postgres": 1})
+
+
+# -- the view -----------------------------------------------------------------------------
+
+
+def test_view_of_a_dual_stack_document(dual: EnvironmentDocument) -> None:
+    view = ResolverView.from_document(dual, "rn-e1")
+    prefix = ula_prefix("e1").network_address
+    assert view.env_id == "e1"
+    assert view.netns == "rn-e1"
+    assert view.listen == ("10.250.0.2", str(prefix + 2))
+    assert view.domain == "railway.internal"
+    assert view.ttl == 5
+    assert view.serial == 1
+    api = [r for r in view.records if r.name == "api.railway.internal"]
+    assert api == [
+        DnsRecord("api.railway.internal", "A", "10.250.0.3", 5),
+        DnsRecord("api.railway.internal", "A", "10.250.0.4", 5),
+        DnsRecord("api.railway.internal", "AAAA", str(prefix + 3), 5),
+        DnsRecord("api.railway.internal", "AAAA", str(prefix + 4), 5),
+    ]
+    replica = [r for r in view.records if r.name == "1.api.railway.internal"]
+    assert replica == [
+        DnsRecord("1.api.railway.internal", "A", "10.250.0.4", 5),
+        DnsRecord("1.api.railway.internal", "AAAA", str(prefix + 4), 5),
+    ]
+    assert DnsRecord("4.0.250.10.in-addr.arpa", "PTR", "1.api.railway.internal", 5) in (
+        view.records
+    )
+    soa = [r for r in view.records if r.type == "SOA"]
+    assert soa == [
+        DnsRecord(
+            "railway.internal",
+            "SOA",
+            "railway.internal hostmaster.railway.internal 1 60 10 3600 5",
+            5,
+        )
+    ]
+
+
+def test_records_are_sorted_with_addresses_in_numeric_order() -> None:
+    view = ResolverView.from_document(make_document({"api": 12}), None)
+    names = [r.name for r in view.records]
+    assert names == sorted(names)
+    api_a = [r.value for r in view.records if r.name == "api.railway.internal" and r.type == "A"]
+    assert api_a == [f"10.250.0.{i}" for i in range(3, 15)]
+
+
+def test_view_of_an_ipv6_only_document_has_no_ipv4() -> None:
+    view = ResolverView.from_document(make_document({"api": 2}, ip_mode="ipv6"), None)
+    prefix = ula_prefix("e1").network_address
+    assert view.listen == (str(prefix + 2),)
+    assert {r.type for r in view.records} == {"AAAA", "PTR", "SOA"}
+    assert not any(r.name.endswith("in-addr.arpa") for r in view.records)
+
+
+def test_view_follows_domain_ttl_and_generation() -> None:
+    doc = make_document({"api": 1}, domain="corp.example", ttl=2, generation=9)
+    view = ResolverView.from_document(doc, None)
+    assert view.domain == "corp.example"
+    assert {r.ttl for r in view.records} == {2}
+    assert view.serial == 9
+    assert "api.corp.example" in view.names()
+
+
+def test_bad_records_are_rejected_by_name() -> None:
+    view = ResolverView.from_document(make_document({"api": 1}), None)
+    broken = dataclasses.replace(
+        view, records=(DnsRecord("api.railway.internal", "A", "not-an-ip", 5),)
+    )
+    with pytest.raises(InvalidField, match=r"records\.value 'not-an-ip'"):
+        Answerer(broken)
+    wrong_family = dataclasses.replace(
+        view, records=(DnsRecord("api.railway.internal", "A", "fd00::1", 5),)
+    )
+    with pytest.raises(InvalidField, match="is not a A address"):
+        Answerer(wrong_family)
+    with pytest.raises(InvalidField, match=r"records\.type 'MX'"):
+        Answerer(dataclasses.replace(view, records=(DnsRecord("x", "MX", "y", 5),)))
+
+
+# -- answers ------------------------------------------------------------------------------
+
+
+def test_service_name_answers_every_instance_in_both_families(dual: EnvironmentDocument) -> None:
+    answerer = answerer_for(dual)
+    prefix = ula_prefix("e1").network_address
+    a = ask(answerer, "api.railway.internal", "A")
+    assert rcode(a) == "NOERROR"
+    assert a.flags & dns.flags.AA and a.flags & dns.flags.QR
+    assert values(a) == ["10.250.0.3", "10.250.0.4"]
+    assert a.answer[0].ttl == 5
+    aaaa = ask(answerer, "api.railway.internal", "AAAA")
+    assert values(aaaa) == [str(prefix + 3), str(prefix + 4)]
+    assert values(ask(answerer, "worker.railway.internal")) == ["10.250.0.5"]
+
+
+def test_ipv6_only_answers_aaaa_and_nodata_with_soa_for_a() -> None:
+    answerer = answerer_for(make_document({"api": 2}, ip_mode="ipv6"))
+    prefix = ula_prefix("e1").network_address
+    assert values(ask(answerer, "api.railway.internal", "AAAA")) == [
+        str(prefix + 3),
+        str(prefix + 4),
+    ]
+    for name in ("api.railway.internal", "0.api.railway.internal"):
+        a = ask(answerer, name, "A")
+        assert rcode(a) == "NOERROR"
+        assert a.answer == []
+        assert [rrset.rdtype for rrset in a.authority] == [dns.rdatatype.SOA]
+        assert a.authority[0].name == dns.name.from_text("railway.internal")
+
+
+def test_unknown_name_in_the_domain_is_nxdomain_with_soa(dual: EnvironmentDocument) -> None:
+    answerer = answerer_for(dual)
+    for name in ("nope.railway.internal", "2.api.railway.internal", "a.b.c.railway.internal"):
+        reply = ask(answerer, name)
+        assert rcode(reply) == "NXDOMAIN", name
+        assert reply.flags & dns.flags.AA
+        soa = reply.authority[0]
+        assert soa.rdtype == dns.rdatatype.SOA
+        assert soa.name == dns.name.from_text("railway.internal")
+        assert soa.ttl == 5 and soa[0].minimum == 5  # negative answers cached as briefly
+        assert soa[0].rname == dns.name.from_text("hostmaster.railway.internal")
+
+
+def test_other_types_on_existing_names_are_nodata(dual: EnvironmentDocument) -> None:
+    answerer = answerer_for(dual)
+    for rdtype in ("MX", "TXT", "SRV", "HTTPS", "NS", "CAA"):
+        reply = ask(answerer, "api.railway.internal", rdtype)
+        assert rcode(reply) == "NOERROR", rdtype
+        assert reply.answer == []
+        assert reply.authority[0].rdtype == dns.rdatatype.SOA
+
+
+def test_names_are_case_insensitive_and_the_question_case_is_echoed(
+    dual: EnvironmentDocument,
+) -> None:
+    answerer = answerer_for(dual)
+    for name in ("API.RAILWAY.INTERNAL", "aPi.RaIlWaY.iNtErNaL", "0.Api.railway.Internal"):
+        query = dns.message.make_query(name, "A")
+        reply = answerer.answer(query.to_wire())
+        assert isinstance(reply, bytes)
+        message = dns.message.from_wire(reply)
+        assert message.question[0].name.to_text() == name + "."  # 0x20 clients check this
+        assert "10.250.0.3" in values(message)
+    assert rcode(ask(answerer, "NOPE.Railway.Internal")) == "NXDOMAIN"
+
+
+def test_instance_names_reach_one_replica(dual: EnvironmentDocument) -> None:
+    answerer = answerer_for(dual)
+    prefix = ula_prefix("e1").network_address
+    assert values(ask(answerer, "0.api.railway.internal")) == ["10.250.0.3"]
+    assert values(ask(answerer, "1.api.railway.internal")) == ["10.250.0.4"]
+    assert values(ask(answerer, "1.api.railway.internal", "AAAA")) == [str(prefix + 4)]
+    assert values(ask(answerer, "0.postgres.railway.internal")) == ["10.250.0.6"]
+
+
+def test_ptr_names_an_instance(dual: EnvironmentDocument) -> None:
+    answerer = answerer_for(dual)
+    prefix = ula_prefix("e1").network_address
+    assert values(ask(answerer, "4.0.250.10.in-addr.arpa", "PTR")) == ["1.api.railway.internal."]
+    v6 = (prefix + 5).reverse_pointer
+    assert values(ask(answerer, v6, "PTR")) == ["0.worker.railway.internal."]
+    # Addresses the view does not hold are not its business.
+    query = dns.message.make_query("99.0.250.10.in-addr.arpa", "PTR").to_wire()
+    assert answerer.answer(query) is FORWARD
+
+
+def test_apex_soa_and_any(dual: EnvironmentDocument) -> None:
+    answerer = answerer_for(dual)
+    soa = ask(answerer, "railway.internal", "SOA")
+    assert rcode(soa) == "NOERROR"
+    assert soa.answer[0][0].serial == 1
+    assert rcode(ask(answerer, "railway.internal", "A")) == "NOERROR"
+    every = ask(answerer, "api.railway.internal", "ANY")
+    assert sorted(dns.rdatatype.to_text(r.rdtype) for r in every.answer) == ["A", "AAAA"]
+    assert len(values(every)) == 4
+
+
+def test_custom_domain_and_ttl() -> None:
+    answerer = answerer_for(make_document({"api": 1}, domain="corp.example", ttl=1))
+    reply = ask(answerer, "api.corp.example")
+    assert values(reply) == ["10.250.0.3"]
+    assert reply.answer[0].ttl == 1
+    assert ask(answerer, "nope.corp.example").authority[0].ttl == 1
+    query = dns.message.make_query("api.railway.internal", "A").to_wire()
+    assert answerer.answer(query) is FORWARD
+
+
+def test_service_without_instances_has_no_name() -> None:
+    answerer = answerer_for(make_document({"api": 1, "idle": 0}))
+    assert rcode(ask(answerer, "idle.railway.internal")) == "NXDOMAIN"
+
+
+def test_names_outside_the_domain_are_forwarded(dual: EnvironmentDocument) -> None:
+    answerer = answerer_for(dual)
+    outside = [
+        "example.com",
+        "internal",
+        "railway.internal.evil.example",
+        "evilrailway.internal",
+        ".",
+    ]
+    for name in outside:
+        wire = dns.message.make_query(name, "A").to_wire()
+        assert answerer.answer(wire) is FORWARD, name
+    # A label whose bytes end in the apex's wire form is still outside: label boundaries.
+    tricky = dns.name.Name([b"a\x07railway", b"internal", b""])
+    wire = dns.message.make_query(tricky, "A").to_wire()
+    assert wire.endswith(b"\x07railway\x08internal\x00\x00\x01\x00\x01")
+    assert answerer.answer(wire) is FORWARD
+
+
+def test_id_rd_and_cd_are_copied(dual: EnvironmentDocument) -> None:
+    answerer = answerer_for(dual)
+    for flags in (0, dns.flags.RD, dns.flags.CD, dns.flags.RD | dns.flags.CD):
+        query = dns.message.make_query("api.railway.internal", "A")
+        query.flags = flags
+        query.id = 0xBEEF
+        reply = answerer.answer(query.to_wire())
+        assert isinstance(reply, bytes)
+        message = dns.message.from_wire(reply)
+        assert message.id == 0xBEEF
+        assert message.flags & (dns.flags.RD | dns.flags.CD) == flags
+        assert message.flags & dns.flags.RA
+
+
+def test_recursion_available_follows_the_server() -> None:
+    view = ResolverView.from_document(make_document({"api": 1}), None)
+    answerer = Answerer(view, recursion_available=False)
+    query = dns.message.make_query("api.railway.internal", "A").to_wire()
+    reply = answerer.answer(query)
+    assert isinstance(reply, bytes)
+    assert not dns.message.from_wire(reply).flags & dns.flags.RA
+
+
+def test_every_record_of_the_view_is_served(dual: EnvironmentDocument) -> None:
+    view = ResolverView.from_document(dual, None)
+    answerer = Answerer(view)
+    for record in view.records:
+        served = values(ask(answerer, record.name, record.type))
+        expected = record.value if record.type in ("A", "AAAA") else None
+        if expected is not None:
+            assert expected in served, record
+
+
+# -- sizes, truncation and EDNS ------------------------------------------------------------
+
+
+def test_udp_without_edns_truncates_at_512_and_tcp_gets_everything() -> None:
+    answerer = answerer_for(make_document({"big": 40}))
+    udp = dns.message.make_query("big.railway.internal", "AAAA").to_wire()
+    reply = answerer.answer(udp, Transport.UDP)
+    assert isinstance(reply, bytes) and len(reply) <= 512
+    message = dns.message.from_wire(reply)
+    assert message.flags & dns.flags.TC
+    assert message.answer == []  # never a partial set of instances
+    assert message.question[0].name == dns.name.from_text("big.railway.internal")
+    tcp = answerer.answer(udp, Transport.TCP)
+    assert isinstance(tcp, bytes)
+    full = dns.message.from_wire(tcp)
+    assert not full.flags & dns.flags.TC
+    assert len(values(full)) == 40
+    # 29 A records still fit in 512 bytes: 12 + 26 (question) + 29 * 16 = 502.
+    fits = answerer_for(make_document({"big": 29}))
+    a = fits.answer(dns.message.make_query("big.railway.internal", "A").to_wire())
+    assert isinstance(a, bytes) and len(a) == 502
+    assert len(values(dns.message.from_wire(a))) == 29
+
+
+def test_edns_payload_size_and_server_limit_decide_truncation() -> None:
+    answerer = answerer_for(make_document({"big": 60}))  # 60 AAAA: about 1.7 kB
+
+    def reply_for(payload: int, max_udp: int) -> dns.message.Message:
+        query = dns.message.make_query("big.railway.internal", "AAAA", use_edns=0, payload=payload)
+        wire = answerer.answer(query.to_wire(), Transport.UDP, max_udp)
+        assert isinstance(wire, bytes)
+        assert len(wire) <= max(512, min(payload, max_udp))
+        return dns.message.from_wire(wire)
+
+    assert reply_for(4096, 1232).flags & dns.flags.TC  # the server's cap wins
+    roomy = reply_for(4096, 4096)
+    assert not roomy.flags & dns.flags.TC and len(values(roomy)) == 60
+    assert reply_for(1232, 4096).flags & dns.flags.TC  # the client's size wins
+    tiny = reply_for(100, 4096)  # below 512 counts as 512
+    assert tiny.flags & dns.flags.TC
+    assert tiny.edns == 0 and tiny.payload == 1232
+
+
+def test_edns_is_answered_with_edns_and_do_is_copied(dual: EnvironmentDocument) -> None:
+    answerer = answerer_for(dual)
+    plain = ask(answerer, "api.railway.internal")
+    assert plain.edns == -1
+    with_edns = ask(answerer, "api.railway.internal", use_edns=0, payload=4096)
+    assert with_edns.edns == 0 and with_edns.payload == 1232
+    assert not with_edns.ednsflags & dns.flags.DO
+    with_do = ask(answerer, "api.railway.internal", want_dnssec=True)
+    assert with_do.ednsflags & dns.flags.DO
+    assert values(with_do) == ["10.250.0.3", "10.250.0.4"]
+
+
+def test_edns_options_are_tolerated(dual: EnvironmentDocument) -> None:
+    answerer = answerer_for(dual)
+    cookie = dns.edns.GenericOption(dns.edns.OptionType.COOKIE, b"\x01" * 8)
+    padding = dns.edns.GenericOption(dns.edns.OptionType.PADDING, b"\x00" * 40)
+    reply = ask(answerer, "Api.railway.internal", use_edns=0, options=[cookie, padding])
+    assert values(reply) == ["10.250.0.3", "10.250.0.4"]
+    assert rcode(ask(answerer, "nope.railway.internal", use_edns=0, options=[cookie])) == (
+        "NXDOMAIN"
+    )
+
+
+def test_unknown_edns_version_is_badvers(dual: EnvironmentDocument) -> None:
+    answerer = answerer_for(dual)
+    reply = ask(answerer, "api.railway.internal", use_edns=1)
+    assert reply.rcode() == dns.rcode.BADVERS
+    assert reply.answer == []
+
+
+# -- hostile input --------------------------------------------------------------------------
+
+
+def reply_rcode(reply: bytes | object | None) -> int | None:
+    if not isinstance(reply, bytes):
+        return None
+    return (reply[3] & 0x0F) | 0
+
+
+@pytest.fixture
+def answerer(dual: EnvironmentDocument) -> Answerer:
+    return answerer_for(dual)
+
+
+def good_query() -> bytes:
+    query = dns.message.make_query("api.railway.internal", "A")
+    query.id = 0x1234
+    return query.to_wire()
+
+
+def test_too_short_or_empty_is_silence(answerer: Answerer) -> None:
+    for wire in (b"", b"\x12", b"\x12\x34\x01\x00\x00\x01"):
+        assert answerer.answer(wire) is None
+
+
+def test_replies_are_never_answered(answerer: Answerer) -> None:
+    wire = bytearray(good_query())
+    wire[2] |= 0x80
+    assert answerer.answer(bytes(wire)) is None
+
+
+def test_zero_and_many_questions_are_formerr(answerer: Answerer) -> None:
+    header = struct.pack(">HHHHHH", 0x1234, 0x0100, 0, 0, 0, 0)
+    reply = answerer.answer(header)
+    assert isinstance(reply, bytes) and reply[:2] == b"\x12\x34"
+    assert reply_rcode(reply) == dns.rcode.FORMERR
+    question = good_query()[12:]
+    two = struct.pack(">HHHHHH", 0x1234, 0x0100, 2, 0, 0, 0) + question + question
+    assert reply_rcode(answerer.answer(two)) == dns.rcode.FORMERR
+
+
+@pytest.mark.parametrize(
+    ("label", "wire"),
+    [
+        ("truncated question", good_query()[:-3]),
+        ("trailing garbage", good_query() + b"\xde\xad"),
+        ("label too long", good_query()[:12] + b"\x50" + b"a" * 80 + b"\x00\x00\x01\x00\x01"),
+        ("compression loop", good_query()[:12] + b"\xc0\x0c\x00\x01\x00\x01"),
+        ("counts lie", good_query()[:6] + b"\x00\x05" + good_query()[8:]),
+        (
+            "bad option lengths",
+            good_query()[:11] + b"\x01" + good_query()[12:] + b"\x00\x00\x29\x04\xd0"
+            b"\x00\x00\x00\x00\x00\x05\x00\x0a\x00\x09\x01",
+        ),
+        ("oversized", good_query() + b"\x00" * (MAX_QUERY + 1)),
+    ],
+)
+def test_malformed_queries_get_formerr(answerer: Answerer, label: str, wire: bytes) -> None:
+    reply = answerer.answer(wire)
+    assert reply_rcode(reply) == dns.rcode.FORMERR, label
+    assert isinstance(reply, bytes) and reply[:2] == wire[:2]
+
+
+@pytest.mark.parametrize("rdclass", ["CH", "HS", "ANY", "NONE"])
+def test_classes_other_than_in_are_formerr(answerer: Answerer, rdclass: str) -> None:
+    for name in ("api.railway.internal", "version.bind", "example.com"):
+        query = dns.message.make_query(name, "TXT", rdclass=rdclass)
+        assert reply_rcode(answerer.answer(query.to_wire())) == dns.rcode.FORMERR
+
+
+def test_zone_transfers_are_refused_and_other_opcodes_not_implemented(answerer: Answerer) -> None:
+    axfr = dns.message.make_query("railway.internal", "AXFR").to_wire()
+    assert reply_rcode(answerer.answer(axfr, Transport.TCP)) == dns.rcode.REFUSED
+    for opcode in (dns.opcode.NOTIFY, dns.opcode.UPDATE, dns.opcode.STATUS):
+        query = dns.message.make_query("railway.internal", "SOA")
+        query.set_opcode(opcode)
+        reply = answerer.answer(query.to_wire())
+        assert reply_rcode(reply) == dns.rcode.NOTIMP
+        assert isinstance(reply, bytes) and (reply[2] >> 3) & 0x0F == opcode
+
+
+def test_fuzzed_input_never_raises_and_never_changes_an_answer(answerer: Answerer) -> None:
+    rng = random.Random(1234)
+    before = answerer.answer(good_query())
+    seeds = [
+        good_query(),
+        dns.message.make_query("x.railway.internal", "AAAA", want_dnssec=True).to_wire(),
+        dns.message.make_query("example.com", "MX", use_edns=0).to_wire(),
+    ]
+    for _ in range(3000):
+        choice = rng.random()
+        if choice < 0.3:
+            wire = bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 120)))
+        else:
+            mutated = bytearray(rng.choice(seeds))
+            for _ in range(rng.randrange(1, 6)):
+                mutated[rng.randrange(len(mutated))] = rng.getrandbits(8)
+            if choice > 0.8:
+                del mutated[rng.randrange(len(mutated)) :]
+            wire = bytes(mutated)
+        for transport in Transport:
+            reply = answerer.answer(wire, transport)
+            assert reply is None or reply is FORWARD or isinstance(reply, bytes)
+            if isinstance(reply, bytes):
+                assert reply[:2] == wire[:2]
+                assert reply[2] & 0x80
+    assert answerer.answer(good_query()) == before
+
+
+def test_failure_replies_echo_the_question() -> None:
+    query = dns.message.make_query("example.com", "A")
+    reply = failure_reply(query.to_wire(), dns.rcode.SERVFAIL, recursion_available=True)
+    assert reply is not None
+    message = dns.message.from_wire(reply)
+    assert message.id == query.id and message.rcode() == dns.rcode.SERVFAIL
+    assert message.question == query.question
+    assert message.flags & dns.flags.RA
+    refused = failure_reply(query.to_wire(), dns.rcode.REFUSED, recursion_available=False)
+    assert refused is not None and not dns.message.from_wire(refused).flags & dns.flags.RA
+    garbage = b"\x43\x21\x01\x00" + b"\xff" * 20
+    bare = failure_reply(garbage, dns.rcode.SERVFAIL, recursion_available=True)
+    assert bare is not None and bare[:2] == b"\x43\x21" and reply_rcode(bare) == 2
+    assert header_only_reply(b"\x00", dns.rcode.FORMERR, True) is None
+
+
+def test_hot_path_and_careful_path_agree(answerer: Answerer) -> None:
+    """A query the hot path declines (an extra answer record) is answered the same."""
+    query = dns.message.make_query("aPi.railway.internal", "AAAA", use_edns=0)
+    plain = answerer.answer(query.to_wire())
+    odd = dns.message.make_query("aPi.railway.internal", "AAAA", use_edns=0)
+    odd.id = query.id
+    odd.answer.append(dns.rrset.from_text("x.example.", 5, "IN", "A", "192.0.2.1"))
+    careful = answerer.answer(odd.to_wire())
+    assert isinstance(plain, bytes) and isinstance(careful, bytes)
+    assert dns.message.from_wire(plain) == dns.message.from_wire(careful)

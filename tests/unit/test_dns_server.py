@@ -1,0 +1,507 @@
+"""The real DNS server on loopback: sockets, TCP fallback, forwarding, swaps, garbage."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.query
+import dns.rcode
+import dns.resolver
+import dns.rrset
+import pytest
+
+from railnet.agent.dns import DnsServer, FakeDnsServer, Upstream
+from railnet.core.addressing import ula_prefix
+from railnet.core.dns import FORWARD, ResolverView, Transport
+from railnet.core.document import EnvironmentDocument
+from railnet.core.errors import DataPlaneError, InvalidField
+
+KEY = "A" * 43 + "="
+LOOPBACK = ("127.0.0.1", "::1")
+
+
+def make_document(
+    services: dict[str, int], *, env_id: str = "e1", generation: int = 1, first: int = 3
+) -> EnvironmentDocument:
+    prefix = ula_prefix(env_id).network_address
+    offset = first
+    raw_services = []
+    for position, (name, replicas) in enumerate(services.items()):
+        instances = []
+        for _ in range(replicas):
+            instances.append(
+                {
+                    "node": "node-1",
+                    "ipv4": f"10.250.{offset // 256}.{offset % 256}",
+                    "ipv6": str(prefix + offset),
+                }
+            )
+            offset += 1
+        raw_services.append({"id": f"s{position}", "name": name, "instances": instances})
+    return EnvironmentDocument.from_dict(
+        {
+            "id": env_id,
+            "project": "shop",
+            "environment": "production",
+            "generation": generation,
+            "nodes": [{"name": "node-1", "public_key": KEY, "endpoint": "198.18.0.1:51820"}],
+            "services": raw_services,
+        }
+    )
+
+
+def loopback_view(doc: EnvironmentDocument, listen: tuple[str, ...] = LOOPBACK) -> ResolverView:
+    return dataclasses.replace(ResolverView.from_document(doc, None), listen=listen)
+
+
+def udp(
+    name: str, rdtype: str, port: int, host: str = "127.0.0.1", **kw: object
+) -> dns.message.Message:
+    query = dns.message.make_query(name, rdtype, **kw)  # type: ignore[arg-type]
+    return dns.query.udp(query, host, port=port, timeout=2)
+
+
+def tcp(name: str, rdtype: str, port: int, host: str = "127.0.0.1") -> dns.message.Message:
+    return dns.query.tcp(dns.message.make_query(name, rdtype), host, port=port, timeout=2)
+
+
+def addresses(message: dns.message.Message) -> list[str]:
+    return [rdata.to_text() for rrset in message.answer for rdata in rrset]
+
+
+@pytest.fixture
+def server() -> Iterator[DnsServer]:
+    dns_server = DnsServer(port=0)
+    try:
+        yield dns_server
+    finally:
+        dns_server.close()
+
+
+def serve(server: DnsServer, doc: EnvironmentDocument, listen: tuple[str, ...] = LOOPBACK) -> int:
+    server.apply(loopback_view(doc, listen))
+    endpoints = server.endpoints(doc.id)
+    assert [host for host, _ in endpoints] == list(listen)
+    return endpoints[0][1]
+
+
+class FakeUpstream:
+    """A resolver on loopback for the forwarder: answers every A query with 192.0.2.53,
+    or stays silent; ``big.example`` gets 60 AAAA records (truncated over UDP)."""
+
+    def __init__(self, *, silent: bool = False) -> None:
+        self.silent = silent
+        self.queries: list[str] = []
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind(("127.0.0.1", 0))
+        self.port = self.udp.getsockname()[1]
+        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.tcp.bind(("127.0.0.1", self.port))
+        self.tcp.listen(8)
+        self.udp.settimeout(0.1)
+        self.tcp.settimeout(0.1)
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._serve_udp, daemon=True),
+            threading.Thread(target=self._serve_tcp, daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def reply(self, wire: bytes) -> bytes:
+        query = dns.message.from_wire(wire)
+        self.queries.append(query.question[0].name.to_text())
+        response = dns.message.make_response(query)
+        name = query.question[0].name
+        if name.to_text() == "big.example.":
+            rdatas = [f"2001:db8::{i:x}" for i in range(1, 61)]
+            response.answer.append(dns.rrset.from_text_list(name, 30, "IN", "AAAA", rdatas))
+        else:
+            response.answer.append(dns.rrset.from_text(name, 30, "IN", "A", "192.0.2.53"))
+        return response.to_wire()
+
+    def _serve_udp(self) -> None:
+        while not self._stop.is_set():
+            try:
+                wire, client = self.udp.recvfrom(65535)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if self.silent:
+                continue
+            reply = self.reply(wire)
+            if len(reply) > 512:
+                message = dns.message.from_wire(wire)
+                truncated = dns.message.make_response(message)
+                truncated.flags |= dns.flags.TC
+                reply = truncated.to_wire()
+            self.udp.sendto(reply, client)
+
+    def _serve_tcp(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.tcp.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(2)
+                length = int.from_bytes(conn.recv(2), "big")
+                wire = b""
+                while len(wire) < length:
+                    wire += conn.recv(length - len(wire))
+                reply = self.reply(wire)
+                conn.sendall(len(reply).to_bytes(2, "big") + reply)
+
+    def close(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(2)
+        self.udp.close()
+        self.tcp.close()
+
+
+@pytest.fixture
+def upstream_factory() -> Iterator[Callable[..., FakeUpstream]]:
+    made: list[FakeUpstream] = []
+
+    def make(**kwargs: bool) -> FakeUpstream:
+        upstream = FakeUpstream(**kwargs)
+        made.append(upstream)
+        return upstream
+
+    try:
+        yield make
+    finally:
+        for upstream in made:
+            upstream.close()
+
+
+# -- serving --------------------------------------------------------------------------------
+
+
+def test_answers_over_udp_and_tcp_on_ipv4_and_ipv6(server: DnsServer) -> None:
+    port = serve(server, make_document({"api": 2}))
+    prefix = ula_prefix("e1").network_address
+    for host in LOOPBACK:
+        assert addresses(udp("api.railway.internal", "A", port, host)) == [
+            "10.250.0.3",
+            "10.250.0.4",
+        ]
+        assert addresses(tcp("api.railway.internal", "AAAA", port, host)) == [
+            str(prefix + 3),
+            str(prefix + 4),
+        ]
+    nx = udp("nope.railway.internal", "A", port)
+    assert nx.rcode() == dns.rcode.NXDOMAIN and nx.authority
+
+
+def test_a_stub_resolver_pointed_at_it_resolves(server: DnsServer) -> None:
+    port = serve(server, make_document({"api": 2, "db": 1}))
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = ["127.0.0.1"]
+    resolver.port = port
+    resolver.lifetime = 3
+    answer = resolver.resolve("DB.railway.internal", "A")
+    assert [r.to_text() for r in answer] == ["10.250.0.5"]
+    with pytest.raises(dns.resolver.NXDOMAIN):
+        resolver.resolve("ghost.railway.internal", "A")
+
+
+def test_udp_truncates_and_tcp_carries_the_full_answer(server: DnsServer) -> None:
+    port = serve(server, make_document({"big": 80}))
+    truncated = udp("big.railway.internal", "AAAA", port)
+    assert truncated.flags & dns.flags.TC
+    assert truncated.answer == []
+    edns = udp("big.railway.internal", "AAAA", port, use_edns=0, payload=4096)
+    assert edns.flags & dns.flags.TC  # 80 AAAA > the server's 1232-byte cap
+    full = tcp("big.railway.internal", "AAAA", port)
+    assert not full.flags & dns.flags.TC
+    assert len(addresses(full)) == 80
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = ["127.0.0.1"]
+    resolver.port = port
+    assert len(resolver.resolve("big.railway.internal", "AAAA")) == 80  # retried over TCP
+
+
+def test_apply_swaps_records_before_it_returns(server: DnsServer) -> None:
+    port = serve(server, make_document({"api": 1}))
+    for generation in range(2, 22):
+        # Each generation moves the service to a fresh address and adds a new service.
+        doc = make_document(
+            {"api": 1, f"svc{generation}": 1}, generation=generation, first=generation * 3
+        )
+        server.apply(loopback_view(doc))
+        expected = f"10.250.0.{generation * 3}"
+        assert addresses(udp("api.railway.internal", "A", port)) == [expected], generation
+        assert addresses(tcp(f"svc{generation}.railway.internal", "A", port))
+        old = udp(f"svc{generation - 1}.railway.internal", "A", port)
+        assert generation == 2 or old.rcode() == dns.rcode.NXDOMAIN
+    assert server.endpoints("e1")[0][1] == port  # same sockets all along
+    soa = udp("railway.internal", "SOA", port)
+    assert soa.answer[0][0].serial == 21
+
+
+def test_apply_with_new_addresses_rebinds(server: DnsServer) -> None:
+    doc = make_document({"api": 1})
+    serve(server, doc, listen=("127.0.0.1",))
+    server.apply(loopback_view(doc, listen=("127.0.0.9",)))
+    ((host, port),) = server.endpoints("e1")
+    assert host == "127.0.0.9"
+    assert addresses(udp("api.railway.internal", "A", port, "127.0.0.9")) == ["10.250.0.3"]
+    with pytest.raises(dns.exception.Timeout):
+        dns.query.udp(
+            dns.message.make_query("api.railway.internal", "A"), "127.0.0.1", port=port, timeout=0.3
+        )
+
+
+def test_views_on_different_addresses_are_separate(server: DnsServer) -> None:
+    blue = make_document({"api": 1, "blue-only": 1}, env_id="blue")
+    green = make_document({"api": 1}, env_id="green", first=50)
+    blue_port = serve(server, blue, listen=("127.0.0.2",))
+    green_port = serve(server, green, listen=("127.0.0.3",))
+    assert addresses(udp("api.railway.internal", "A", blue_port, "127.0.0.2")) == ["10.250.0.3"]
+    assert addresses(udp("api.railway.internal", "A", green_port, "127.0.0.3")) == ["10.250.0.50"]
+    leak = udp("blue-only.railway.internal", "A", green_port, "127.0.0.3")
+    assert leak.rcode() == dns.rcode.NXDOMAIN
+    assert {r[0] for r in server.records("green")}.isdisjoint({"blue-only.railway.internal"})
+
+
+def test_remove_stops_answering_and_forgets_records(server: DnsServer) -> None:
+    port = serve(server, make_document({"api": 1}))
+    assert ("api.railway.internal", "A", "10.250.0.3", 5) in server.records("e1")
+    server.remove("e1")
+    assert server.records("e1") == []
+    assert server.view("e1") is None
+    udp_query = dns.message.make_query("api.railway.internal", "A")
+    with pytest.raises(dns.exception.Timeout):
+        dns.query.udp(udp_query, "127.0.0.1", port=port, timeout=0.3)
+    server.remove("e1")  # removing twice is fine
+
+
+def test_garbage_does_not_crash_and_later_queries_work(server: DnsServer) -> None:
+    port = serve(server, make_document({"api": 1}))
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.settimeout(0.2)
+    try:
+        for garbage in (b"", b"\x00", b"\xff" * 11, b"\x12\x34" + b"\xff" * 60, b"\x00" * 4097):
+            sender.sendto(garbage, ("127.0.0.1", port))
+            try:
+                reply = sender.recv(65535)
+            except TimeoutError:
+                continue  # silence is allowed
+            assert reply[2] & 0x80 and reply[3] & 0x0F in (dns.rcode.FORMERR, dns.rcode.NOTIMP)
+        zero_questions = b"\xab\xcd\x01\x00" + b"\x00" * 8
+        sender.sendto(zero_questions, ("127.0.0.1", port))
+        reply = sender.recv(512)
+        assert reply[:2] == b"\xab\xcd" and reply[3] & 0x0F == dns.rcode.FORMERR
+    finally:
+        sender.close()
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as stream:
+        stream.sendall(b"\x00\x05hello")
+        stream.settimeout(2)
+        reply = stream.recv(512)
+        assert reply == b"" or reply[4] & 0x0F == dns.rcode.FORMERR
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as stream:
+        stream.sendall(b"\xff\xff\x00")  # promises 64 KiB, sends one byte, hangs up
+    assert addresses(udp("api.railway.internal", "A", port)) == ["10.250.0.3"]
+    assert addresses(tcp("api.railway.internal", "A", port)) == ["10.250.0.3"]
+
+
+def test_tcp_connection_carries_several_queries(server: DnsServer) -> None:
+    port = serve(server, make_document({"api": 1, "db": 1}))
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as stream:
+        for name, expected in (("api", "10.250.0.3"), ("db", "10.250.0.4"), ("api", "10.250.0.3")):
+            query = dns.message.make_query(f"{name}.railway.internal", "A")
+            dns.query.send_tcp(stream, query)
+            reply, _ = dns.query.receive_tcp(stream, time.time() + 2)
+            assert reply.id == query.id and addresses(reply) == [expected]
+
+
+# -- forwarding -----------------------------------------------------------------------------
+
+
+def test_outside_names_are_forwarded_to_the_upstream(
+    upstream_factory: Callable[..., FakeUpstream],
+) -> None:
+    upstream = upstream_factory()
+    server = DnsServer([upstream.address], port=0)
+    try:
+        port = serve(server, make_document({"api": 1}))
+        reply = udp("www.example", "A", port)
+        assert addresses(reply) == ["192.0.2.53"]
+        assert addresses(tcp("www.example", "A", port)) == ["192.0.2.53"]
+        # In-domain names never leave the node.
+        assert addresses(udp("api.railway.internal", "A", port)) == ["10.250.0.3"]
+        assert udp("nope.railway.internal", "A", port).rcode() == dns.rcode.NXDOMAIN
+        assert upstream.queries == ["www.example.", "www.example."]
+    finally:
+        server.close()
+
+
+def test_forwarding_for_a_tcp_client_retries_a_truncated_upstream_over_tcp(
+    upstream_factory: Callable[..., FakeUpstream],
+) -> None:
+    upstream = upstream_factory()
+    server = DnsServer([upstream.address], port=0)
+    try:
+        port = serve(server, make_document({"api": 1}))
+        assert udp("big.example", "AAAA", port).flags & dns.flags.TC
+        full = tcp("big.example", "AAAA", port)
+        assert len(addresses(full)) == 60
+    finally:
+        server.close()
+
+
+def test_a_dead_upstream_gives_servfail_within_the_budget(
+    upstream_factory: Callable[..., FakeUpstream],
+) -> None:
+    silent = upstream_factory(silent=True)
+    server = DnsServer([silent.address], port=0, forward_timeout=0.5)
+    try:
+        port = serve(server, make_document({"api": 1}))
+        started = time.monotonic()
+        reply = udp("www.example", "A", port)
+        elapsed = time.monotonic() - started
+        assert reply.rcode() == dns.rcode.SERVFAIL
+        assert 0.4 < elapsed < 1.5
+        assert addresses(udp("api.railway.internal", "A", port)) == ["10.250.0.3"]
+    finally:
+        server.close()
+
+
+def test_a_silent_first_upstream_falls_back_to_the_next(
+    upstream_factory: Callable[..., FakeUpstream],
+) -> None:
+    silent = upstream_factory(silent=True)
+    alive = upstream_factory()
+    server = DnsServer([silent.address, alive.address], port=0, forward_timeout=1.0)
+    try:
+        port = serve(server, make_document({"api": 1}))
+        assert addresses(udp("www.example", "A", port)) == ["192.0.2.53"]
+        assert alive.queries == ["www.example."]
+    finally:
+        server.close()
+
+
+def test_a_closed_upstream_port_fails_fast() -> None:
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    closed = probe.getsockname()[1]
+    probe.close()
+    server = DnsServer([f"127.0.0.1:{closed}"], port=0)
+    try:
+        port = serve(server, make_document({"api": 1}))
+        started = time.monotonic()
+        reply = udp("www.example", "A", port)
+        assert reply.rcode() == dns.rcode.SERVFAIL
+        assert time.monotonic() - started < 1.0  # the ICMP refusal ends it, not the timeout
+    finally:
+        server.close()
+
+
+def test_without_upstreams_outside_names_are_refused_at_once(server: DnsServer) -> None:
+    port = serve(server, make_document({"api": 1}))
+    for transport in (udp, tcp):
+        started = time.monotonic()
+        reply = transport("www.example", "A", port)
+        assert time.monotonic() - started < 1.0
+        assert reply.rcode() == dns.rcode.REFUSED
+        assert not reply.flags & dns.flags.RA
+        assert reply.question[0].name.to_text() == "www.example."
+    assert not udp("api.railway.internal", "A", port).flags & dns.flags.RA
+
+
+# -- construction and errors ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("192.0.2.1", Upstream("192.0.2.1", 53)),
+        ("192.0.2.1:5353", Upstream("192.0.2.1", 5353)),
+        ("2001:db8::1", Upstream("2001:db8::1", 53)),
+        ("[2001:db8::1]:54", Upstream("2001:db8::1", 54)),
+    ],
+)
+def test_upstreams_parse(text: str, expected: Upstream) -> None:
+    assert Upstream.parse("upstreams[0]", text) == expected
+
+
+@pytest.mark.parametrize("text", ["dns.example", "192.0.2.1:0", "192.0.2.1:x", "[::1]x", ""])
+def test_bad_upstreams_name_the_field(text: str) -> None:
+    with pytest.raises(InvalidField, match=r"upstreams\[1\]"):
+        DnsServer(["127.0.0.1", text])
+
+
+def test_bad_settings_name_the_field() -> None:
+    with pytest.raises(InvalidField, match="port"):
+        DnsServer(port=70000)
+    with pytest.raises(InvalidField, match="max_udp"):
+        DnsServer(max_udp=100)
+    with pytest.raises(InvalidField, match="forward_timeout"):
+        DnsServer(forward_timeout=0)
+
+
+def test_a_port_in_use_is_a_data_plane_error_naming_the_address() -> None:
+    holder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    holder.bind(("127.0.0.1", 0))
+    port = holder.getsockname()[1]
+    server = DnsServer(port=port)
+    try:
+        with pytest.raises(DataPlaneError, match=rf"127\.0\.0\.1 port {port}"):
+            server.apply(loopback_view(make_document({"api": 1}), listen=("127.0.0.1",)))
+        assert server.view("e1") is None
+    finally:
+        server.close()
+        holder.close()
+
+
+def test_a_missing_namespace_is_a_data_plane_error(server: DnsServer) -> None:
+    view = ResolverView.from_document(make_document({"api": 1}), "rt-does-not-exist-0")
+    with pytest.raises(DataPlaneError, match="rt-does-not-exist-0"):
+        server.apply(view)
+
+
+def test_close_stops_the_loop_thread() -> None:
+    server = DnsServer(port=0)
+    serve(server, make_document({"api": 1}))
+    assert any(t.name == "railnet-dns" for t in threading.enumerate())
+    server.close()
+    server.close()
+    assert not any(t.name == "railnet-dns" for t in threading.enumerate())
+
+
+# -- the fake twin ------------------------------------------------------------------------
+
+
+def test_fake_server_keeps_views_and_answers_like_the_real_one() -> None:
+    fake = FakeDnsServer()
+    doc = make_document({"api": 2})
+    view = ResolverView.from_document(doc, "rn-e1")
+    fake.apply(view)
+    assert fake.view("e1") == view
+    assert fake.applied == [view]
+    assert ("api.railway.internal", "A", "10.250.0.4", 5) in fake.records("e1")
+    reply = fake.answer("e1", dns.message.make_query("api.railway.internal", "A").to_wire())
+    assert isinstance(reply, bytes)
+    assert addresses(dns.message.from_wire(reply)) == ["10.250.0.3", "10.250.0.4"]
+    outside = dns.message.make_query("example.com", "A").to_wire()
+    assert fake.answer("e1", outside, Transport.TCP) is FORWARD
+    fake.remove("e1")
+    assert fake.records("e1") == [] and fake.view("e1") is None
+    assert fake.answer("e1", outside) is None

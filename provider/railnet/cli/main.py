@@ -10,6 +10,7 @@ from railnet.cli.certs import add_certs_parser
 from railnet.cli.lab import add_lab_parser
 from railnet.cli.runtime import add_exec_parsers, add_status_parser
 from railnet.core.errors import RailnetError
+from railnet.demo import add_demo_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_lab_parser(sub)
     add_exec_parsers(sub)
     add_status_parser(sub)
+    add_demo_parser(sub)
     return parser
 
 

@@ -55,9 +55,19 @@ class Demo:
 
     def start(self, env: str, service: str, *args: str, index: int = 0) -> None:
         proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.netns(env, service, index), sys.executable,
-             "-m", "railnet.demo_apps", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.netns(env, service, index),
+                sys.executable,
+                "-m",
+                "railnet.demo_apps",
+                *args,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         self.processes.append(proc)
         assert proc.stdout is not None
@@ -67,10 +77,25 @@ class Demo:
 
     def fetch(self, command: str, env: str, service: str, url: str) -> tuple[bool, Any]:
         r = subprocess.run(
-            [sys.executable, "-m", "railnet", command, "--cluster", str(self.lab.cluster_file),
-             f"shop/{env}/{service}", "--", sys.executable, "-m", "railnet.demo_apps",
-             "fetch", url, "2"],
-            capture_output=True, text=True, timeout=60,
+            [
+                sys.executable,
+                "-m",
+                "railnet",
+                command,
+                "--cluster",
+                str(self.lab.cluster_file),
+                f"shop/{env}/{service}",
+                "--",
+                sys.executable,
+                "-m",
+                "railnet.demo_apps",
+                "fetch",
+                url,
+                "2",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         if r.returncode != 0:
             return False, (r.stderr.strip().splitlines() or ["no output"])[-1]
@@ -84,7 +109,9 @@ class Demo:
         )
         r = subprocess.run(
             ["ip", "netns", "exec", self.netns(env, service), sys.executable, "-c", code, name],
-            capture_output=True, text=True, timeout=30,
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
         return r.stdout.split()
 
@@ -115,13 +142,18 @@ class Demo:
         for svc in prod.services:
             for i, inst in enumerate(svc.instances):
                 print(f"       {svc.name}#{i} on {inst.node}: {inst.ipv4}, {inst.ipv6}")
-        self.deployer.apply(EnvironmentSpec("shop", "staging", services=(ServiceSpec("api", ("node-1",)),)))
+        self.deployer.apply(
+            EnvironmentSpec("shop", "staging", services=(ServiceSpec("api", ("node-1",)),))
+        )
         self.check("staging applied", True)
 
         self.step("Start the apps: database, then worker (talks to database.railway.internal)")
         self.start("production", "database", "database", str(DB_PORT))
         self.start(
-            "production", "worker", "worker", str(WORKER_PORT),
+            "production",
+            "worker",
+            "worker",
+            str(WORKER_PORT),
             f"http://database.railway.internal:{DB_PORT}/",
         )
         self.check("database and worker listening", True)
@@ -130,10 +162,17 @@ class Demo:
         names = self.resolve("production", "api", "worker.railway.internal")
         has4 = any(":" not in a for a in names)
         has6 = any(":" in a for a in names)
-        self.check("worker.railway.internal resolves to IPv4 and IPv6", has4 and has6, " ".join(names))
-        ok, body = self.fetch("exec", "production", "api", f"http://worker.railway.internal:{WORKER_PORT}/")
-        self.check("api fetched worker, worker fetched database", ok and body == {
-            "service": "worker", "database": {"service": "database", "rows": 42}}, json.dumps(body))
+        self.check(
+            "worker.railway.internal resolves to IPv4 and IPv6", has4 and has6, " ".join(names)
+        )
+        ok, body = self.fetch(
+            "exec", "production", "api", f"http://worker.railway.internal:{WORKER_PORT}/"
+        )
+        self.check(
+            "api fetched worker, worker fetched database",
+            ok and body == {"service": "worker", "database": {"service": "database", "rows": 42}},
+            json.dumps(body),
+        )
         svc = prod.service("worker")
         assert svc is not None
         for address in (svc.instances[0].ipv4, svc.instances[0].ipv6):
@@ -143,12 +182,17 @@ class Demo:
 
         self.step("Isolation: staging cannot reach production")
         names = self.resolve("staging", "api", "worker.railway.internal")
-        self.check("worker.railway.internal does not resolve in staging", names[:1] == ["error"],
-                   " ".join(names))
+        self.check(
+            "worker.railway.internal does not resolve in staging",
+            names[:1] == ["error"],
+            " ".join(names),
+        )
         for address in (svc.instances[0].ipv4, svc.instances[0].ipv6):
             host = f"[{address}]" if address and ":" in address else address
             ok, body = self.fetch("exec", "staging", "api", f"http://{host}:{WORKER_PORT}/")
-            self.check(f"staging api cannot reach production worker at {address}", not ok, str(body))
+            self.check(
+                f"staging api cannot reach production worker at {address}", not ok, str(body)
+            )
 
         self.step("Build phase: no private network")
         ok, body = self.fetch(
@@ -165,12 +209,18 @@ class Demo:
                 print(f"       {node}: {change}")
         self.check("applied on every node", True, f"{elapsed:.2f}s")
         self.start(
-            "production", "worker", "worker", str(WORKER_PORT),
-            f"http://database.railway.internal:{DB_PORT}/", index=1,
+            "production",
+            "worker",
+            "worker",
+            str(WORKER_PORT),
+            f"http://database.railway.internal:{DB_PORT}/",
+            index=1,
         )
         names = self.resolve("production", "api", "worker.railway.internal")
         self.check("worker.railway.internal now has 4 addresses", len(names) == 4, " ".join(names))
-        ok, body = self.fetch("exec", "production", "api", f"http://worker.railway.internal:{WORKER_PORT}/")
+        ok, body = self.fetch(
+            "exec", "production", "api", f"http://worker.railway.internal:{WORKER_PORT}/"
+        )
         self.check("api still reaches worker", ok)
         return 1 if self.failures else 0
 
@@ -195,11 +245,16 @@ def run_demo(args: argparse.Namespace) -> int:
             code = demo.run()
         finally:
             demo.stop()
-    print("\nrailnet demo: " + ("all checks passed" if code == 0 else f"{demo.failures} checks failed"))
+    print(
+        "\nrailnet demo: "
+        + ("all checks passed" if code == 0 else f"{demo.failures} checks failed")
+    )
     return code
 
 
-def add_demo_parser(subparsers: Any, runner: Callable[[argparse.Namespace], int] = run_demo) -> None:
+def add_demo_parser(
+    subparsers: Any, runner: Callable[[argparse.Namespace], int] = run_demo
+) -> None:
     p = subparsers.add_parser("demo", help="the seed topology on a local lab, checked")
     p.add_argument("--dir", type=Path, help="where to keep the lab while it runs")
     p.set_defaults(func=runner)

@@ -245,8 +245,7 @@ class Lab:
             command += ["--dns-upstream", upstream]
         if not meta["dns"]:
             command.append("--no-dns")
-        log = open(self.directory / node.name / "agent.log", "ab")
-        with log:
+        with open(self.directory / node.name / "agent.log", "ab") as log:
             process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
             )

@@ -57,8 +57,18 @@ def kernel_snapshot(net: LabNet) -> dict[str, str]:
     for name in list_netns():
         if SPEC.id in name:
             out = subprocess.run(
-                ["ip", "netns", "exec", name, "sh", "-c", "ip -o link; ip -o addr; ip route; ip -6 route"],
-                capture_output=True, text=True, check=True,
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    name,
+                    "sh",
+                    "-c",
+                    "ip -o link; ip -o addr; ip route; ip -6 route",
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
             ).stdout
             snap[name] = "\n".join(
                 line for line in out.splitlines() if "valid_lft" not in line or "fe80" not in line
@@ -78,8 +88,21 @@ def test_tcp_session_survives_agent_kill_and_restart(net: LabNet) -> None:
     net.serve(server, "srv", PORT)
     before = {i: identity(net, i) for i in (1, 2)}
     session = subprocess.Popen(
-        ["ip", "netns", "exec", client, sys.executable, NETCHECK, "session", server_v6(net), str(PORT)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            "ip",
+            "netns",
+            "exec",
+            client,
+            sys.executable,
+            NETCHECK,
+            "session",
+            server_v6(net),
+            str(PORT),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     assert session.stdin and session.stdout
     try:
@@ -94,9 +117,8 @@ def test_tcp_session_survives_agent_kill_and_restart(net: LabNet) -> None:
         session.stdin.write("two\n")
         session.stdin.flush()
         assert session.stdout.readline().strip() == "srv:two"
-        with pytest.raises(AgentUnreachable):
-            with net.lab.client(net.lab.node(1), timeout=1) as dead:
-                dead.status()
+        with pytest.raises(AgentUnreachable), net.lab.client(net.lab.node(1), timeout=1) as dead:
+            dead.status()
 
         for i in (1, 2):
             net.lab.restart_agent(net.lab.node(i))
@@ -156,8 +178,11 @@ def test_stale_generation_is_refused_and_changes_nothing(net: LabNet) -> None:
 @pytest.mark.parametrize(
     ("mutate", "field", "value"),
     [
-        (lambda d: d["services"][1]["instances"][0].update(ipv4="10.250.0.1"),
-         "services[1].instances[0].ipv4", "10.250.0.1"),
+        (
+            lambda d: d["services"][1]["instances"][0].update(ipv4="10.250.0.1"),
+            "services[1].instances[0].ipv4",
+            "10.250.0.1",
+        ),
         (lambda d: d["services"][0].update(name="Bad_Name"), "services[0].name", "Bad_Name"),
         (lambda d: d["nodes"][0].update(endpoint="nowhere"), "nodes[0].endpoint", "nowhere"),
         (lambda d: d.update(ip_mode="ipv5"), "ip_mode", "ipv5"),
@@ -183,7 +208,9 @@ def test_invalid_document_names_the_field_and_changes_nothing(
     assert kernel_snapshot(net) == before
 
 
-def test_clients_without_the_clusters_certificate_are_refused(net: LabNet, tmp_path: object) -> None:
+def test_clients_without_the_clusters_certificate_are_refused(
+    net: LabNet, tmp_path: object
+) -> None:
     node = net.lab.node(1)
     tls = net.lab.directory / "tls"
     address = f"unix:{node.agent_socket}"
@@ -205,21 +232,29 @@ def test_clients_without_the_clusters_certificate_are_refused(net: LabNet, tmp_p
     other = Path(str(tmp_path))
     ca_cert, ca_key = mint_ca("intruder CA")
     cert, key = mint_certificate(
-        ca_cert, ca_key, "railnet-provider", dns_names=[], ip_addresses=[], server=False, client=True
+        ca_cert,
+        ca_key,
+        "railnet-provider",
+        dns_names=[],
+        ip_addresses=[],
+        server=False,
+        client=True,
     )
     (other / "cert.pem").write_bytes(cert)
     (other / "key.pem").write_bytes(key)
     intruder = AgentClient(
-        AgentAddress(node.name, address, TlsFiles(tls / "ca.pem", other / "cert.pem", other / "key.pem")),
+        AgentAddress(
+            node.name, address, TlsFiles(tls / "ca.pem", other / "cert.pem", other / "key.pem")
+        ),
         timeout=5,
     )
     with pytest.raises(AgentUnreachable):
         intruder.status()
     intruder.close()
     # Plaintext.
-    with pytest.raises(AgentUnreachable):
-        with AgentClient(AgentAddress(node.name, address, None), timeout=5) as plain:
-            plain.status()
+    plain = AgentClient(AgentAddress(node.name, address, None), timeout=5)
+    with pytest.raises(AgentUnreachable), plain:
+        plain.status()
     # The cluster's own certificate works.
     with net.lab.client(node) as ok:
         assert ok.status().node == node.name

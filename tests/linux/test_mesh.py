@@ -81,7 +81,9 @@ def world() -> Iterator[World]:
 
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])
 @pytest.mark.parametrize(
-    ("target", "token"), [("worker", "prod-worker"), ("db", "prod-db")], ids=["cross-node", "same-node"]
+    ("target", "token"),
+    [("worker", "prod-worker"), ("db", "prod-db")],
+    ids=["cross-node", "same-node"],
 )
 def test_tcp_udp_icmp_between_instances(world: World, family: str, target: str, token: str) -> None:
     v4, v6 = addresses(world.prod, target)
@@ -152,9 +154,21 @@ def test_instance_cannot_reach_host_underlay_or_agent(world: World) -> None:
     # The agent really listens there: from the node's host namespace it answers.
     node1 = lab.node(1)
     r = subprocess.run(
-        ["ip", "netns", "exec", node1.netns, sys.executable, NETCHECK, "connect",
-         node1.underlay, str(AGENT_PORT), "2"],
-        capture_output=True, text=True, timeout=20,
+        [
+            "ip",
+            "netns",
+            "exec",
+            node1.netns,
+            sys.executable,
+            NETCHECK,
+            "connect",
+            node1.underlay,
+            str(AGENT_PORT),
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=20,
     )
     assert r.returncode == 0 and r.stdout.strip() == "connected", r.stderr
     routes = world.net.run(world.api, "ip", "-4", "route").stdout
@@ -164,25 +178,48 @@ def test_instance_cannot_reach_host_underlay_or_agent(world: World) -> None:
 def test_build_exec_reaches_nothing_private(world: World) -> None:
     v4, v6 = addresses(world.prod, "worker")
     cluster = str(world.net.lab.cluster_file)
-    base = [sys.executable, "-m", "railnet", "build-exec", "--cluster", cluster,
-            "shop/production/api", "--"]
+    base = [
+        sys.executable,
+        "-m",
+        "railnet",
+        "build-exec",
+        "--cluster",
+        cluster,
+        "shop/production/api",
+        "--",
+    ]
     for host in (v4, v6):
         r = subprocess.run(
             [*base, sys.executable, NETCHECK, "tcp", host, str(PORT), "1.5"],
-            capture_output=True, text=True, timeout=30,
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
         assert r.returncode == 1, r.stdout + r.stderr
         assert "prod-" not in r.stdout
-    links = subprocess.run(
-        [*base, "ip", "-o", "link"], capture_output=True, text=True, timeout=30
-    )
+    links = subprocess.run([*base, "ip", "-o", "link"], capture_output=True, text=True, timeout=30)
     assert links.returncode == 0, links.stderr
     assert [line.split(":")[1].strip() for line in links.stdout.splitlines()] == ["lo"]
     # The same command under `railnet exec` does reach the worker: the runtime network.
     r = subprocess.run(
-        [sys.executable, "-m", "railnet", "exec", "--cluster", cluster, "shop/production/api",
-         "--", sys.executable, NETCHECK, "tcp", v4, str(PORT)],
-        capture_output=True, text=True, timeout=30,
+        [
+            sys.executable,
+            "-m",
+            "railnet",
+            "exec",
+            "--cluster",
+            cluster,
+            "shop/production/api",
+            "--",
+            sys.executable,
+            NETCHECK,
+            "tcp",
+            v4,
+            str(PORT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert r.returncode == 0 and r.stdout.strip() == "prod-worker:ping", r.stdout + r.stderr
 
@@ -191,14 +228,38 @@ def test_exec_exits_with_the_commands_code(world: World) -> None:
     cluster = str(world.net.lab.cluster_file)
     for command in ("exec", "build-exec"):
         r = subprocess.run(
-            [sys.executable, "-m", "railnet", command, "--cluster", cluster,
-             "shop/production/worker", "--", "sh", "-c", "exit 7"],
-            capture_output=True, text=True, timeout=30,
+            [
+                sys.executable,
+                "-m",
+                "railnet",
+                command,
+                "--cluster",
+                cluster,
+                "shop/production/worker",
+                "--",
+                "sh",
+                "-c",
+                "exit 7",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
         assert r.returncode == 7, (command, r.stderr)
     r = subprocess.run(
-        [sys.executable, "-m", "railnet", "exec", "--cluster", cluster,
-         "shop/production/nosuch", "--", "true"],
-        capture_output=True, text=True, timeout=30,
+        [
+            sys.executable,
+            "-m",
+            "railnet",
+            "exec",
+            "--cluster",
+            cluster,
+            "shop/production/nosuch",
+            "--",
+            "true",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert r.returncode == 2 and "nosuch" in r.stderr

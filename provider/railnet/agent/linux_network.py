@@ -74,6 +74,13 @@ def _link_index(ns: Any, ifname: str) -> int | None:
     return found[0] if found else None
 
 
+def _require_link(ns: Any, ifname: str, where: str) -> int:
+    index = _link_index(ns, ifname)
+    if index is None:
+        raise DataPlaneError(f"{ifname} is missing in namespace {where}")
+    return index
+
+
 def _is_up(ns: Any, index: int) -> bool:
     link = ns.get_links(index)[0]
     return bool(link["flags"] & 1)
@@ -163,15 +170,13 @@ class LinuxNetwork(NetworkBackend):
         write_sysctls(env.netns, ENV_SYSCTLS)
 
         def configure(ns: Any) -> None:
-            lo = _link_index(ns, "lo")
+            lo = _require_link(ns, "lo", env.netns)
             ns.link("set", index=lo, state="up")
             have = _addresses(ns, lo)
             for address in env.resolvers:
                 if address not in have:
                     ns.addr("add", index=lo, address=address, prefixlen=_prefixlen(address))
-            wg = _link_index(ns, WG_LINK)
-            if wg is None:
-                raise DataPlaneError(f"{WG_LINK} is missing in namespace {env.netns}")
+            wg = _require_link(ns, WG_LINK, env.netns)
             ns.link("set", index=wg, state="up")
             for cidr in (env.ipv4_cidr, env.ipv6_prefix):
                 if cidr:

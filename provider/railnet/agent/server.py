@@ -82,7 +82,7 @@ def build_resolver(args: argparse.Namespace) -> ResolverBackend | None:
 
     server = DnsServer(upstreams=list(args.dns_upstream))
     server.start()
-    return server  # type: ignore[return-value]
+    return server
 
 
 def run_agent(args: argparse.Namespace) -> int:

@@ -29,7 +29,7 @@ def _guard(context: grpc.ServicerContext, call: Callable[[], R]) -> R:
     raise AssertionError("unreachable")  # context.abort raises
 
 
-class NodeAgentServicer(pb_grpc.NodeAgentServicer):
+class NodeAgentServicer(pb_grpc.NodeAgentServicer):  # type: ignore[misc]
     def __init__(self, reconciler: Reconciler) -> None:
         self.reconciler = reconciler
 

@@ -69,7 +69,9 @@ class StateDir:
         except FileNotFoundError:
             return None
         except ValueError as exc:
-            raise RailnetError(f"state file {directory / 'identity.json'} is corrupt: {exc}")
+            raise RailnetError(
+                f"state file {directory / 'identity.json'} is corrupt: {exc}"
+            ) from exc
         return Identity(private_key=key, listen_port=int(meta["listen_port"]))
 
     def save_identity(self, env_id: str, identity: Identity) -> None:

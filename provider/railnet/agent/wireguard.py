@@ -31,6 +31,7 @@ from railnet.agent.netns import list_netns, netlink, netns_fd, run_in_netns
 from railnet.core.errors import DataPlaneError
 from railnet.core.local import LocalEnvironment
 from railnet.core.reconcile import ObservedDevice, ObservedPeer, RemovePeer, SetPeer
+import contextlib
 
 UAPI_DIR = Path("/var/run/wireguard")
 WG_LINK = "wg0"
@@ -139,7 +140,7 @@ class Uapi:
 def peer_lines(change: SetPeer | RemovePeer) -> list[str]:
     lines = [f"public_key={_hex(change.public_key)}"]
     if isinstance(change, RemovePeer):
-        return lines + ["remove=true"]
+        return [*lines, "remove=true"]
     if change.endpoint:
         lines.append(f"endpoint={change.endpoint}")
     lines.append(f"persistent_keepalive_interval={KEEPALIVE}")
@@ -275,10 +276,8 @@ def _stop_process(pid: int, expected: str) -> None:
         except ProcessLookupError:
             return
         time.sleep(0.05)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, 9)
-    except ProcessLookupError:
-        pass
 
 
 class KernelWireGuard(WireGuardBackend):

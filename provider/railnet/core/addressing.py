@@ -88,7 +88,11 @@ class AddressPlan:
         while len(pairs) < count:
             v6 = self.ipv6.network_address + offset
             v4 = None if self.ipv4 is None else self.ipv4.network_address + offset
-            if v4 is not None and (v4 not in self.ipv4 or v4 == self.ipv4.broadcast_address):
+            if (
+                v4 is not None
+                and self.ipv4 is not None
+                and (v4 not in self.ipv4 or v4 == self.ipv4.broadcast_address)
+            ):
                 raise InvalidField(
                     "ipv4_cidr", str(self.ipv4), "has no free address left; use a larger CIDR"
                 )

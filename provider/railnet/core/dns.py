@@ -260,7 +260,7 @@ class Answerer:
         self._serial = view.serial
         self._table: dict[bytes, _Prepared] = {}
         self._nodata: dict[bytes, _Prepared] = {}
-        self._nxdomain: dict[int, _Prepared] = {}
+        self._negative: dict[tuple[int, int], _Prepared] = {}
         self._errors = {
             rcode: _Prepared(rcode, False, recursion_available, 0, 0, b"")
             for rcode in (FORMERR, SERVFAIL, NOTIMP, REFUSED)
@@ -297,15 +297,23 @@ class Answerer:
             if every:
                 self._table[owner + struct.pack(">HH", TYPE_ANY, CLASS_IN)] = self._positive(every)
         for owner in existing:
-            nodata = _Prepared(
-                NOERROR, True, self._ra, 0, 1, self._soa_rr(len(owner) - len(self._apex))
-            )
+            nodata = self._negative_reply(NOERROR, len(owner) - len(self._apex))
             self._nodata[owner] = nodata
             for rtype in (TYPE_A, TYPE_AAAA):
                 self._table.setdefault(owner + struct.pack(">HH", rtype, CLASS_IN), nodata)
 
     def _positive(self, rrs: list[bytes]) -> _Prepared:
         return _Prepared(NOERROR, True, self._ra, len(rrs), 0, b"".join(rrs))
+
+    def _negative_reply(self, rcode: int, apex_offset: int) -> _Prepared:
+        """NXDOMAIN or NODATA with the SOA; shared by every name of the same length, as
+        the SOA's owner is a pointer to where the apex starts in the question."""
+        key = (rcode, apex_offset)
+        prepared = self._negative.get(key)
+        if prepared is None:
+            prepared = _Prepared(rcode, True, self._ra, 0, 1, self._soa_rr(apex_offset))
+            self._negative[key] = prepared
+        return prepared
 
     def _rdata(self, record: DnsRecord, rtype: int) -> bytes:
         if rtype == TYPE_PTR:
@@ -420,12 +428,7 @@ class Answerer:
             return nodata
         if not self._in_domain(name):
             return FORWARD
-        offset = len(name) - len(self._apex)
-        nxdomain = self._nxdomain.get(offset)
-        if nxdomain is None:
-            nxdomain = _Prepared(NXDOMAIN, True, self._ra, 0, 1, self._soa_rr(offset))
-            self._nxdomain[offset] = nxdomain
-        return nxdomain
+        return self._negative_reply(NXDOMAIN, len(name) - len(self._apex))
 
     def _render(
         self,

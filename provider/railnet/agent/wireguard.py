@@ -11,6 +11,7 @@ agent is the control plane, not the data plane.
 from __future__ import annotations
 
 import base64
+import contextlib
 import ipaddress
 import os
 import shutil
@@ -31,7 +32,6 @@ from railnet.agent.netns import list_netns, netlink, netns_fd, run_in_netns
 from railnet.core.errors import DataPlaneError
 from railnet.core.local import LocalEnvironment
 from railnet.core.reconcile import ObservedDevice, ObservedPeer, RemovePeer, SetPeer
-import contextlib
 
 UAPI_DIR = Path("/var/run/wireguard")
 WG_LINK = "wg0"

@@ -23,10 +23,10 @@ import grpc
 from railnet.agent.client import AgentAddress, AgentClient, AgentError
 from railnet.certs import TlsFiles
 from railnet.core.cluster import Cluster
-from railnet.core.desired import EnvironmentSpec, build_document
+from railnet.core.desired import EnvironmentSpec, build_document, spec_from_document
 from railnet.core.document import EnvironmentDocument
 from railnet.core.errors import RailnetError
-from railnet.core.names import check_object_id
+from railnet.core.names import check_object_id, environment_id
 
 log = logging.getLogger("railnet.deploy")
 T = TypeVar("T")
@@ -87,23 +87,43 @@ class EnvironmentDeployer:
         return max(docs, key=lambda d: d.generation) if docs else None
 
     def apply(self, spec: EnvironmentSpec) -> Applied:
-        for node in spec.nodes:
-            self.cluster.node(node)  # names the unknown node before anything changes
-        with environment_lock(spec.id):
+        """Make the environment exactly ``spec``."""
+        return self.update(spec.project, spec.environment, lambda _: spec)
+
+    def update(
+        self, project: str, environment: str, edit: Callable[[EnvironmentSpec], EnvironmentSpec]
+    ) -> Applied:
+        """Read-modify-write: ``edit`` gets what the nodes hold (as a spec) and returns the
+        new declaration. On a conflict the whole round runs again from a fresh read."""
+        env_id = environment_id(project, environment)
+        with environment_lock(env_id):
             for _ in range(MAX_ROUNDS):
                 try:
-                    return self._round(spec)
+                    return self._round(project, environment, edit)
                 except AgentError as exc:
                     if exc.code != grpc.StatusCode.ABORTED:
                         raise
-                    log.info("environment %s: conflict (%s); retrying", spec.id, exc.detail)
+                    log.info("environment %s: conflict (%s); retrying", env_id, exc.detail)
         raise RailnetError(
-            f"environment {spec.id}: {MAX_ROUNDS} conflicting writers in a row; try again"
+            f"environment {env_id}: {MAX_ROUNDS} conflicting writers in a row; try again"
         )
 
-    def _round(self, spec: EnvironmentSpec) -> Applied:
-        held = self.read(spec.id)
+    def _round(
+        self,
+        project: str,
+        environment: str,
+        edit: Callable[[EnvironmentSpec], EnvironmentSpec],
+    ) -> Applied:
+        held = self.read(environment_id(project, environment))
         previous = self.latest(held)
+        base = (
+            spec_from_document(previous)
+            if previous is not None
+            else EnvironmentSpec(project, environment)
+        )
+        spec = edit(base)
+        for node in spec.nodes:
+            self.cluster.node(node)  # names the unknown node before anything changes
         hosting = spec.nodes
         identities = self._each(hosting, lambda c: c.ensure(spec.id))
         doc = build_document(spec, previous, identities)

@@ -8,7 +8,7 @@ and moves to another node; only new instances get new addresses.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from railnet.core.addressing import DEFAULT_IPV4_CIDR, AddressPlan, check_ipv4_cidr, ula_prefix
 from railnet.core.document import (
@@ -51,6 +51,42 @@ class EnvironmentSpec:
     def nodes(self) -> list[str]:
         """The nodes that host at least one instance, sorted."""
         return sorted({n for s in self.services for n in s.nodes})
+
+
+def spec_from_document(doc: EnvironmentDocument) -> EnvironmentSpec:
+    """The declaration a document implements (the starting point of a one-service edit)."""
+    return EnvironmentSpec(
+        project=doc.project,
+        environment=doc.environment,
+        ip_mode=doc.ip_mode,
+        ipv4_cidr=doc.ipv4_cidr or DEFAULT_IPV4_CIDR,
+        domain=doc.domain,
+        dns_ttl=doc.dns_ttl,
+        services=tuple(
+            ServiceSpec(name=s.name, nodes=tuple(i.node for i in s.instances), id=s.id)
+            for s in doc.services
+        ),
+    )
+
+
+def with_service(spec: EnvironmentSpec, service: ServiceSpec) -> EnvironmentSpec:
+    """``spec`` with ``service`` added, or replacing the service of the same id."""
+    kept = tuple(s for s in spec.services if s.id != service.id)
+    clash = next((s for s in kept if s.name == service.name), None)
+    if clash is not None:
+        raise InvalidField(
+            "name",
+            service.name,
+            f"is already a service of {spec.project}/{spec.environment}; names are unique "
+            "within an environment",
+        )
+    position = next((i for i, s in enumerate(spec.services) if s.id == service.id), len(kept))
+    services = (*kept[:position], service, *kept[position:])
+    return replace(spec, services=services)
+
+
+def without_service(spec: EnvironmentSpec, sid: str) -> EnvironmentSpec:
+    return replace(spec, services=tuple(s for s in spec.services if s.id != sid))
 
 
 def service_id(env_id: str, name: str) -> str:

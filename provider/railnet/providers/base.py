@@ -1,0 +1,159 @@
+"""What the three providers share: configuration, unknowns, check and diff."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pulumi.dynamic import (
+    CheckFailure,
+    CheckResult,
+    ConfigureRequest,
+    DiffResult,
+    ResourceProvider,
+)
+from pulumi.output import Unknown, contains_unknowns
+
+from railnet.core.cluster import Cluster
+from railnet.core.document import DEFAULT_DOMAIN
+from railnet.core.errors import InvalidField, RailnetError
+from railnet.core.resources import Kind, check_inputs, input_names, replace_keys
+from railnet.deploy import EnvironmentDeployer
+
+PROVIDER_KEY = "__provider"
+
+
+class ProviderConfigError(RailnetError):
+    """The stack configuration for railnet is missing or wrong."""
+
+
+def load_cluster(setting: Any) -> Cluster:
+    """``railnet:cluster``: a cluster file's path, or the cluster as inline JSON."""
+    if not isinstance(setting, str) or not setting.strip():
+        raise ProviderConfigError(
+            "stack setting railnet:cluster is not set; run "
+            "'pulumi config set railnet:cluster PATH' with the cluster.json of your nodes "
+            "(for a local lab: railnet-lab/cluster.json)"
+        )
+    text = setting.strip()
+    if text.startswith("{"):
+        return Cluster.from_json(text, source="railnet:cluster")
+    path = Path(text).expanduser()
+    try:
+        content = path.read_text()
+    except OSError as exc:
+        raise ProviderConfigError(
+            f"railnet:cluster names {path}, which cannot be read: {exc.strerror}"
+        ) from None
+    return Cluster.from_json(content, base=str(path.resolve().parent), source=str(path))
+
+
+def known(props: dict[str, Any]) -> dict[str, Any]:
+    """The properties whose values are known (preview passes unknowns for the rest)."""
+    return {k: v for k, v in props.items() if not contains_unknowns(v)}
+
+
+class RailnetProvider(ResourceProvider):
+    kind: ClassVar[Kind]
+    derived_keys: ClassVar[tuple[str, ...]] = ("plan",)
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    # Configuration lives only in the provider process; __getstate__ keeps it out of
+    # the pickled provider so that the program's serialization is deterministic.
+    def __getstate__(self) -> dict[str, Any]:
+        return {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        pass
+
+    def configure(self, req: ConfigureRequest) -> None:
+        self._cluster_setting = req.config.get("railnet:cluster")
+        self._domain = req.config.get("railnet:domain") or DEFAULT_DOMAIN
+        self._lock = threading.Lock()
+        self._cluster: Cluster | None = None
+
+    @property
+    def domain(self) -> str:
+        return str(getattr(self, "_domain", DEFAULT_DOMAIN))
+
+    def cluster(self) -> Cluster:
+        lock = getattr(self, "_lock", None)
+        if lock is None:
+            raise ProviderConfigError("the railnet provider was used before it was configured")
+        with lock:
+            if self._cluster is None:
+                self._cluster = load_cluster(self._cluster_setting)
+            return self._cluster
+
+    def cluster_nodes(self) -> list[str] | None:
+        """The cluster's node names; None when the provider was never configured, which
+        happens only in-process (under ``pulumi.runtime.set_mocks``), never in the engine."""
+        if getattr(self, "_lock", None) is None:
+            return None
+        return self.cluster().names
+
+    def deployer(self) -> EnvironmentDeployer:
+        return EnvironmentDeployer(self.cluster())
+
+    # -- check / diff ---------------------------------------------------------------------
+
+    def derived(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """Outputs computable from known inputs alone (shown by preview)."""
+        return {}
+
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        facts = known(news)
+        unknown = set(news) - set(facts)
+        try:
+            nodes = self.cluster_nodes()
+        except RailnetError as exc:
+            return CheckResult(dict(news), [CheckFailure("railnet:cluster", str(exc))])
+        inputs, failures = check_inputs(
+            self.kind,
+            str(facts.get("name") or ""),
+            {k: v for k, v in facts.items() if k != PROVIDER_KEY},
+            cluster_nodes=nodes,
+            default_domain=self.domain,
+        )
+        failures = [(p, r) for p, r in failures if p not in unknown]
+        result = {k: v for k, v in inputs.items() if k not in unknown}
+        for key in unknown:
+            result[key] = news[key]
+        if not unknown & set(input_names(self.kind)):
+            if not failures:
+                result.update(self.derived(result))
+        else:
+            # Preview with unknown inputs: what check computes is unknown too, and preview
+            # shows it as "computed" rather than as a wrong value.
+            result.update({key: Unknown() for key in self.derived_keys})
+        return CheckResult(result, [CheckFailure(p, r) for p, r in failures])
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        watched = [*input_names(self.kind)]
+        changed = [
+            k for k in watched if k != PROVIDER_KEY and _normal(olds.get(k)) != _normal(news.get(k))
+        ]
+        replaces = [k for k in changed if k in replace_keys(self.kind)]
+        return DiffResult(
+            changes=bool(changed),
+            replaces=replaces,
+            stables=[],
+            delete_before_replace=False,
+        )
+
+
+def _normal(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_normal(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def require(inputs: dict[str, Any], *names: str) -> None:
+    for name in names:
+        if inputs.get(name) is None:
+            raise InvalidField(name, None, "is required")

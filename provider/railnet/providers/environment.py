@@ -1,0 +1,84 @@
+"""``railnet:index:Environment``: settings of one project environment and its teardown."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, ClassVar
+
+from pulumi.dynamic import CreateResult, ReadResult, UpdateResult
+
+from railnet.core.document import IpMode
+from railnet.core.names import environment_id
+from railnet.core.resources import Kind, environment_outputs
+from railnet.providers.base import PROVIDER_KEY, RailnetProvider
+
+
+def environment_plan(inputs: dict[str, Any]) -> list[str]:
+    outs = environment_outputs(inputs)
+    mode = "dual stack (IPv4 and IPv6)" if inputs["ip_mode"] == IpMode.DUAL.value else "IPv6 only"
+    lines = [
+        f"environment {inputs['project']}/{inputs['name']} ({outs['env_id']}): {mode}",
+        f"addresses: {inputs['ipv4_cidr'] + ', ' if inputs['ip_mode'] == 'dual' else ''}"
+        f"{outs['ipv6_prefix']}",
+        f"dns: *.{inputs['domain']} at {', '.join(outs['resolvers'])}, ttl {inputs['dns_ttl']}s",
+    ]
+    return lines
+
+
+class EnvironmentProvider(RailnetProvider):
+    kind: ClassVar[Kind] = Kind.ENVIRONMENT
+    derived_keys: ClassVar[tuple[str, ...]] = ("env_id", "ipv6_prefix", "resolvers", "plan")
+
+    def derived(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        return {**environment_outputs(inputs), "plan": environment_plan(inputs)}
+
+    def _outputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        outs = {k: v for k, v in inputs.items() if k != PROVIDER_KEY}
+        outs.update(self.derived(inputs))
+        return outs
+
+    def _apply_settings(self, inputs: dict[str, Any]) -> None:
+        """Rewrite the document with new settings, if any node holds one yet."""
+        deployer = self.deployer()
+        env_id = environment_id(str(inputs["project"]), str(inputs["name"]))
+        if deployer.latest(deployer.read(env_id)) is None:
+            return  # no service yet: nothing on any node
+        deployer.update(
+            str(inputs["project"]),
+            str(inputs["name"]),
+            lambda base: replace(
+                base,
+                ip_mode=IpMode(inputs["ip_mode"]),
+                ipv4_cidr=str(inputs["ipv4_cidr"]),
+                domain=str(inputs["domain"]),
+                dns_ttl=int(inputs["dns_ttl"]),
+            ),
+        )
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        self._apply_settings(props)
+        outs = self._outputs(props)
+        return CreateResult(str(outs["env_id"]), outs)
+
+    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        self._apply_settings(news)
+        return UpdateResult(self._outputs(news))
+
+    def delete(self, id_: str, _props: dict[str, Any]) -> None:
+        self.deployer().destroy(id_)
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        deployer = self.deployer()
+        doc = deployer.latest(deployer.read(id_))
+        inputs = {
+            k: props.get(k)
+            for k in ("name", "project", "ip_mode", "ipv4_cidr", "domain", "dns_ttl")
+        }
+        if doc is not None:
+            inputs.update(
+                ip_mode=doc.ip_mode.value,
+                ipv4_cidr=doc.ipv4_cidr or props.get("ipv4_cidr"),
+                domain=doc.domain,
+                dns_ttl=doc.dns_ttl,
+            )
+        return ReadResult(id_, self._outputs({**props, **inputs}), inputs)

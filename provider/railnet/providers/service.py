@@ -1,0 +1,150 @@
+"""``railnet:index:Service``: one service of an environment, read-modify-write of its document."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, ClassVar
+
+from pulumi.dynamic import CreateResult, ReadResult, UpdateResult
+
+from railnet.core.desired import EnvironmentSpec, ServiceSpec, with_service, without_service
+from railnet.core.dns import instance_name
+from railnet.core.document import EnvironmentDocument, IpMode
+from railnet.core.resources import (
+    Kind,
+    placement,
+    private_domain,
+    service_env_vars,
+    service_ids,
+)
+from railnet.providers.base import PROVIDER_KEY, RailnetProvider
+
+
+def _settings(spec: EnvironmentSpec, inputs: dict[str, Any]) -> EnvironmentSpec:
+    return replace(
+        spec,
+        ip_mode=IpMode(inputs["ip_mode"]),
+        ipv4_cidr=str(inputs["ipv4_cidr"]),
+        domain=str(inputs["domain"]),
+        dns_ttl=int(inputs["dns_ttl"]),
+    )
+
+
+def service_plan(inputs: dict[str, Any], nodes: tuple[str, ...]) -> list[str]:
+    """What the network will do for this service, deterministic, for preview."""
+    where = ", ".join(nodes) if nodes else "no node"
+    families = "AAAA" if inputs["ip_mode"] == IpMode.IPV6.value else "A, AAAA"
+    lines = [
+        f"service {inputs['name']} in {inputs['project']}/{inputs['environment']}: "
+        f"{len(nodes)} instance(s) on {where}",
+        f"dns {private_domain(inputs)}: {families}, ttl {inputs['dns_ttl']}s",
+    ]
+    lines += [
+        f"dns {instance_name(str(inputs['name']), i, str(inputs['domain']))}: instance on {node}"
+        for i, node in enumerate(nodes)
+    ]
+    mesh = sorted(set(nodes))
+    if mesh:
+        lines.append(f"mesh: nodes {', '.join(mesh)} carry the environment")
+    return lines
+
+
+class ServiceProvider(RailnetProvider):
+    kind: ClassVar[Kind] = Kind.SERVICE
+    derived_keys: ClassVar[tuple[str, ...]] = ("env_id", "service_id", "private_domain", "plan")
+
+    def _placement(self, inputs: dict[str, Any]) -> tuple[str, ...]:
+        nodes = self.cluster_nodes()
+        if nodes is None:
+            return tuple(inputs.get("nodes") or ())
+        return placement(inputs, nodes)
+
+    def derived(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        env_id, sid = service_ids(inputs)
+        return {
+            "env_id": env_id,
+            "service_id": sid,
+            "private_domain": private_domain(inputs),
+            "plan": service_plan(inputs, self._placement(inputs)),
+        }
+
+    def _outputs(
+        self, inputs: dict[str, Any], doc: EnvironmentDocument, sid: str
+    ) -> dict[str, Any]:
+        svc = next((s for s in doc.services if s.id == sid), None)
+        if svc is None:
+            raise RuntimeError(f"service {sid} is missing from generation {doc.generation}")
+        named = {**inputs, "name": svc.name}
+        ipv4 = [i.ipv4 for i in svc.instances if i.ipv4]
+        ipv6 = [i.ipv6 for i in svc.instances]
+        outs = {k: v for k, v in inputs.items() if k != PROVIDER_KEY}
+        outs.update(
+            name=svc.name,
+            env_id=doc.id,
+            service_id=sid,
+            private_domain=private_domain(named),
+            ipv4_addresses=ipv4,
+            ipv6_addresses=ipv6,
+            instances=[
+                {"index": i, "node": inst.node, "ipv4": inst.ipv4 or "", "ipv6": inst.ipv6}
+                for i, inst in enumerate(svc.instances)
+            ],
+            env_vars=service_env_vars(named, ipv4, ipv6),
+            plan=service_plan(named, tuple(i.node for i in svc.instances)),
+        )
+        return outs
+
+    def _write(self, inputs: dict[str, Any], sid: str) -> dict[str, Any]:
+        spec = ServiceSpec(name=str(inputs["name"]), nodes=self._placement(inputs), id=sid)
+        applied = self.deployer().update(
+            str(inputs["project"]),
+            str(inputs["environment"]),
+            lambda base: with_service(_settings(base, inputs), spec),
+        )
+        return self._outputs(inputs, applied.document, sid)
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        env_id, sid = service_ids(props)
+        return CreateResult(f"{env_id}/{sid}", self._write(props, sid))
+
+    def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        sid = str(olds.get("service_id") or id_.rsplit("/", 1)[-1])
+        return UpdateResult(self._write(news, sid))
+
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        sid = str(props.get("service_id") or id_.rsplit("/", 1)[-1])
+        deployer = self.deployer()
+        env_id = str(props.get("env_id") or id_.split("/", 1)[0])
+        if deployer.latest(deployer.read(env_id)) is None:
+            return  # already gone
+        deployer.update(
+            str(props["project"]),
+            str(props["environment"]),
+            lambda base: without_service(base, sid),
+        )
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        env_id, _, sid = id_.partition("/")
+        deployer = self.deployer()
+        doc = deployer.latest(deployer.read(env_id))
+        svc = None if doc is None else next((s for s in doc.services if s.id == sid), None)
+        if doc is None or svc is None:
+            return ReadResult("", {})
+        nodes = [i.node for i in svc.instances]
+        inputs = {
+            k: props.get(k)
+            for k in ("project", "environment", "ip_mode", "ipv4_cidr", "domain", "dns_ttl")
+        }
+        inputs.update(name=svc.name)
+        if props.get("nodes"):
+            inputs["nodes"] = nodes
+        else:
+            inputs["replicas"] = len(nodes)
+        inputs.update(
+            ip_mode=doc.ip_mode.value,
+            ipv4_cidr=doc.ipv4_cidr or props.get("ipv4_cidr"),
+            domain=doc.domain,
+            dns_ttl=doc.dns_ttl,
+        )
+        outs = self._outputs({**props, **inputs}, doc, sid)
+        return ReadResult(id_, outs, inputs)

@@ -1,0 +1,143 @@
+"""The resources users declare. Each is a Pulumi dynamic resource whose provider lives in
+``railnet.providers`` (pickled by reference, so it carries no state of its own).
+
+Every output is also declared as a ``None`` input, which is how a dynamic resource gets
+the attribute.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pulumi
+import pulumi.dynamic
+
+from railnet.core.resources import Kind, PROPERTIES
+from railnet.providers import EnvironmentProvider, ProjectProvider, ServiceProvider
+
+
+def _props(kind: Kind, given: Mapping[str, Any]) -> dict[str, Any]:
+    props: dict[str, Any] = {p.name: None for p in PROPERTIES[kind]}
+    props.update({k: v for k, v in given.items() if v is not None})
+    return props
+
+
+class Project(pulumi.dynamic.Resource, module="railnet", name="Project"):
+    """A project: the unit that owns environments. It holds nothing on the nodes."""
+
+    name: pulumi.Output[str]
+    """The project's name (a DNS label)."""
+    plan: pulumi.Output[list[str]]
+
+    def __init__(
+        self,
+        resource_name: str,
+        name: pulumi.Input[str] | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__(
+            ProjectProvider(),
+            resource_name,
+            _props(Kind.PROJECT, {"name": name or resource_name}),
+            opts,
+        )
+
+
+class Environment(pulumi.dynamic.Resource, module="railnet", name="Environment"):
+    """A project environment: one WireGuard mesh, one address domain, one DNS view."""
+
+    name: pulumi.Output[str]
+    project: pulumi.Output[str]
+    ip_mode: pulumi.Output[str]
+    """``"dual"`` (IPv4 and IPv6, the default) or ``"ipv6"`` (the legacy IPv6-only mode)."""
+    ipv4_cidr: pulumi.Output[str]
+    domain: pulumi.Output[str]
+    dns_ttl: pulumi.Output[int]
+    env_id: pulumi.Output[str]
+    ipv6_prefix: pulumi.Output[str]
+    resolvers: pulumi.Output[list[str]]
+    plan: pulumi.Output[list[str]]
+
+    def __init__(
+        self,
+        resource_name: str,
+        project: Project | pulumi.Input[str],
+        name: pulumi.Input[str] | None = None,
+        ip_mode: pulumi.Input[str] | None = None,
+        ipv4_cidr: pulumi.Input[str] | None = None,
+        domain: pulumi.Input[str] | None = None,
+        dns_ttl: pulumi.Input[int] | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        project_name = project.name if isinstance(project, Project) else project
+        super().__init__(
+            EnvironmentProvider(),
+            resource_name,
+            _props(
+                Kind.ENVIRONMENT,
+                {
+                    "name": name or resource_name,
+                    "project": project_name,
+                    "ip_mode": ip_mode,
+                    "ipv4_cidr": ipv4_cidr,
+                    "domain": domain,
+                    "dns_ttl": dns_ttl,
+                },
+            ),
+            opts,
+        )
+
+
+class Service(pulumi.dynamic.Resource, module="railnet", name="Service"):
+    """A service of an environment, reachable as ``<name>.<domain>`` inside it only."""
+
+    name: pulumi.Output[str]
+    project: pulumi.Output[str]
+    environment: pulumi.Output[str]
+    replicas: pulumi.Output[int]
+    nodes: pulumi.Output[list[str] | None]
+    service_id: pulumi.Output[str]
+    env_id: pulumi.Output[str]
+    private_domain: pulumi.Output[str]
+    """``<service>.railway.internal`` (or the environment's domain)."""
+    ipv4_addresses: pulumi.Output[list[str]]
+    ipv6_addresses: pulumi.Output[list[str]]
+    instances: pulumi.Output[list[dict[str, Any]]]
+    """One ``{"index", "node", "ipv4", "ipv6"}`` per instance, in instance order."""
+    env_vars: pulumi.Output[dict[str, str]]
+    """``RAILWAY_PRIVATE_DOMAIN`` and friends, to wire into the app."""
+    plan: pulumi.Output[list[str]]
+
+    def __init__(
+        self,
+        resource_name: str,
+        environment: Environment,
+        replicas: pulumi.Input[int] | None = None,
+        nodes: pulumi.Input[Sequence[pulumi.Input[str]]] | None = None,
+        name: pulumi.Input[str] | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        if replicas is not None and nodes is not None:
+            raise ValueError(
+                f"Service {resource_name}: give either replicas or nodes, not both"
+            )
+        super().__init__(
+            ServiceProvider(),
+            resource_name,
+            _props(
+                Kind.SERVICE,
+                {
+                    "name": name or resource_name,
+                    "project": environment.project,
+                    "environment": environment.name,
+                    "ip_mode": environment.ip_mode,
+                    "ipv4_cidr": environment.ipv4_cidr,
+                    "domain": environment.domain,
+                    "dns_ttl": environment.dns_ttl,
+                    "replicas": replicas,
+                    "nodes": nodes,
+                },
+            ),
+            pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[environment])),
+        )

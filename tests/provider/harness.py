@@ -1,4 +1,4 @@
-"""An engine-faithful driver of the Python dynamic provider.
+"""The test side of the engine-faithful harness: an Engine that plays pulumi up/preview/refresh/destroy over a declared list of resources, on top of railnet.engine.DynamicProvider.
 
 The Pulumi engine runs dynamic providers as ``python -u -m pulumi.dynamic``: the process
 serves the ResourceProvider gRPC service on 127.0.0.1 and prints its port on the first line.
@@ -10,143 +10,23 @@ create/update/replace, read for refresh, delete for destroy, and unknowns in pre
 
 from __future__ import annotations
 
-import asyncio
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from google.protobuf import struct_pb2
-from pulumi.dynamic.dynamic import serialize_provider
-from pulumi.runtime import rpc
-from pulumi.runtime.proto import provider_pb2, provider_pb2_grpc
+from pulumi.runtime.proto import provider_pb2
 
-from railnet.providers import EnvironmentProvider, ProjectProvider, ServiceProvider
+from railnet.engine import (
+    PROVIDER_KEY,
+    PROVIDERS,
+    DynamicProvider,
+    ProviderError,
+    Unknown,
+    urn,
+)
 
-UNKNOWN = rpc.UNKNOWN
-PROVIDER_KEY = "__provider"
-PROVIDERS = {
-    "Project": serialize_provider(ProjectProvider()),
-    "Environment": serialize_provider(EnvironmentProvider()),
-    "Service": serialize_provider(ServiceProvider()),
-}
-
-
-def to_struct(props: dict[str, Any]) -> struct_pb2.Struct:
-    """Serialize like the engine: the SDK's serializer, unknowns as the UNKNOWN sentinel."""
-    known = {k: v for k, v in props.items() if v is not Unknown}
-    loop = asyncio.new_event_loop()
-    try:
-        struct = loop.run_until_complete(rpc.serialize_properties(known, {}))
-    finally:
-        loop.close()
-    for key, value in props.items():
-        if value is Unknown:
-            struct[key] = UNKNOWN
-    return struct
-
-
-def from_struct(struct: struct_pb2.Struct) -> dict[str, Any]:
-    return dict(rpc.deserialize_properties(struct, keep_unknowns=True))
-
-
-class _UnknownMarker:
-    def __repr__(self) -> str:
-        return "<unknown>"
-
-
-Unknown = _UnknownMarker()
-"""Put this in a property to send it as unknown, as preview does."""
-
-
-class ProviderError(Exception):
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        self.code = code
-        self.details = details
-        super().__init__(f"{code.name}: {details}")
-
-
-class DynamicProvider:
-    """``python -m pulumi.dynamic`` in a subprocess, and a client of its gRPC service."""
-
-    def __init__(self, config: dict[str, str]) -> None:
-        env = {**os.environ, "PULUMI_PROJECT": "railnet-test"}
-        self.process = subprocess.Popen(
-            [sys.executable, "-u", "-m", "pulumi.dynamic"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-        )
-        assert self.process.stdout is not None
-        port = int(self.process.stdout.readline().decode().strip())
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-        self.stub = provider_pb2_grpc.ResourceProviderStub(self.channel)
-        args = struct_pb2.Struct()
-        args.update(config)
-        self._call("Configure", provider_pb2.ConfigureRequest(args=args, acceptSecrets=False))
-
-    def close(self) -> None:
-        self.channel.close()
-        self.process.kill()
-        self.process.wait()
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream is not None:
-                stream.close()
-
-    def _call(self, method: str, request: Any) -> Any:
-        try:
-            return getattr(self.stub, method)(request, timeout=180)
-        except grpc.RpcError as exc:
-            raise ProviderError(exc.code(), exc.details()) from None
-
-    def check(
-        self, urn: str, olds: dict[str, Any], news: dict[str, Any]
-    ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-        r = self._call(
-            "Check", provider_pb2.CheckRequest(urn=urn, olds=to_struct(olds), news=to_struct(news))
-        )
-        return from_struct(r.inputs), [(f.property, f.reason) for f in r.failures]
-
-    def diff(self, id_: str, urn: str, olds: dict[str, Any], news: dict[str, Any]) -> Any:
-        return self._call(
-            "Diff",
-            provider_pb2.DiffRequest(id=id_, urn=urn, olds=to_struct(olds), news=to_struct(news)),
-        )
-
-    def create(self, urn: str, props: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        r = self._call("Create", provider_pb2.CreateRequest(urn=urn, properties=to_struct(props)))
-        return r.id, from_struct(r.properties)
-
-    def update(
-        self, id_: str, urn: str, olds: dict[str, Any], news: dict[str, Any]
-    ) -> dict[str, Any]:
-        r = self._call(
-            "Update",
-            provider_pb2.UpdateRequest(id=id_, urn=urn, olds=to_struct(olds), news=to_struct(news)),
-        )
-        return from_struct(r.properties)
-
-    def read(
-        self, id_: str, urn: str, props: dict[str, Any], inputs: dict[str, Any]
-    ) -> tuple[str, dict[str, Any], dict[str, Any]]:
-        r = self._call(
-            "Read",
-            provider_pb2.ReadRequest(
-                id=id_, urn=urn, properties=to_struct(props), inputs=to_struct(inputs)
-            ),
-        )
-        return r.id, from_struct(r.properties), from_struct(r.inputs)
-
-    def delete(self, id_: str, urn: str, props: dict[str, Any]) -> None:
-        self._call("Delete", provider_pb2.DeleteRequest(id=id_, urn=urn, properties=to_struct(props)))
-
-
-def urn(kind: str, name: str) -> str:
-    return f"urn:pulumi:test::railnet-test::pulumi-python:dynamic/railnet:{kind}::{name}"
-
+__all__ = ["PROVIDERS", "DynamicProvider", "ProviderError", "Unknown"]
 
 @dataclass
 class State:

@@ -127,8 +127,17 @@ class EnvironmentDeployer:
         hosting = spec.nodes
         identities = self._each(hosting, lambda c: c.ensure(spec.id))
         doc = build_document(spec, previous, identities)
-        if previous is not None and doc.with_generation(previous.generation) == previous:
-            # Nothing changed: re-apply the held document, which only repairs drift.
+        if (
+            previous is not None
+            and doc.with_generation(previous.generation) == previous
+            and all(
+                held[n] is None or held[n] == previous or held[n].generation < previous.generation  # type: ignore[union-attr]
+                for n in hosting
+            )
+        ):
+            # Nothing changed: re-apply the held document, which only repairs drift. (Not
+            # when racing writers left another document at the same generation somewhere:
+            # then the next generation settles it.)
             doc = previous
         text = doc.to_json()
         changes = self._each(
@@ -139,11 +148,15 @@ class EnvironmentDeployer:
             )[1],
         )
         leaving = [n for n, d in held.items() if d is not None and n not in hosting]
-        self._each(leaving, lambda c: c.delete(spec.id))
+        self._each(
+            leaving,
+            lambda c: c.delete(spec.id, held[c.target.node].generation),  # type: ignore[union-attr]
+        )
         return Applied(document=doc, changes=changes, removed_from=tuple(leaving))
 
     def destroy(self, env_id: str) -> list[str]:
         """Remove the environment from every node that has it; return those nodes."""
+        check_object_id("env_id", env_id)
         with environment_lock(env_id):
             removed = self._each(self.cluster.names, lambda c: c.delete(env_id))
         return [n for n, existed in removed.items() if existed]

@@ -150,7 +150,9 @@ class DynamicProvider:
         return r.id, from_struct(r.properties), from_struct(r.inputs)
 
     def delete(self, id_: str, urn: str, props: dict[str, Any]) -> None:
-        self._call("Delete", provider_pb2.DeleteRequest(id=id_, urn=urn, properties=to_struct(props)))
+        self._call(
+            "Delete", provider_pb2.DeleteRequest(id=id_, urn=urn, properties=to_struct(props))
+        )
 
 
 def urn(kind: str, name: str, project: str = "railnet-test", stack: str = "test") -> str:
@@ -191,7 +193,10 @@ class ProgramFailed(Exception):
 
 def _plain(value: Any) -> Any:
     if isinstance(value, dict):
-        if rpc._special_sig_key in value and value.get(rpc._special_sig_key) == rpc._special_secret_sig:
+        if (
+            rpc._special_sig_key in value
+            and value.get(rpc._special_sig_key) == rpc._special_secret_sig
+        ):
             return _plain(value.get("value"))
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -353,12 +358,19 @@ def run_program(
             steps.append(ProgramStep(name, old.kind, "delete"))
     else:
         steps += [
-            ProgramStep(n, state[n].kind, "delete") for n in reversed(list(state)) if n not in mocks.seen
+            ProgramStep(n, state[n].kind, "delete")
+            for n in reversed(list(state))
+            if n not in mocks.seen
         ]
     return ProgramResult(steps=steps, exports=exports)
 
 
-def destroy(provider: DynamicProvider, state: dict[str, ResourceState], project: str = "railnet", stack: str = "dev") -> None:
+def destroy(
+    provider: DynamicProvider,
+    state: dict[str, ResourceState],
+    project: str = "railnet",
+    stack: str = "dev",
+) -> None:
     """``pulumi destroy``: delete every resource, dependents first."""
     for name in reversed(list(state)):
         old = state.pop(name)

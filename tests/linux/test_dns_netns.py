@@ -284,3 +284,27 @@ def test_binding_before_the_resolver_address_exists(namespaces: Callable[[], str
             assert seen["api.railway.internal A"] == ["NOERROR", "10.250.0.3"]
     finally:
         server.close()
+
+
+def test_a_namespace_made_again_under_the_same_name_is_bound_again(
+    namespaces: Callable[[], str],
+) -> None:
+    """The agent repairs a deleted environment namespace by making it again and
+    re-applying the same view: the server must not keep its sockets in the old one."""
+    netns = namespaces()
+    view = ResolverView.from_document(make_document("again", {"api": 1}, first=3), netns)
+    give_resolver_addresses(netns, view)
+    server = DnsServer()
+    try:
+        server.apply(view)
+        seen = inside(netns, QUERY_SCRIPT, "10.250.0.2", "api.railway.internal")
+        assert seen["api.railway.internal A"] == ["NOERROR", "10.250.0.3"]
+        run("ip", "netns", "del", netns)
+        run("ip", "netns", "add", netns)
+        run("ip", "-n", netns, "link", "set", "lo", "up")
+        give_resolver_addresses(netns, view)
+        server.apply(view)
+        seen = inside(netns, QUERY_SCRIPT, "10.250.0.2", "api.railway.internal")
+        assert seen["api.railway.internal A"] == ["NOERROR", "10.250.0.3"]
+    finally:
+        server.close()

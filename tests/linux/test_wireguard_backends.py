@@ -38,9 +38,7 @@ def test_userspace_backend_carries_the_mesh() -> None:
     mesh_works("userspace")
 
 
-@pytest.mark.skipif(
-    not KernelWireGuard.available(), reason="this kernel has no WireGuard module"
-)
+@pytest.mark.skipif(not KernelWireGuard.available(), reason="this kernel has no WireGuard module")
 def test_kernel_backend_carries_the_mesh() -> None:
     mesh_works("kernel")
 

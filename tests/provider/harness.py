@@ -28,6 +28,7 @@ from railnet.engine import (
 
 __all__ = ["PROVIDERS", "DynamicProvider", "ProviderError", "Unknown"]
 
+
 @dataclass
 class State:
     id: str
@@ -90,7 +91,9 @@ class Engine:
             if old is None:
                 steps.append(Step(declared.name, "create", detail=checked))
                 continue
-            diff = self.provider.diff(old.id, urn(declared.kind, declared.name), old.outputs, checked)
+            diff = self.provider.diff(
+                old.id, urn(declared.kind, declared.name), old.outputs, checked
+            )
             steps.append(self._step(declared.name, diff, checked))
         return steps
 
@@ -117,7 +120,9 @@ class Engine:
                 self.state[declared.name] = State(id_, declared.kind, checked, outs)
                 steps.append(Step(declared.name, "create", detail=outs))
                 continue
-            step = self._step(declared.name, self.provider.diff(old.id, u, old.outputs, checked), checked)
+            step = self._step(
+                declared.name, self.provider.diff(old.id, u, old.outputs, checked), checked
+            )
             if step.op == "replace":
                 # create-before-delete, the engine's default when deleteBeforeReplace is unset
                 id_, outs = self.provider.create(u, checked)

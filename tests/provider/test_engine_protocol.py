@@ -18,7 +18,7 @@ from railnet.core.desired import ServiceSpec, spec_from_document, with_service
 from railnet.core.resources import PROPERTIES, Kind
 from railnet.lab import Lab
 
-from ..linux.conftest import NETCHECK, LabNet, running_lab
+from ..linux.conftest import LabNet, running_lab
 from .harness import Declared, DynamicProvider, Engine, ProviderError, State, Unknown
 
 pytestmark = pytest.mark.provider
@@ -32,7 +32,10 @@ def props(kind: Kind, **given: Any) -> dict[str, Any]:
 
 def env_inputs(states: dict[str, State] | None, env: str) -> dict[str, Any]:
     if states is None:
-        return {k: Unknown for k in ("project", "environment", "ip_mode", "ipv4_cidr", "domain", "dns_ttl")}
+        return {
+            k: Unknown
+            for k in ("project", "environment", "ip_mode", "ipv4_cidr", "domain", "dns_ttl")
+        }
     outs = states[env].outputs
     return {
         "project": outs["project"],
@@ -161,7 +164,9 @@ def test_up_change_refresh_destroy(lab: LabNet, engine: Engine) -> None:
     api = engine.state["api"].outputs
     assert api["private_domain"] == "api.railway.internal"
     assert len(api["ipv4_addresses"]) == 2 and len(api["ipv6_addresses"]) == 2
-    assert [i["node"] for i in api["instances"]] == sorted({i["node"] for i in api["instances"]}) or len(api["instances"]) == 2
+    assert [i["node"] for i in api["instances"]] == sorted(
+        {i["node"] for i in api["instances"]}
+    ) or len(api["instances"]) == 2
     assert api["env_vars"]["RAILWAY_PRIVATE_DOMAIN"] == "api.railway.internal"
     worker = engine.state["worker"].outputs
     assert [i["node"] for i in worker["instances"]] == ["node-2"]
@@ -217,7 +222,9 @@ def test_up_change_refresh_destroy(lab: LabNet, engine: Engine) -> None:
     before, after = seen["api"]
     assert len(before["ipv4_addresses"]) == 3 and len(after["ipv4_addresses"]) == 1
     assert engine.state["api"].inputs["replicas"] == 1
-    assert {s.name: s.op for s in engine.preview(program(moved, ("production", "staging")))}["api"] == "update"
+    assert {s.name: s.op for s in engine.preview(program(moved, ("production", "staging")))}[
+        "api"
+    ] == "update"
     engine.up(program(moved, ("production", "staging")))
     assert len(engine.state["api"].outputs["ipv4_addresses"]) == 3
 
@@ -239,7 +246,7 @@ def test_deleting_what_is_gone_succeeds(lab: LabNet, engine: Engine) -> None:
     engine.provider.delete(st.id, "urn:x", st.outputs)
     engine.provider.delete(st.id, "urn:x", st.outputs)  # again: already gone
     rid, outs, _ = engine.provider.read(st.id, "urn:x", st.outputs, st.inputs)
-    assert rid == "" and outs == {} or rid == ""
+    assert (rid == "" and outs == {}) or rid == ""
     del engine.state["solo"]
 
 
@@ -252,7 +259,9 @@ def test_fifty_concurrent_services_get_unique_addresses(lab: LabNet, engine: Eng
     def create(i: int) -> None:
         name = f"svc{i}"
         news = props(Kind.SERVICE, name=name, replicas=1, **env_inputs(engine.state, "production"))
-        news["__provider"] = __import__("tests.provider.harness", fromlist=["PROVIDERS"]).PROVIDERS["Service"]
+        news["__provider"] = __import__("tests.provider.harness", fromlist=["PROVIDERS"]).PROVIDERS[
+            "Service"
+        ]
         try:
             checked, failures = engine.provider.check(f"urn:{name}", {}, news)
             assert not failures
@@ -298,8 +307,14 @@ def test_missing_cluster_setting_fails_check_clearly() -> None:
     provider = DynamicProvider({})
     try:
         checked, failures = provider.check(
-            "urn:x", {}, {**props(Kind.PROJECT, name="shop"), "__provider": __import__(
-                "tests.provider.harness", fromlist=["PROVIDERS"]).PROVIDERS["Project"]}
+            "urn:x",
+            {},
+            {
+                **props(Kind.PROJECT, name="shop"),
+                "__provider": __import__(
+                    "tests.provider.harness", fromlist=["PROVIDERS"]
+                ).PROVIDERS["Project"],
+            },
         )
         assert failures and failures[0][0] == "railnet:cluster"
         assert "pulumi config set railnet:cluster" in failures[0][1]

@@ -38,8 +38,12 @@ def test_basic_example_with_the_pulumi_cli(tmp_path: Path) -> None:
 
     def pulumi(*args: str) -> str:
         r = subprocess.run(
-            ["pulumi", *args, "--non-interactive"], cwd=work, env=env, capture_output=True,
-            text=True, timeout=600,
+            ["pulumi", *args, "--non-interactive"],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         assert r.returncode == 0, r.stdout + r.stderr
         return r.stdout

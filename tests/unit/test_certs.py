@@ -14,6 +14,7 @@ import grpc
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
 from railnet.certs import (
     ClusterTls,
     TlsFiles,

@@ -30,6 +30,8 @@ from railnet.core.dns import (
 from railnet.core.document import EnvironmentDocument
 from railnet.core.errors import InvalidField
 
+pytestmark = pytest.mark.unit
+
 KEY = "A" * 43 + "="
 
 

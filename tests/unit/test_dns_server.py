@@ -23,6 +23,8 @@ from railnet.core.dns import FORWARD, ResolverView, Transport
 from railnet.core.document import EnvironmentDocument
 from railnet.core.errors import DataPlaneError, InvalidField
 
+pytestmark = pytest.mark.unit
+
 KEY = "A" * 43 + "="
 LOOPBACK = ("127.0.0.1", "::1")
 
@@ -403,13 +405,14 @@ def test_a_closed_upstream_port_fails_fast() -> None:
     probe.bind(("127.0.0.1", 0))
     closed = probe.getsockname()[1]
     probe.close()
-    server = DnsServer([f"127.0.0.1:{closed}"], port=0)
+    server = DnsServer([f"127.0.0.1:{closed}"], port=0, forward_timeout=6.0)
     try:
         port = serve(server, make_document({"api": 1}))
         started = time.monotonic()
         reply = udp("www.example", "A", port)
         assert reply.rcode() == dns.rcode.SERVFAIL
-        assert time.monotonic() - started < 1.0  # the ICMP refusal ends it, not the timeout
+        # The ICMP refusal ends it, not the (long) forwarding timeout.
+        assert time.monotonic() - started < 3.0
     finally:
         server.close()
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import filecmp
-import shutil
 from pathlib import Path
 
 import pytest
 
-grpc_tools = pytest.importorskip("grpc_tools", reason="grpcio-tools (the dev extra) is not installed")
+grpc_tools = pytest.importorskip(
+    "grpc_tools", reason="grpcio-tools (the dev extra) is not installed"
+)
 from grpc_tools import protoc  # noqa: E402
 
 pytestmark = pytest.mark.unit

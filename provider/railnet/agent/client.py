@@ -94,8 +94,12 @@ class AgentClient:
         r = self._call("GetDocument", pb.GetDocumentRequest(env_id=env_id))
         return r.document_json if r.found else None
 
-    def delete(self, env_id: str) -> bool:
-        r = self._call("DeleteEnvironment", pb.DeleteEnvironmentRequest(env_id=env_id))
+    def delete(self, env_id: str, expected_generation: int = 0) -> bool:
+        """Remove the environment; with ``expected_generation``, only if the node holds it."""
+        r = self._call(
+            "DeleteEnvironment",
+            pb.DeleteEnvironmentRequest(env_id=env_id, expected_generation=expected_generation),
+        )
         return bool(r.existed)
 
     def status(self, env_id: str = "") -> Any:

@@ -183,15 +183,23 @@ class Reconciler:
         check_object_id("env_id", env_id)
         return self.state.document(env_id)
 
-    def delete(self, env_id: str) -> bool:
+    def delete(self, env_id: str, expected_generation: int = 0) -> bool:
+        """Remove everything of the environment on this node; with ``expected_generation``
+        (not 0), only if the node still holds that generation (compare-and-set)."""
         check_object_id("env_id", env_id)
         with self._locked(env_id):
             existed = self.state.identity(env_id) is not None
+            if expected_generation:
+                stored = self.state.document(env_id)
+                held = stored.generation if stored else 0
+                if held != expected_generation:
+                    raise StaleGeneration(env_id, held, expected_generation)
             netns = environment_netns(self.netns_prefix, env_id)
-            self.wireguard.delete(netns, wireguard_ifname(self.netns_prefix, env_id))
-            self.network.delete_environment(netns)
+            # The DNS sockets hold the namespace alive: close them first.
             if self.resolver is not None:
                 self.resolver.remove(env_id)
+            self.wireguard.delete(netns, wireguard_ifname(self.netns_prefix, env_id))
+            self.network.delete_environment(netns)
             self.state.forget(env_id)
             if existed:
                 log.info("environment %s: deleted", env_id)
@@ -199,6 +207,7 @@ class Reconciler:
 
     def reconcile(self, env_id: str) -> list[str]:
         """Repair one environment from the stored document (start-up and periodic)."""
+        check_object_id("env_id", env_id)
         with self._locked(env_id):
             identity = self.state.identity(env_id)
             doc = self.state.document(env_id)
@@ -217,6 +226,8 @@ class Reconciler:
         return done
 
     def status(self, env_id: str = "") -> list[EnvironmentReport]:
+        if env_id:
+            check_object_id("env_id", env_id)
         ids = [env_id] if env_id else self.state.environment_ids()
         return [r for r in (self._report(i) for i in ids) if r is not None]
 

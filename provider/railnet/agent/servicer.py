@@ -53,7 +53,9 @@ class NodeAgentServicer(pb_grpc.NodeAgentServicer):  # type: ignore[misc]
         return pb.GetDocumentResponse(found=True, document_json=doc.to_json())
 
     def DeleteEnvironment(self, request: Any, context: grpc.ServicerContext) -> Any:
-        existed = _guard(context, lambda: self.reconciler.delete(request.env_id))
+        existed = _guard(
+            context, lambda: self.reconciler.delete(request.env_id, request.expected_generation)
+        )
         return pb.DeleteEnvironmentResponse(existed=existed)
 
     def Status(self, request: Any, context: grpc.ServicerContext) -> Any:

@@ -69,8 +69,19 @@ def spec_from_document(doc: EnvironmentDocument) -> EnvironmentSpec:
     )
 
 
-def with_service(spec: EnvironmentSpec, service: ServiceSpec) -> EnvironmentSpec:
-    """``spec`` with ``service`` added, or replacing the service of the same id."""
+def with_service(
+    spec: EnvironmentSpec, service: ServiceSpec, *, create: bool = False
+) -> EnvironmentSpec:
+    """``spec`` with ``service`` added, or replacing the service of the same id.
+
+    With ``create``, the id must be new: a new service never takes over another's id.
+    """
+    if not service.id:
+        raise InvalidField("service_id", service.id, f"service {service.name} needs an id")
+    if create:
+        owner = next((s for s in spec.services if s.id == service.id), None)
+        if owner is not None:
+            raise InvalidField("service_id", service.id, f"already belongs to service {owner.name}")
     kept = tuple(s for s in spec.services if s.id != service.id)
     clash = next((s for s in kept if s.name == service.name), None)
     if clash is not None:
@@ -91,6 +102,16 @@ def without_service(spec: EnvironmentSpec, sid: str) -> EnvironmentSpec:
 
 def service_id(env_id: str, name: str) -> str:
     return "s" + short_hash("service", env_id, name, length=9)
+
+
+def fresh_service_id(env_id: str, name: str, taken: set[str]) -> str:
+    """The name-derived id, or a salted one when a renamed service already holds it."""
+    sid = service_id(env_id, name)
+    salt = 1
+    while sid in taken:
+        sid = "s" + short_hash("service", env_id, name, str(salt), length=9)
+        salt += 1
+    return sid
 
 
 def place_replicas(replicas: int, nodes: list[str], offset: str = "") -> tuple[str, ...]:
@@ -135,9 +156,16 @@ def build_document(
     kept: dict[str, list[InstanceEntry]] = {}
     used: set[str] = set()
     ids: dict[str, str] = {}
+    # Ids claimed explicitly win; a service without one inherits the id its name had only
+    # if nobody claims it (a rename and a reuse of the old name in one update).
+    claimed = {s.id for s in spec.services if s.id}
     for svc in spec.services:
-        sid = svc.id or (previous_services[svc.name].id if svc.name in previous_services else "")
-        sid = sid or service_id(env_id, svc.name)
+        sid = svc.id
+        inherited = previous_services.get(svc.name)
+        if not sid and inherited is not None and inherited.id not in claimed:
+            sid = inherited.id
+        sid = sid or fresh_service_id(env_id, svc.name, claimed)
+        claimed.add(sid)
         ids[svc.name] = sid
         before = by_id.get(sid)
         kept[svc.name] = []

@@ -74,7 +74,13 @@ PROPERTIES: dict[Kind, tuple[Prop, ...]] = {
             "The environment's private IPv4 range.",
             default=DEFAULT_IPV4_CIDR,
         ),
-        Prop("domain", "string", "The private DNS domain.", default=DEFAULT_DOMAIN),
+        Prop(
+            "domain",
+            "string",
+            "The private DNS domain; defaults to the railnet:domain stack setting, else "
+            "railway.internal.",
+            default=DEFAULT_DOMAIN,
+        ),
         Prop(
             "dns_ttl",
             "integer",

@@ -7,7 +7,13 @@ from typing import Any, ClassVar
 
 from pulumi.dynamic import CreateResult, ReadResult, UpdateResult
 
-from railnet.core.desired import EnvironmentSpec, ServiceSpec, with_service, without_service
+from railnet.core.desired import (
+    EnvironmentSpec,
+    ServiceSpec,
+    fresh_service_id,
+    with_service,
+    without_service,
+)
 from railnet.core.dns import instance_name
 from railnet.core.document import EnvironmentDocument, IpMode
 from railnet.core.resources import (
@@ -30,13 +36,20 @@ def _settings(spec: EnvironmentSpec, inputs: dict[str, Any]) -> EnvironmentSpec:
     )
 
 
-def service_plan(inputs: dict[str, Any], nodes: tuple[str, ...]) -> list[str]:
-    """What the network will do for this service, deterministic, for preview."""
-    where = ", ".join(nodes) if nodes else "no node"
+def service_plan(inputs: dict[str, Any], nodes: tuple[str, ...] | None) -> list[str]:
+    """What the network will do for this service, deterministic, for preview.
+
+    ``nodes`` is None when the cluster is unknown (an unconfigured provider, as under
+    mocks): the count is then the declared replicas, placed at deploy."""
+    if nodes is None:
+        count = int(inputs.get("replicas") or 0)
+        head = f"{count} instance(s), placed at deploy"
+        nodes = ()
+    else:
+        head = f"{len(nodes)} instance(s) on {', '.join(nodes) if nodes else 'no node'}"
     families = "AAAA" if inputs["ip_mode"] == IpMode.IPV6.value else "A, AAAA"
     lines = [
-        f"service {inputs['name']} in {inputs['project']}/{inputs['environment']}: "
-        f"{len(nodes)} instance(s) on {where}",
+        f"service {inputs['name']} in {inputs['project']}/{inputs['environment']}: {head}",
         f"dns {private_domain(inputs)}: {families}, ttl {inputs['dns_ttl']}s",
     ]
     lines += [
@@ -59,13 +72,18 @@ class ServiceProvider(RailnetProvider):
             return tuple(inputs.get("nodes") or ())
         return placement(inputs, nodes)
 
+    def _planned(self, inputs: dict[str, Any]) -> tuple[str, ...] | None:
+        if self.cluster_nodes() is None and not inputs.get("nodes"):
+            return None
+        return self._placement(inputs)
+
     def derived(self, inputs: dict[str, Any]) -> dict[str, Any]:
         env_id, sid = service_ids(inputs)
         return {
             "env_id": env_id,
             "service_id": sid,
             "private_domain": private_domain(inputs),
-            "plan": service_plan(inputs, self._placement(inputs)),
+            "plan": service_plan(inputs, self._planned(inputs)),
         }
 
     def _outputs(
@@ -94,18 +112,25 @@ class ServiceProvider(RailnetProvider):
         )
         return outs
 
-    def _write(self, inputs: dict[str, Any], sid: str) -> dict[str, Any]:
-        spec = ServiceSpec(name=str(inputs["name"]), nodes=self._placement(inputs), id=sid)
-        applied = self.deployer().update(
-            str(inputs["project"]),
-            str(inputs["environment"]),
-            lambda base: with_service(_settings(base, inputs), spec),
-        )
-        return self._outputs(inputs, applied.document, sid)
+    def _write(self, inputs: dict[str, Any], sid: str | None) -> dict[str, Any]:
+        """Add (``sid`` None: a new id is chosen) or change the service in its document."""
+        nodes = self._placement(inputs)
+        chosen: list[str] = []
+
+        def edit(base: EnvironmentSpec) -> EnvironmentSpec:
+            new = sid or fresh_service_id(
+                base.id, str(inputs["name"]), {s.id for s in base.services}
+            )
+            chosen[:] = [new]
+            spec = ServiceSpec(name=str(inputs["name"]), nodes=nodes, id=new)
+            return with_service(_settings(base, inputs), spec, create=sid is None)
+
+        applied = self.deployer().update(str(inputs["project"]), str(inputs["environment"]), edit)
+        return self._outputs(inputs, applied.document, chosen[0])
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        env_id, sid = service_ids(props)
-        return CreateResult(f"{env_id}/{sid}", self._write(props, sid))
+        outs = self._write(props, None)
+        return CreateResult(f"{outs['env_id']}/{outs['service_id']}", outs)
 
     def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         sid = str(olds.get("service_id") or id_.rsplit("/", 1)[-1])

@@ -13,7 +13,7 @@ from typing import Any
 import pulumi
 import pulumi.dynamic
 
-from railnet.core.resources import Kind, PROPERTIES
+from railnet.core.resources import PROPERTIES, Kind
 from railnet.providers import EnvironmentProvider, ProjectProvider, ServiceProvider
 
 
@@ -95,6 +95,10 @@ class Service(pulumi.dynamic.Resource, module="railnet", name="Service"):
     name: pulumi.Output[str]
     project: pulumi.Output[str]
     environment: pulumi.Output[str]
+    ip_mode: pulumi.Output[str]
+    ipv4_cidr: pulumi.Output[str]
+    domain: pulumi.Output[str]
+    dns_ttl: pulumi.Output[int]
     replicas: pulumi.Output[int]
     nodes: pulumi.Output[list[str] | None]
     service_id: pulumi.Output[str]
@@ -119,9 +123,7 @@ class Service(pulumi.dynamic.Resource, module="railnet", name="Service"):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         if replicas is not None and nodes is not None:
-            raise ValueError(
-                f"Service {resource_name}: give either replicas or nodes, not both"
-            )
+            raise ValueError(f"Service {resource_name}: give either replicas or nodes, not both")
         super().__init__(
             ServiceProvider(),
             resource_name,

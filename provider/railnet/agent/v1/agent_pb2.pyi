@@ -53,10 +53,12 @@ class GetDocumentResponse(_message.Message):
     def __init__(self, found: _Optional[bool] = ..., document_json: _Optional[str] = ...) -> None: ...
 
 class DeleteEnvironmentRequest(_message.Message):
-    __slots__ = ("env_id",)
+    __slots__ = ("env_id", "expected_generation")
     ENV_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_GENERATION_FIELD_NUMBER: _ClassVar[int]
     env_id: str
-    def __init__(self, env_id: _Optional[str] = ...) -> None: ...
+    expected_generation: int
+    def __init__(self, env_id: _Optional[str] = ..., expected_generation: _Optional[int] = ...) -> None: ...
 
 class DeleteEnvironmentResponse(_message.Message):
     __slots__ = ("existed",)

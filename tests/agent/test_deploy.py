@@ -1,0 +1,396 @@
+"""EnvironmentDeployer against three in-process agents (mTLS over unix sockets, fake kernels)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import railnet.deploy
+from railnet.agent.client import AgentAddress, AgentClient
+from railnet.certs import TlsFiles, write_cluster_tls
+from railnet.core.cluster import Cluster, ClusterNode, ClusterTlsPaths
+from railnet.core.desired import (
+    EnvironmentSpec,
+    ServiceSpec,
+    build_document,
+    service_id,
+    with_service,
+)
+from railnet.core.dns import zone_records
+from railnet.core.document import EnvironmentDocument
+from railnet.core.errors import InvalidField
+from railnet.core.local import host_route
+from railnet.core.names import environment_netns, instance_netns
+from railnet.deploy import Applied, EnvironmentDeployer
+from tests.agent.test_servicer import RunningAgent, start_agent
+
+pytestmark = pytest.mark.agent
+
+NODES = ("node-1", "node-2", "node-3")
+
+
+@dataclass
+class FakeCluster:
+    cluster: Cluster
+    agents: dict[str, RunningAgent]
+    deployer: EnvironmentDeployer
+
+    def mutations(self) -> dict[str, int]:
+        return {n: a.kernel.mutations for n, a in self.agents.items()}
+
+    def client(self, node: str) -> AgentClient:
+        tls = self.cluster.tls
+        assert tls is not None
+        files = TlsFiles(Path(tls.ca), Path(tls.cert), Path(tls.key))
+        return AgentClient(AgentAddress(node, self.agents[node].address, files), timeout=5)
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[FakeCluster]:
+    tls = write_cluster_tls(tmp_path / "tls", list(NODES))
+    # unix socket paths must stay short (108 bytes): pytest's tmp_path may not be.
+    sockets = Path(tempfile.mkdtemp(prefix="rn-deploy-", dir="/tmp"))
+    agents: dict[str, RunningAgent] = {}
+    try:
+        for node in NODES:
+            agents[node] = start_agent(
+                node,
+                tmp_path / "state" / node,
+                tls.nodes[node],
+                listen=f"unix:{sockets / node}.sock",
+            )
+        cluster = Cluster(
+            nodes=tuple(
+                ClusterNode(n, agents[n].address, f"198.18.0.{i + 1}") for i, n in enumerate(NODES)
+            ),
+            tls=ClusterTlsPaths(
+                str(tls.provider.ca), str(tls.provider.cert), str(tls.provider.key)
+            ),
+        )
+        yield FakeCluster(cluster, agents, EnvironmentDeployer(cluster, timeout=5))
+    finally:
+        for running in agents.values():
+            running.stop()
+        shutil.rmtree(sockets, ignore_errors=True)
+
+
+def spec(*services: ServiceSpec, environment: str = "production") -> EnvironmentSpec:
+    return EnvironmentSpec("shop", environment, services=services)
+
+
+def svc(name: str, *nodes: str) -> ServiceSpec:
+    return ServiceSpec(name, tuple(nodes))
+
+
+BASE = spec(svc("api", "node-1", "node-2"), svc("db", "node-1"))
+
+
+def addresses(doc: EnvironmentDocument, name: str) -> list[tuple[str | None, str]]:
+    found = doc.service(name)
+    assert found is not None, name
+    return [(i.ipv4, i.ipv6) for i in found.instances]
+
+
+def assert_mesh(lab: FakeCluster, doc: EnvironmentDocument) -> None:
+    """Every node holds exactly what ``doc`` says, and the nodes agree with each other."""
+    hosting = {n.name for n in doc.nodes}
+    for node, agent in lab.agents.items():
+        netns = environment_netns(agent.prefix, doc.id)
+        k = agent.kernel
+        if node not in hosting:
+            assert netns not in k.namespaces, node
+            assert k.instances_of(netns) == {}, node
+            assert agent.reconciler.state.document(doc.id) is None, node
+            continue
+        assert agent.reconciler.state.document(doc.id) == doc, node
+        me = doc.node(node)
+        assert me is not None
+        device = k.device_in(netns)
+        assert device is not None, node
+        assert device.public_key == me.public_key
+        assert me.endpoint == f"{lab.cluster.node(node).underlay}:{device.listen_port}"
+        assert k.namespaces[netns].base is not None
+        # Peers: every other hosting node, routed exactly its instances' addresses.
+        expected_peers = {}
+        for other in doc.nodes:
+            if other.name == node:
+                continue
+            routes = {
+                host_route(a)
+                for s in doc.services
+                for i in s.instances
+                if i.node == other.name
+                for a in (i.ipv4, i.ipv6)
+                if a is not None
+            }
+            expected_peers[other.public_key] = (other.endpoint, routes)
+        assert {
+            key: (p.endpoint, p.allowed_ips) for key, p in device.peers.items()
+        } == expected_peers, node
+        # Instances: exactly this node's, with their addresses, linked.
+        expected_instances = {
+            instance_netns(agent.prefix, doc.id, s.id, index): {
+                a for a in (i.ipv4, i.ipv6) if a is not None
+            }
+            for s in doc.services
+            for index, i in enumerate(s.instances)
+            if i.node == node
+        }
+        found = k.instances_of(netns)
+        assert {n: set(ns.addresses) for n, ns in found.items()} == expected_instances, node
+        assert all(ns.linked for ns in found.values())
+        assert agent.resolver.records(doc.id) == [r.as_tuple() for r in zone_records(doc)]
+
+
+def held(lab: FakeCluster, env_id: str) -> dict[str, EnvironmentDocument | None]:
+    return lab.deployer.read(env_id)
+
+
+# -- apply ---------------------------------------------------------------------------------------
+
+
+def test_apply_builds_the_mesh_on_every_hosting_node(lab: FakeCluster) -> None:
+    applied = lab.deployer.apply(BASE)
+    doc = applied.document
+    assert doc.generation == 1
+    assert [n.name for n in doc.nodes] == ["node-1", "node-2"]
+    assert set(applied.changes) == {"node-1", "node-2"}
+    assert all(applied.changes.values())
+    assert applied.removed_from == ()
+    assert held(lab, BASE.id) == {"node-1": doc, "node-2": doc, "node-3": None}
+    assert_mesh(lab, doc)
+    assert lab.agents["node-3"].kernel.mutations == 0
+
+
+def test_reapplying_the_same_spec_changes_nothing(lab: FakeCluster) -> None:
+    first = lab.deployer.apply(BASE).document
+    before = lab.mutations()
+    again = lab.deployer.apply(BASE)
+    assert again.document == first  # no generation bump
+    assert again.changes == {"node-1": [], "node-2": []}
+    assert lab.mutations() == before
+    assert held(lab, BASE.id)["node-1"] == first
+
+
+def test_adding_a_service_keeps_the_others(lab: FakeCluster) -> None:
+    first = lab.deployer.apply(BASE).document
+    bigger = spec(*BASE.services, svc("worker", "node-3", "node-2"))
+    second = lab.deployer.apply(bigger).document
+    assert second.generation == 2
+    assert addresses(second, "api") == addresses(first, "api")
+    assert addresses(second, "db") == addresses(first, "db")
+    assert [n.name for n in second.nodes] == list(NODES)
+    assert_mesh(lab, second)
+
+
+def test_moving_an_instance_keeps_its_addresses_and_frees_the_old_node(lab: FakeCluster) -> None:
+    first = lab.deployer.apply(BASE).document
+    old_key = first.node("node-1")
+    moved_spec = spec(svc("api", "node-1", "node-3"), svc("db", "node-1"))
+    applied = lab.deployer.apply(moved_spec)
+    moved = applied.document
+    assert addresses(moved, "api") == addresses(first, "api")
+    api = moved.service("api")
+    assert api is not None and api.instances[1].node == "node-3"
+    assert applied.removed_from == ("node-2",)
+    node2 = lab.agents["node-2"]
+    assert node2.kernel.namespaces == {} and node2.kernel.devices == {}
+    assert node2.reconciler.state.environment_ids() == []
+    assert moved.node("node-1") == old_key  # node-1's identity is stable
+    assert_mesh(lab, moved)
+
+
+def test_an_unknown_node_is_refused_before_anything_changes(lab: FakeCluster) -> None:
+    with pytest.raises(InvalidField) as caught:
+        lab.deployer.apply(spec(svc("api", "node-1", "node-9")))
+    assert caught.value.value == "node-9"
+    assert set(lab.mutations().values()) == {0}
+    assert all(a.reconciler.state.environment_ids() == [] for a in lab.agents.values())
+
+
+def test_fifty_services_over_three_nodes(lab: FakeCluster) -> None:
+    many = spec(*(svc(f"svc-{i}", NODES[i % 3], NODES[(i + 1) % 3]) for i in range(50)))
+    doc = lab.deployer.apply(many).document
+    found = [a for s in doc.services for i in s.instances for a in (i.ipv4, i.ipv6) if a]
+    assert len(found) == len(set(found)) == 200
+    assert_mesh(lab, doc)
+
+
+def test_environments_deploy_in_parallel_and_stay_apart(lab: FakeCluster) -> None:
+    specs = [
+        spec(svc("api", *NODES), svc("db", NODES[i % 3]), environment=f"env{i}") for i in range(8)
+    ]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        docs = [a.document for a in pool.map(lab.deployer.apply, specs)]
+    assert len({d.id for d in docs}) == 8
+    for doc in docs:
+        assert_mesh(lab, doc)
+    for agent in lab.agents.values():
+        ports = [d.listen_port for d in agent.kernel.devices.values()]
+        assert len(ports) == len(set(ports)) == 8
+
+
+# -- concurrent writers of one environment --------------------------------------------------------
+
+
+def _final(lab: FakeCluster, env_id: str) -> EnvironmentDocument:
+    docs = held(lab, env_id)
+    hosting = [d for d in docs.values() if d is not None]
+    assert hosting and all(d == hosting[0] for d in hosting), docs
+    return hosting[0]
+
+
+def test_two_writers_in_one_process_take_turns(lab: FakeCluster) -> None:
+    lab.deployer.apply(BASE)
+    a = spec(*BASE.services, svc("alpha", "node-1"))
+    b = spec(*BASE.services, svc("beta", "node-2"))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(lab.deployer.apply, [a, b]))
+    final = _final(lab, BASE.id)
+    assert final.generation == 3
+    assert final in [r.document for r in results]
+    assert {s.name for s in final.services} in ({"api", "db", "alpha"}, {"api", "db", "beta"})
+    assert_mesh(lab, final)
+
+
+class InterruptedDeployer(EnvironmentDeployer):
+    """A deployer that, after its first read, lets a rival writer finish a whole apply.
+
+    That is the interleaving of two providers in different processes: this writer plans
+    on what it read, but the nodes have moved on, so its apply meets the agents' CAS.
+    """
+
+    def __init__(self, cluster: Cluster, rival: Callable[[EnvironmentDeployer], Applied]) -> None:
+        super().__init__(cluster, timeout=5)
+        self.rival = rival
+        self.rounds = 0
+        self.rival_result: Applied | None = None
+
+    def read(self, env_id: str) -> dict[str, EnvironmentDocument | None]:
+        found = super().read(env_id)
+        self.rounds += 1
+        if self.rounds == 1:
+            with ThreadPoolExecutor(max_workers=1) as other_process:
+                rival = EnvironmentDeployer(self.cluster, timeout=5)
+                self.rival_result = other_process.submit(self.rival, rival).result()
+        return found
+
+
+@pytest.fixture
+def separate_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writers in different processes share no lock: only the agents' CAS orders them."""
+    monkeypatch.setattr(railnet.deploy, "environment_lock", lambda env_id: contextlib.nullcontext())
+
+
+@pytest.mark.usefixtures("separate_processes")
+def test_a_writer_that_lost_the_race_retries_on_top_of_the_winner(
+    lab: FakeCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="railnet.deploy")
+    first = lab.deployer.apply(BASE).document
+    a = spec(*BASE.services, svc("alpha", "node-1"))
+    b = spec(*BASE.services, svc("beta", "node-2"))
+    writer = InterruptedDeployer(lab.cluster, rival=lambda rival: rival.apply(a))
+    mine = writer.apply(b)
+    assert writer.rounds == 2
+    assert "conflict" in caplog.text
+    assert writer.rival_result is not None
+    assert writer.rival_result.document.generation == 2
+    final = _final(lab, BASE.id)
+    assert final == mine.document
+    assert final.generation == 3
+    # The loser re-planned on the winner's document (generation 2 + 1), and its spec won.
+    assert {s.name for s in final.services} == {"api", "db", "beta"}
+    assert addresses(final, "api") == addresses(first, "api")
+    assert_mesh(lab, final)
+
+
+def _add(name: str, *nodes: str) -> Callable[[EnvironmentSpec], EnvironmentSpec]:
+    """The Service provider's edit: add one service (with its stable id) to what is there."""
+
+    def edit(base: EnvironmentSpec) -> EnvironmentSpec:
+        return with_service(base, ServiceSpec(name, tuple(nodes), id=service_id(base.id, name)))
+
+    return edit
+
+
+@pytest.mark.usefixtures("separate_processes")
+def test_an_edit_that_lost_the_race_is_merged_onto_the_winner(lab: FakeCluster) -> None:
+    lab.deployer.apply(BASE)
+    writer = InterruptedDeployer(
+        lab.cluster, rival=lambda rival: rival.update("shop", "production", _add("alpha", "node-1"))
+    )
+    mine = writer.update("shop", "production", _add("beta", "node-3"))
+    assert writer.rounds == 2
+    final = _final(lab, BASE.id)
+    assert final == mine.document and final.generation == 3
+    # Neither edit is lost: the retry re-read the winner's document and edited that.
+    assert {s.name for s in final.services} == {"api", "db", "alpha", "beta"}
+    assert_mesh(lab, final)
+
+
+def test_fifty_services_added_concurrently_all_land(lab: FakeCluster) -> None:
+    first = lab.deployer.apply(BASE).document
+    edits = [_add(f"svc-{i}", NODES[i % 3]) for i in range(50)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lambda e: lab.deployer.update("shop", "production", e), edits))
+    final = _final(lab, BASE.id)
+    assert final.generation == 51
+    assert sorted(r.document.generation for r in results) == list(range(2, 52))
+    assert {s.name for s in final.services} == {"api", "db"} | {f"svc-{i}" for i in range(50)}
+    assert addresses(final, "api") == addresses(first, "api")
+    found = [a for s in final.services for i in s.instances for a in (i.ipv4, i.ipv6) if a]
+    assert len(found) == len(set(found)) == 2 * 53
+    assert_mesh(lab, final)
+
+
+def test_a_split_left_by_racing_writers_converges(lab: FakeCluster) -> None:
+    # Two writers each won the CAS on one node at the same generation: node-1 holds A,
+    # node-2 holds B. The next apply of either spec must bring both nodes to one document.
+    first = lab.deployer.apply(BASE).document
+    a = spec(*BASE.services, svc("alpha", "node-1"))
+    b = spec(*BASE.services, svc("beta", "node-1"))
+    identities = {n.name: (n.public_key, n.endpoint) for n in first.nodes}
+    doc_a, doc_b = build_document(a, first, identities), build_document(b, first, identities)
+    assert doc_a.generation == doc_b.generation == 2
+    with lab.client("node-1") as c1, lab.client("node-2") as c2:
+        c1.apply(doc_a.to_json(), 1)
+        c2.apply(doc_b.to_json(), 1)
+    final = lab.deployer.apply(a).document
+    assert _final(lab, BASE.id) == final
+    assert_mesh(lab, final)
+
+
+# -- destroy -----------------------------------------------------------------------------------
+
+
+def test_destroy_removes_the_environment_everywhere(lab: FakeCluster) -> None:
+    doc = lab.deployer.apply(spec(*BASE.services, svc("worker", "node-3"))).document
+    other = lab.deployer.apply(spec(svc("api", "node-1"), environment="staging")).document
+    assert sorted(lab.deployer.destroy(doc.id)) == list(NODES)
+    assert held(lab, doc.id) == dict.fromkeys(NODES)
+    for agent in lab.agents.values():
+        assert agent.reconciler.state.environment_ids() == (
+            [other.id] if agent.node == "node-1" else []
+        )
+        assert all(other.id in name for name in agent.kernel.namespaces)
+        assert agent.resolver.records(doc.id) == []
+    assert_mesh(lab, other)
+    assert lab.deployer.destroy(doc.id) == []
+
+
+def test_destroy_of_an_unknown_environment(lab: FakeCluster) -> None:
+    assert lab.deployer.destroy("enever") == []
+    with pytest.raises(InvalidField):
+        lab.deployer.read("../x")
+    with pytest.raises(InvalidField) as caught:
+        lab.deployer.destroy("../x")  # refused locally, before any node is asked
+    assert caught.value.field == "env_id"

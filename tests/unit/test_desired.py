@@ -1,0 +1,383 @@
+"""From the declared EnvironmentSpec to the next document: stable ids, stable addresses."""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from railnet.core.addressing import ula_prefix
+from railnet.core.desired import (
+    EnvironmentSpec,
+    ServiceSpec,
+    build_document,
+    fresh_service_id,
+    place_replicas,
+    service_id,
+    spec_from_document,
+    with_service,
+    without_service,
+)
+from railnet.core.document import EnvironmentDocument, InstanceEntry, IpMode
+from railnet.core.errors import InvalidField
+from railnet.core.names import environment_id
+
+pytestmark = pytest.mark.unit
+
+NODES = ["node-1", "node-2", "node-3"]
+IDENTITIES = {
+    name: (f"{letter * 43}=", f"198.18.0.{i + 1}:51820")
+    for i, (name, letter) in enumerate(zip(NODES, "ABC", strict=True))
+}
+
+
+def spec(*services: ServiceSpec, **kwargs: Any) -> EnvironmentSpec:
+    return EnvironmentSpec("shop", "production", services=services, **kwargs)
+
+
+def svc(name: str, *nodes: str, id: str = "") -> ServiceSpec:
+    return ServiceSpec(name=name, nodes=tuple(nodes), id=id)
+
+
+def addresses(doc: EnvironmentDocument, name: str) -> list[tuple[str | None, str]]:
+    found = doc.service(name)
+    assert found is not None, name
+    return [(i.ipv4, i.ipv6) for i in found.instances]
+
+
+def all_addresses(doc: EnvironmentDocument) -> list[str]:
+    return [a for s in doc.services for i in s.instances for a in (i.ipv4, i.ipv6) if a is not None]
+
+
+# -- the first document ------------------------------------------------------------------------
+
+
+def test_first_document_is_generation_one_with_allocated_addresses() -> None:
+    doc = build_document(
+        spec(svc("api", "node-1", "node-2"), svc("db", "node-3")), None, IDENTITIES
+    )
+    base6 = ula_prefix(doc.id).network_address
+    assert doc.generation == 1
+    assert doc.id == environment_id("shop", "production")
+    assert addresses(doc, "api") == [("10.250.0.3", str(base6 + 3)), ("10.250.0.4", str(base6 + 4))]
+    assert addresses(doc, "db") == [("10.250.0.5", str(base6 + 5))]
+    api = doc.service("api")
+    assert api is not None
+    assert api.id == service_id(doc.id, "api")
+    assert [i.node for i in api.instances] == ["node-1", "node-2"]
+
+
+def test_document_lists_exactly_the_hosting_nodes_with_their_identities() -> None:
+    doc = build_document(spec(svc("api", "node-3", "node-1", "node-3")), None, IDENTITIES)
+    assert [n.name for n in doc.nodes] == ["node-1", "node-3"]
+    for node in doc.nodes:
+        assert (node.public_key, node.endpoint) == IDENTITIES[node.name]
+
+
+def test_spec_nodes_are_sorted_and_unique() -> None:
+    s = spec(svc("a", "node-3", "node-1"), svc("b", "node-1"))
+    assert s.nodes == ["node-1", "node-3"]
+
+
+def test_built_document_passes_the_agents_validator() -> None:
+    doc = build_document(spec(svc("api", "node-1")), None, IDENTITIES)
+    assert EnvironmentDocument.from_json(doc.to_json()) == doc
+
+
+def test_domain_and_ttl_are_carried() -> None:
+    doc = build_document(
+        spec(svc("api", "node-1"), domain="corp.internal", dns_ttl=30), None, IDENTITIES
+    )
+    assert (doc.domain, doc.dns_ttl) == ("corp.internal", 30)
+
+
+# -- stability -------------------------------------------------------------------------------
+
+
+def test_rebuilding_the_same_spec_bumps_only_the_generation() -> None:
+    s = spec(svc("api", "node-1", "node-2"), svc("db", "node-3"))
+    first = build_document(s, None, IDENTITIES)
+    second = build_document(s, first, IDENTITIES)
+    assert second.generation == 2
+    assert second.with_generation(1) == first
+
+
+def test_adding_a_service_keeps_existing_addresses_and_avoids_them() -> None:
+    first = build_document(spec(svc("api", "node-1", "node-2")), None, IDENTITIES)
+    second = build_document(
+        spec(svc("web", "node-3"), svc("api", "node-1", "node-2")), first, IDENTITIES
+    )
+    assert addresses(second, "api") == addresses(first, "api")
+    new_api, old_api = second.service("api"), first.service("api")
+    assert new_api is not None and old_api is not None
+    assert new_api.id == old_api.id
+    assert not set(all_addresses(first)) & {a for pair in addresses(second, "web") for a in pair}
+
+
+def test_removing_a_service_keeps_the_others() -> None:
+    first = build_document(spec(svc("a", "node-1"), svc("b", "node-2")), None, IDENTITIES)
+    second = build_document(spec(svc("b", "node-2")), first, IDENTITIES)
+    assert [s.name for s in second.services] == ["b"]
+    assert addresses(second, "b") == addresses(first, "b")
+    assert [n.name for n in second.nodes] == ["node-2"]
+
+
+def test_allocation_reuses_freed_addresses_but_never_used_ones() -> None:
+    first = build_document(spec(svc("a", "node-1"), svc("b", "node-1")), None, IDENTITIES)
+    second = build_document(
+        spec(svc("b", "node-1"), svc("c", "node-1", "node-2")), first, IDENTITIES
+    )
+    assert addresses(second, "b") == addresses(first, "b")
+    c = addresses(second, "c")
+    # c takes a's freed pair first, then the next free one after b's.
+    assert c[0] == addresses(first, "a")[0]
+    assert c[1][0] == "10.250.0.5"
+    assert len(set(all_addresses(second))) == len(all_addresses(second))
+
+
+def test_renaming_with_the_stable_id_keeps_id_and_addresses() -> None:
+    first = build_document(spec(svc("api", "node-1", "node-2")), None, IDENTITIES)
+    old = first.service("api")
+    assert old is not None
+    second = build_document(spec(svc("gateway", "node-1", "node-2", id=old.id)), first, IDENTITIES)
+    new = second.service("gateway")
+    assert second.service("api") is None
+    assert new is not None
+    assert new.id == old.id
+    assert new.instances == old.instances
+
+
+def test_renaming_without_an_id_makes_a_new_service() -> None:
+    first = build_document(spec(svc("api", "node-1")), None, IDENTITIES)
+    second = build_document(spec(svc("web", "node-1")), first, IDENTITIES)
+    web = second.service("web")
+    assert web is not None
+    assert web.id == service_id(first.id, "web") != first.services[0].id
+
+
+def test_moving_an_instance_keeps_its_addresses() -> None:
+    first = build_document(spec(svc("api", "node-1", "node-2")), None, IDENTITIES)
+    second = build_document(spec(svc("api", "node-1", "node-3")), first, IDENTITIES)
+    assert addresses(second, "api") == addresses(first, "api")
+    api = second.service("api")
+    assert api is not None
+    assert [i.node for i in api.instances] == ["node-1", "node-3"]
+    assert [n.name for n in second.nodes] == ["node-1", "node-3"]
+
+
+def test_scale_down_keeps_the_first_instances_and_scale_up_stays_unique() -> None:
+    three = spec(svc("api", *NODES), svc("db", "node-1"))
+    first = build_document(three, None, IDENTITIES)
+    down = build_document(spec(svc("api", "node-1"), svc("db", "node-1")), first, IDENTITIES)
+    assert addresses(down, "api") == addresses(first, "api")[:1]
+    assert addresses(down, "db") == addresses(first, "db")
+    up = build_document(three, down, IDENTITIES)
+    assert addresses(up, "api")[0] == addresses(first, "api")[0]
+    assert addresses(up, "db") == addresses(first, "db")
+    assert len(set(all_addresses(up))) == len(all_addresses(up)) == 8
+    assert up.generation == 3
+
+
+def test_stable_across_many_updates() -> None:
+    doc = build_document(spec(svc("api", "node-1"), svc("db", "node-2")), None, IDENTITIES)
+    api, db = addresses(doc, "api"), addresses(doc, "db")
+    for i in range(10):
+        extra = [svc(f"job{j}", NODES[j % 3]) for j in range(i)]
+        doc = build_document(
+            spec(*extra, svc("db", "node-2"), svc("api", "node-1")), doc, IDENTITIES
+        )
+        assert addresses(doc, "api") == api
+        assert addresses(doc, "db") == db
+    assert doc.generation == 11
+
+
+def test_fifty_services_get_unique_assignable_addresses() -> None:
+    services = [svc(f"svc-{i}", NODES[i % 3], NODES[(i + 1) % 3]) for i in range(50)]
+    doc = build_document(spec(*services), None, IDENTITIES)
+    found = all_addresses(doc)
+    assert len(found) == 200
+    assert len(set(found)) == 200
+    plan = doc.addresses
+    assert all(plan.is_assignable(ipaddress.ip_address(a)) for a in found)
+    assert len({s.id for s in doc.services}) == 50
+
+
+def test_changing_the_cidr_renumbers_into_the_new_range() -> None:
+    first = build_document(spec(svc("api", "node-1")), None, IDENTITIES)
+    second = build_document(
+        spec(svc("api", "node-1"), ipv4_cidr="192.168.10.0/24"), first, IDENTITIES
+    )
+    assert second.ipv4_cidr == "192.168.10.0/24"
+    assert addresses(second, "api")[0][0] == "192.168.10.3"
+    assert second.services[0].id == first.services[0].id
+
+
+# -- IPv6-only -------------------------------------------------------------------------------
+
+
+def test_ipv6_only_document_has_no_ipv4_anywhere() -> None:
+    doc = build_document(
+        spec(svc("api", "node-1", "node-2"), ip_mode=IpMode.IPV6), None, IDENTITIES
+    )
+    assert doc.ip_mode is IpMode.IPV6
+    assert doc.ipv4_cidr is None
+    assert all(v4 is None for v4, _ in addresses(doc, "api"))
+    assert EnvironmentDocument.from_json(doc.to_json()) == doc
+
+
+def test_switching_ip_mode_reallocates_every_address() -> None:
+    dual = build_document(spec(svc("api", "node-1")), None, IDENTITIES)
+    legacy = build_document(spec(svc("api", "node-1"), ip_mode=IpMode.IPV6), dual, IDENTITIES)
+    assert addresses(legacy, "api")[0][0] is None
+    assert legacy.generation == 2
+    back = build_document(spec(svc("api", "node-1")), legacy, IDENTITIES)
+    assert addresses(back, "api")[0][0] is not None
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+
+def test_duplicate_service_names_are_refused_at_the_second() -> None:
+    with pytest.raises(InvalidField) as caught:
+        build_document(spec(svc("api", "node-1"), svc("api", "node-2")), None, IDENTITIES)
+    assert caught.value.field == "services[1].name"
+
+
+def test_bad_service_name_names_its_index() -> None:
+    with pytest.raises(InvalidField) as caught:
+        build_document(spec(svc("ok", "node-1"), svc("Bad_Name", "node-1")), None, IDENTITIES)
+    assert caught.value.field == "services[1].name"
+    assert caught.value.value == "Bad_Name"
+
+
+def test_bad_project_environment_and_cidr_are_refused() -> None:
+    with pytest.raises(InvalidField, match="project"):
+        build_document(EnvironmentSpec("Shop", "prod"), None, IDENTITIES)
+    with pytest.raises(InvalidField, match="environment"):
+        build_document(EnvironmentSpec("shop", "prod_1"), None, IDENTITIES)
+    with pytest.raises(InvalidField, match="ipv4_cidr"):
+        build_document(spec(ipv4_cidr="8.8.8.0/24"), None, IDENTITIES)
+
+
+def test_a_node_without_identity_is_named() -> None:
+    with pytest.raises(InvalidField) as caught:
+        build_document(spec(svc("api", "node-9")), None, IDENTITIES)
+    assert caught.value.field == "nodes"
+    assert caught.value.value == "node-9"
+
+
+def test_the_cidr_running_out_is_reported() -> None:
+    with pytest.raises(InvalidField) as caught:
+        build_document(
+            spec(svc("api", *(["node-1"] * 13)), ipv4_cidr="10.1.0.0/28"), None, IDENTITIES
+        )
+    assert caught.value.field == "ipv4_cidr"
+
+
+def test_rename_and_reuse_of_the_old_name_in_one_update() -> None:
+    first = build_document(spec(svc("api", "node-1")), None, IDENTITIES)
+    old = first.services[0]
+    second = build_document(
+        spec(svc("gateway", "node-1", id=old.id), svc("api", "node-2")), first, IDENTITIES
+    )
+    gateway, api = second.service("gateway"), second.service("api")
+    assert gateway is not None and api is not None
+    assert gateway.instances == (
+        InstanceEntry("node-1", old.instances[0].ipv4, old.instances[0].ipv6),
+    )
+    assert api.id != old.id
+
+
+# -- editing one service of what the nodes hold ------------------------------------------------
+
+
+def test_spec_from_document_rebuilds_the_same_document() -> None:
+    first = build_document(
+        spec(svc("api", "node-1", "node-2"), svc("db", "node-3"), domain="corp.internal"),
+        None,
+        IDENTITIES,
+    )
+    again = build_document(spec_from_document(first), first, IDENTITIES)
+    assert again.with_generation(first.generation) == first
+
+
+def test_spec_from_document_of_an_ipv6_only_environment() -> None:
+    doc = build_document(spec(svc("api", "node-1"), ip_mode=IpMode.IPV6), None, IDENTITIES)
+    back = spec_from_document(doc)
+    assert back.ip_mode is IpMode.IPV6
+    assert build_document(back, doc, IDENTITIES).with_generation(1) == doc
+
+
+def test_with_service_adds_at_the_end_and_replaces_by_id_in_place() -> None:
+    base = spec_from_document(
+        build_document(spec(svc("api", "node-1"), svc("db", "node-2")), None, IDENTITIES)
+    )
+    api_id = base.services[0].id
+    added = with_service(base, ServiceSpec("web", ("node-3",), id="sweb"))
+    assert [s.name for s in added.services] == ["api", "db", "web"]
+    renamed = with_service(added, ServiceSpec("gateway", ("node-1", "node-2"), id=api_id))
+    assert [s.name for s in renamed.services] == ["gateway", "db", "web"]
+    assert renamed.services[0].nodes == ("node-1", "node-2")
+    assert [s.name for s in without_service(renamed, api_id).services] == ["db", "web"]
+    assert without_service(renamed, "snothing") == renamed
+
+
+def test_with_service_refuses_a_second_service_of_the_same_name() -> None:
+    base = spec_from_document(build_document(spec(svc("api", "node-1")), None, IDENTITIES))
+    with pytest.raises(InvalidField) as caught:
+        with_service(base, ServiceSpec("api", ("node-2",), id="sother"))
+    assert caught.value.field == "name"
+    assert caught.value.value == "api"
+
+
+def test_a_new_service_never_replaces_a_renamed_one() -> None:
+    env_id = environment_id("shop", "production")
+    first = build_document(spec(svc("api", "node-1")), None, IDENTITIES)
+    renamed = with_service(
+        spec_from_document(first), ServiceSpec("gateway", ("node-1",), id=first.services[0].id)
+    )
+    try:
+        with_service(
+            renamed, ServiceSpec("api", ("node-2",), id=service_id(env_id, "api")), create=True
+        )
+    except InvalidField as exc:
+        assert exc.field == "service_id" and "gateway" in str(exc)
+    else:
+        raise AssertionError("a create that reuses a renamed service's id must be refused")
+    taken = {s.id for s in renamed.services}
+    sid = fresh_service_id(env_id, "api", taken)
+    assert sid not in taken
+    both = with_service(renamed, ServiceSpec("api", ("node-2",), id=sid), create=True)
+    assert {s.name for s in both.services} == {"gateway", "api"}
+
+
+# -- placement -------------------------------------------------------------------------------
+
+
+def test_place_replicas_round_robin_from_a_name_derived_start() -> None:
+    placed = place_replicas(5, ["node-3", "node-1", "node-2"], "api")
+    assert placed == place_replicas(5, NODES, "api")  # deterministic, order-insensitive
+    counts = Counter(placed)
+    assert sorted(counts.values()) == [1, 2, 2]
+    # consecutive replicas land on different nodes
+    assert all(a != b for a, b in itertools.pairwise(placed))
+
+
+def test_place_replicas_without_offset_starts_at_the_first_node() -> None:
+    assert place_replicas(4, ["node-2", "node-1"]) == ("node-1", "node-2", "node-1", "node-2")
+    assert place_replicas(0, NODES) == ()
+
+
+def test_place_replicas_spreads_starts_over_names() -> None:
+    starts = {place_replicas(1, NODES, f"svc{i}")[0] for i in range(30)}
+    assert starts == set(NODES)
+
+
+def test_place_replicas_errors() -> None:
+    with pytest.raises(InvalidField, match="replicas"):
+        place_replicas(-1, NODES)
+    with pytest.raises(InvalidField, match="nodes"):
+        place_replicas(1, [])

@@ -1,0 +1,363 @@
+"""The local view of a document, and the pure plan from what a node holds to what it must."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from railnet.core.desired import EnvironmentSpec, ServiceSpec, build_document
+from railnet.core.document import EnvironmentDocument, IpMode
+from railnet.core.local import LocalEnvironment, local_environment
+from railnet.core.names import environment_netns, instance_netns, wireguard_ifname
+from railnet.core.reconcile import (
+    Change,
+    ConfigureNamespace,
+    CreateDevice,
+    CreateInstance,
+    CreateNamespace,
+    DeleteDevice,
+    ObservedDevice,
+    ObservedEnvironment,
+    ObservedInstance,
+    ObservedPeer,
+    RemoveInstance,
+    RemovePeer,
+    SetPeer,
+    plan_environment,
+)
+
+pytestmark = pytest.mark.unit
+
+PREFIX = "rn-t"
+NODES = ["node-1", "node-2", "node-3"]
+KEYS = {n: f"{c * 43}=" for n, c in zip(NODES, "ABC", strict=True)}
+MY_KEY = KEYS["node-1"]
+MY_PORT = 51820
+STRANGER = "D" * 43 + "="
+
+
+def identities(**endpoints: str) -> dict[str, tuple[str, str]]:
+    found = {n: (KEYS[n], f"198.18.0.{i + 1}:51820") for i, n in enumerate(NODES)}
+    for name, endpoint in endpoints.items():
+        found[name.replace("_", "-")] = (KEYS[name.replace("_", "-")], endpoint)
+    return found
+
+
+def make_doc(
+    services: tuple[ServiceSpec, ...] | None = None,
+    previous: EnvironmentDocument | None = None,
+    ip_mode: IpMode = IpMode.DUAL,
+    **endpoints: str,
+) -> EnvironmentDocument:
+    if services is None:
+        services = (
+            ServiceSpec("api", ("node-1", "node-2")),
+            ServiceSpec("db", ("node-1",)),
+            ServiceSpec("worker", ("node-3",)),
+        )
+    spec = EnvironmentSpec("shop", "production", ip_mode=ip_mode, services=services)
+    return build_document(spec, previous, identities(**endpoints))
+
+
+def local(doc: EnvironmentDocument, node: str = "node-1") -> LocalEnvironment:
+    return local_environment(doc, node, PREFIX)
+
+
+def observed_from(env: LocalEnvironment) -> ObservedEnvironment:
+    """What the kernel of a node that matches ``env`` shows."""
+    return ObservedEnvironment(
+        netns_exists=True,
+        base_ready=True,
+        device=ObservedDevice(
+            public_key=MY_KEY,
+            listen_port=MY_PORT,
+            peers=tuple(
+                ObservedPeer(p.public_key, p.endpoint, frozenset(p.allowed_ips)) for p in env.peers
+            ),
+        ),
+        instances=tuple(ObservedInstance(i.netns, i.addresses, True) for i in env.instances),
+    )
+
+
+def plan(
+    desired: LocalEnvironment,
+    observed: ObservedEnvironment,
+    previous: LocalEnvironment | None = None,
+) -> tuple[Change, ...]:
+    return plan_environment(desired, MY_KEY, MY_PORT, observed, previous)
+
+
+def with_device(observed: ObservedEnvironment, **changes: object) -> ObservedEnvironment:
+    assert observed.device is not None
+    return dataclasses.replace(observed, device=dataclasses.replace(observed.device, **changes))
+
+
+@pytest.fixture
+def doc() -> EnvironmentDocument:
+    return make_doc()
+
+
+@pytest.fixture
+def env(doc: EnvironmentDocument) -> LocalEnvironment:
+    return local(doc)
+
+
+# -- the local view --------------------------------------------------------------------------
+
+
+def test_local_environment_holds_this_nodes_instances(doc: EnvironmentDocument) -> None:
+    env = local(doc)
+    api, db = doc.service("api"), doc.service("db")
+    assert api is not None and db is not None
+    assert env.netns == environment_netns(PREFIX, doc.id)
+    assert env.wg_ifname == wireguard_ifname(PREFIX, doc.id)
+    assert {(i.service, i.index) for i in env.instances} == {("api", 0), ("db", 0)}
+    by_service = {i.service: i for i in env.instances}
+    assert by_service["api"].netns == instance_netns(PREFIX, doc.id, api.id, 0)
+    assert by_service["api"].ipv4 == api.instances[0].ipv4
+    assert by_service["db"].addresses == {db.instances[0].ipv4, db.instances[0].ipv6}
+    assert [i.netns for i in env.instances] == sorted(i.netns for i in env.instances)
+    # Instance namespaces nest under the environment's name: that is how they are found.
+    assert all(i.netns.startswith(env.netns + "-") for i in env.instances)
+
+
+def test_peers_are_the_other_nodes_with_exactly_their_instance_addresses(
+    doc: EnvironmentDocument,
+) -> None:
+    env = local(doc)
+    api, worker = doc.service("api"), doc.service("worker")
+    assert api is not None and worker is not None
+    assert [p.node for p in env.peers] == ["node-2", "node-3"]
+    node2, node3 = env.peers
+    assert node2.public_key == KEYS["node-2"]
+    assert node2.endpoint == "198.18.0.2:51820"
+    a1 = api.instances[1]
+    assert node2.allowed_ips == tuple(sorted([f"{a1.ipv4}/32", f"{a1.ipv6}/128"]))
+    w0 = worker.instances[0]
+    assert node3.allowed_ips == tuple(sorted([f"{w0.ipv4}/32", f"{w0.ipv6}/128"]))
+
+
+def test_a_node_without_instances_is_a_peer_with_no_allowed_ips() -> None:
+    built = make_doc((ServiceSpec("api", ("node-1",)), ServiceSpec("db", ("node-2",))))
+    # build_document lists only hosting nodes; a hand-written document may list more.
+    raw = built.to_dict()
+    raw["nodes"].append({"name": "node-3", "public_key": KEYS["node-3"], "endpoint": "[::1]:9"})
+    doc = EnvironmentDocument.from_dict(raw)
+    assert local(doc, "node-3").instances == ()
+    assert {p.node for p in local(doc, "node-3").peers} == {"node-1", "node-2"}
+    node3 = next(p for p in local(doc, "node-1").peers if p.node == "node-3")
+    assert node3.allowed_ips == ()
+    assert node3.endpoint == "[::1]:9"
+
+
+def test_local_environment_of_an_ipv6_only_document() -> None:
+    doc = make_doc(ip_mode=IpMode.IPV6)
+    env = local(doc)
+    assert env.ipv4_cidr is None and env.gateway4 is None and env.resolver4 is None
+    assert env.resolvers == (env.resolver6,)
+    assert all(i.ipv4 is None and len(i.addresses) == 1 for i in env.instances)
+    assert all(ip.endswith("/128") for p in env.peers for ip in p.allowed_ips)
+
+
+def test_dual_stack_resolvers_and_gateways(env: LocalEnvironment) -> None:
+    assert env.resolver4 == "10.250.0.2"
+    assert env.gateway4 == "10.250.0.1"
+    assert env.gateway6 == "fe80::1"
+    assert env.resolvers == (env.resolver4, env.resolver6)
+    assert env.resolver6.endswith("::2")
+
+
+# -- plans -----------------------------------------------------------------------------------
+
+
+def test_plan_is_empty_when_observed_matches_desired(env: LocalEnvironment) -> None:
+    assert plan(env, observed_from(env)) == ()
+    assert plan(env, observed_from(env), previous=env) == ()
+
+
+def test_plan_from_nothing_builds_everything_in_order(env: LocalEnvironment) -> None:
+    changes = plan(env, ObservedEnvironment.absent())
+    kinds = [type(c) for c in changes]
+    assert kinds == [
+        CreateNamespace,
+        CreateDevice,
+        ConfigureNamespace,
+        CreateInstance,
+        CreateInstance,
+        SetPeer,
+        SetPeer,
+    ]
+    assert changes[0] == CreateNamespace(env.netns)
+    assert changes[1] == CreateDevice(env.wg_ifname, MY_PORT)
+    assert {c.instance for c in changes if isinstance(c, CreateInstance)} == set(env.instances)
+    peers = [c for c in changes if isinstance(c, SetPeer)]
+    assert [(p.public_key, p.endpoint, p.allowed_ips) for p in peers] == [
+        (p.public_key, p.endpoint, p.allowed_ips) for p in env.peers
+    ]
+
+
+def test_namespace_without_device_gets_device_and_reconfiguration(env: LocalEnvironment) -> None:
+    observed = dataclasses.replace(observed_from(env), device=None, base_ready=False)
+    changes = plan(env, observed)
+    assert changes[:2] == (CreateDevice(env.wg_ifname, MY_PORT), ConfigureNamespace(env.netns))
+    assert [c for c in changes if isinstance(c, SetPeer)] == [
+        SetPeer(p.node, p.public_key, p.endpoint, p.allowed_ips) for p in env.peers
+    ]
+    assert not any(isinstance(c, CreateInstance | RemoveInstance) for c in changes)
+
+
+@pytest.mark.parametrize(
+    "device_change",
+    [{"public_key": STRANGER}, {"listen_port": MY_PORT + 1}],
+    ids=["wrong-key", "wrong-port"],
+)
+def test_device_with_wrong_key_or_port_is_replaced(
+    env: LocalEnvironment, device_change: dict[str, object]
+) -> None:
+    changes = plan(env, with_device(observed_from(env), **device_change))
+    assert isinstance(changes[0], DeleteDevice)
+    assert changes[0].ifname == env.wg_ifname
+    assert changes[1:3] == (CreateDevice(env.wg_ifname, MY_PORT), ConfigureNamespace(env.netns))
+    # The new device is empty: every peer is set again, with its endpoint, none removed.
+    peers = [c for c in changes if isinstance(c, SetPeer)]
+    assert [p.endpoint for p in peers] == [p.endpoint for p in env.peers]
+    assert not any(isinstance(c, RemovePeer) for c in changes)
+    assert not any(isinstance(c, CreateNamespace) for c in changes)
+
+
+def test_base_not_ready_only_reconfigures(env: LocalEnvironment) -> None:
+    observed = dataclasses.replace(observed_from(env), base_ready=False)
+    assert plan(env, observed) == (ConfigureNamespace(env.netns),)
+
+
+def test_instance_with_wrong_addresses_is_recreated(env: LocalEnvironment) -> None:
+    target = env.instances[0]
+    observed = observed_from(env)
+    instances = tuple(
+        dataclasses.replace(o, addresses=frozenset({"10.250.9.9"}))
+        if o.netns == target.netns
+        else o
+        for o in observed.instances
+    )
+    changes = plan(env, dataclasses.replace(observed, instances=instances))
+    assert changes == (RemoveInstance(target.netns), CreateInstance(target))
+
+
+def test_unlinked_instance_is_recreated(env: LocalEnvironment) -> None:
+    target = env.instances[1]
+    observed = observed_from(env)
+    instances = tuple(
+        dataclasses.replace(o, linked=False) if o.netns == target.netns else o
+        for o in observed.instances
+    )
+    changes = plan(env, dataclasses.replace(observed, instances=instances))
+    assert changes == (RemoveInstance(target.netns), CreateInstance(target))
+
+
+def test_missing_instance_is_created_and_stray_one_removed(env: LocalEnvironment) -> None:
+    observed = observed_from(env)
+    stray = ObservedInstance(env.netns + "-sold-0", frozenset({"10.250.0.77"}), True)
+    kept = observed.instances[1:]
+    changes = plan(env, dataclasses.replace(observed, instances=(*kept, stray)))
+    assert changes == (RemoveInstance(stray.netns), CreateInstance(env.instances[0]))
+
+
+def test_roamed_endpoint_is_preserved_on_reapply(env: LocalEnvironment) -> None:
+    observed = observed_from(env)
+    assert observed.device is not None
+    roamed = tuple(
+        dataclasses.replace(p, endpoint="203.0.113.9:40000") for p in observed.device.peers
+    )
+    assert plan(env, with_device(observed, peers=roamed), previous=env) == ()
+    # Without a previous document nothing "moved" either.
+    assert plan(env, with_device(observed, peers=roamed), previous=None) == ()
+
+
+def test_endpoint_is_pushed_when_the_document_moved_it() -> None:
+    before = make_doc()
+    after = make_doc(previous=before, node_2="198.18.0.22:51999")
+    env_before, env_after = local(before), local(after)
+    observed = observed_from(env_before)
+    changes = plan(env_after, observed, previous=env_before)
+    node2 = next(p for p in env_after.peers if p.node == "node-2")
+    assert changes == (SetPeer("node-2", node2.public_key, "198.18.0.22:51999", node2.allowed_ips),)
+
+
+def test_allowed_ips_change_keeps_the_roamed_endpoint() -> None:
+    before = make_doc()
+    after = make_doc(
+        (
+            ServiceSpec("api", ("node-1", "node-2")),
+            ServiceSpec("db", ("node-1",)),
+            ServiceSpec("worker", ("node-3", "node-3")),
+        ),
+        previous=before,
+    )
+    env_before, env_after = local(before), local(after)
+    changes = plan(env_after, observed_from(env_before), previous=env_before)
+    node3 = next(p for p in env_after.peers if p.node == "node-3")
+    assert len(node3.allowed_ips) == 4
+    assert changes == (SetPeer("node-3", node3.public_key, None, node3.allowed_ips),)
+
+
+def test_peer_that_lost_its_endpoint_gets_it_back(env: LocalEnvironment) -> None:
+    observed = observed_from(env)
+    assert observed.device is not None
+    first, *rest = observed.device.peers
+    lost = dataclasses.replace(first, endpoint=None)
+    changes = plan(env, with_device(observed, peers=(lost, *rest)), previous=env)
+    peer = env.peers[0]
+    assert changes == (SetPeer(peer.node, peer.public_key, peer.endpoint, peer.allowed_ips),)
+
+
+def test_missing_peer_is_added_with_its_endpoint(env: LocalEnvironment) -> None:
+    observed = observed_from(env)
+    assert observed.device is not None
+    changes = plan(env, with_device(observed, peers=observed.device.peers[1:]), previous=env)
+    peer = env.peers[0]
+    assert changes == (SetPeer(peer.node, peer.public_key, peer.endpoint, peer.allowed_ips),)
+
+
+def test_removed_peers_are_removed() -> None:
+    before = make_doc()
+    after = make_doc(
+        (ServiceSpec("api", ("node-1", "node-2")), ServiceSpec("db", ("node-1",))),
+        previous=before,
+    )
+    env_before, env_after = local(before), local(after)
+    changes = plan(env_after, observed_from(env_before), previous=env_before)
+    assert changes == (RemovePeer(KEYS["node-3"]),)
+
+
+def test_unknown_peer_on_the_device_is_removed(env: LocalEnvironment) -> None:
+    observed = observed_from(env)
+    assert observed.device is not None
+    extra = ObservedPeer(STRANGER, "192.0.2.1:1", frozenset({"10.250.0.99/32"}))
+    changes = plan(env, with_device(observed, peers=(*observed.device.peers, extra)))
+    assert changes == (RemovePeer(STRANGER),)
+
+
+def test_instances_in_a_vanished_namespace_are_ignored(env: LocalEnvironment) -> None:
+    # The observer may still list instance namespaces; without the environment
+    # namespace their veths are gone, so everything is built again.
+    stale = dataclasses.replace(observed_from(env), netns_exists=False, base_ready=False)
+    changes = plan(env, stale)
+    assert sum(isinstance(c, CreateInstance) for c in changes) == len(env.instances)
+    assert changes[0] == CreateNamespace(env.netns)
+
+
+def test_every_change_describes_itself(env: LocalEnvironment) -> None:
+    changes = [
+        *plan(env, ObservedEnvironment.absent()),
+        DeleteDevice(env.wg_ifname, "reason"),
+        RemoveInstance("ns-x"),
+        RemovePeer(STRANGER),
+        SetPeer("node-9", STRANGER, None, ()),
+    ]
+    text = [c.describe() for c in changes]
+    assert all(text)
+    assert any(env.netns in t and "create namespace" in t for t in text)
+    assert any(str(MY_PORT) in t for t in text)
+    assert any("api#0" in t for t in text)
+    assert "set peer node-9 allowed -" in text

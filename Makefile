@@ -9,7 +9,7 @@ APT_PACKAGES := wireguard-go wireguard-tools iproute2 iputils-ping util-linux ip
 NEEDED_COMMANDS := wireguard-go wg ip ping nsenter setsid iperf3 dnsperf dnsmasq
 PROTO := provider/proto/railnet/agent/v1/agent.proto
 
-.PHONY: setup system test test-unit test-agent test-linux lint format typecheck proto proto-check bench demo lab-up lab-down clean
+.PHONY: setup system test test-unit test-agent test-linux test-provider test-examples lint format typecheck proto proto-check schema bench demo lab-up lab-down clean
 
 setup: system $(STAMP)
 
@@ -38,6 +38,12 @@ test-agent: setup
 test-linux: setup
 	$(PY) -m pytest -m linux
 
+test-provider: setup
+	$(PY) -m pytest -m provider
+
+test-examples: setup
+	$(PY) -m pytest -m examples
+
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -53,6 +59,9 @@ typecheck: setup
 proto: setup
 	$(PY) -m grpc_tools.protoc -Iprovider/proto --python_out=provider --pyi_out=provider \
 	  --grpc_python_out=provider $(PROTO)
+
+schema: setup
+	$(PY) -m railnet.schema > schema.json
 
 proto-check: setup
 	$(PY) -m pytest -q tests/unit/test_proto_fresh.py

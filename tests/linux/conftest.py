@@ -1,12 +1,11 @@
 """The linux tier: a real lab (namespaces, wireguard-go, agents with mutual TLS).
 
 Every test here needs root, /dev/net/tun, wireguard-go and iproute2; without them the
-whole tier is skipped with the reason, never passed.
+whole tier is skipped with the reason, never passed (see tests/conftest.py).
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -24,27 +23,11 @@ from railnet.core.desired import EnvironmentSpec
 from railnet.deploy import Applied, EnvironmentDeployer
 from railnet.lab import Lab
 
+from ..capabilities import missing_capability
+
+__all__ = ["missing_capability"]
+
 NETCHECK = str(Path(__file__).with_name("netcheck.py"))
-
-
-def missing_capability() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (network namespaces)"
-    if not os.path.exists("/dev/net/tun"):
-        return "needs /dev/net/tun"
-    for tool in ("wireguard-go", "ip", "ping", "nsenter", "setsid"):
-        if shutil.which(tool) is None:
-            return f"needs {tool} (run 'make setup')"
-    return None
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    reason = missing_capability()
-    for item in items:
-        if "tests/linux/" in str(item.fspath):
-            item.add_marker(pytest.mark.linux)
-            if reason:
-                item.add_marker(pytest.mark.skip(reason=f"linux tier skipped: {reason}"))
 
 
 @dataclass

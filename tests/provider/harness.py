@@ -1,4 +1,6 @@
-"""The test side of the engine-faithful harness: an Engine that plays pulumi up/preview/refresh/destroy over a declared list of resources, on top of railnet.engine.DynamicProvider.
+"""The test side of the engine-faithful harness: an ``Engine`` that plays pulumi
+preview/up/refresh/destroy over a declared list of resources, on
+``railnet.engine.DynamicProvider``.
 
 The Pulumi engine runs dynamic providers as ``python -u -m pulumi.dynamic``: the process
 serves the ResourceProvider gRPC service on 127.0.0.1 and prints its port on the first line.

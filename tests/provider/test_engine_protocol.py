@@ -112,7 +112,10 @@ def environments_on_nodes(lab: Lab) -> dict[str, list[str]]:
 
 
 def resolve(net: LabNet, netns: str, name: str) -> list[str]:
-    code = "import socket,sys; print(' '.join(sorted({a[4][0] for a in socket.getaddrinfo(sys.argv[1], 80)})))"
+    code = (
+        "import socket,sys; "
+        "print(' '.join(sorted({a[4][0] for a in socket.getaddrinfo(sys.argv[1], 80)})))"
+    )
     r = net.run(netns, sys.executable, "-c", code, name)
     assert r.returncode == 0, r.stderr
     return r.stdout.split()
@@ -306,7 +309,7 @@ def test_unreachable_agent_is_named(lab: LabNet, tmp_path: Any) -> None:
 def test_missing_cluster_setting_fails_check_clearly() -> None:
     provider = DynamicProvider({})
     try:
-        checked, failures = provider.check(
+        _, failures = provider.check(
             "urn:x",
             {},
             {

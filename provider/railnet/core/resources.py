@@ -258,7 +258,7 @@ def check_inputs(
     return inputs, failures.items
 
 
-# -- derived outputs --------------------------------------------------------------------------------
+# -- derived outputs ---------------------------------------------------------------------
 
 
 def placement(inputs: Mapping[str, Any], cluster_nodes: list[str]) -> tuple[str, ...]:

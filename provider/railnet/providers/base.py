@@ -128,7 +128,7 @@ class RailnetProvider(ResourceProvider):
         else:
             # Preview with unknown inputs: what check computes is unknown too, and preview
             # shows it as "computed" rather than as a wrong value.
-            result.update({key: Unknown() for key in self.derived_keys})
+            result.update({key: Unknown() for key in self.derived_keys})  # type: ignore[no-untyped-call]
         return CheckResult(result, [CheckFailure(p, r) for p, r in failures])
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:

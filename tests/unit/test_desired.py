@@ -125,17 +125,25 @@ def test_removing_a_service_keeps_the_others() -> None:
     assert [n.name for n in second.nodes] == ["node-2"]
 
 
-def test_allocation_reuses_freed_addresses_but_never_used_ones() -> None:
+def test_freed_addresses_wait_one_generation_before_reuse() -> None:
     first = build_document(spec(svc("a", "node-1"), svc("b", "node-1")), None, IDENTITIES)
     second = build_document(
         spec(svc("b", "node-1"), svc("c", "node-1", "node-2")), first, IDENTITIES
     )
     assert addresses(second, "b") == addresses(first, "b")
     c = addresses(second, "c")
-    # c takes a's freed pair first, then the next free one after b's.
-    assert c[0] == addresses(first, "a")[0]
-    assert c[1][0] == "10.250.0.5"
+    # a's pair was freed in this very generation: a client may still hold it, so c must
+    # not get it; c takes the next free pairs after b's.
+    assert addresses(first, "a")[0] not in c
+    assert [pair[0] for pair in c] == ["10.250.0.5", "10.250.0.6"]
     assert len(set(all_addresses(second))) == len(all_addresses(second))
+    # One generation later the freed pair is free again, lowest first.
+    third = build_document(
+        spec(svc("b", "node-1"), svc("c", "node-1", "node-2"), svc("d", "node-3")),
+        second,
+        IDENTITIES,
+    )
+    assert addresses(third, "d") == addresses(first, "a")
 
 
 def test_renaming_with_the_stable_id_keeps_id_and_addresses() -> None:
@@ -228,13 +236,19 @@ def test_ipv6_only_document_has_no_ipv4_anywhere() -> None:
     assert EnvironmentDocument.from_json(doc.to_json()) == doc
 
 
-def test_switching_ip_mode_reallocates_every_address() -> None:
-    dual = build_document(spec(svc("api", "node-1")), None, IDENTITIES)
-    legacy = build_document(spec(svc("api", "node-1"), ip_mode=IpMode.IPV6), dual, IDENTITIES)
-    assert addresses(legacy, "api")[0][0] is None
+def test_switching_ip_mode_keeps_ipv6_and_drops_or_adds_ipv4() -> None:
+    dual = build_document(spec(svc("api", "node-1"), svc("db", "node-2")), None, IDENTITIES)
+    legacy = build_document(
+        spec(svc("api", "node-1"), svc("db", "node-2"), ip_mode=IpMode.IPV6), dual, IDENTITIES
+    )
+    assert [a[0] for a in addresses(legacy, "api") + addresses(legacy, "db")] == [None, None]
+    assert [a[1] for a in addresses(legacy, "api")] == [a[1] for a in addresses(dual, "api")]
+    assert [a[1] for a in addresses(legacy, "db")] == [a[1] for a in addresses(dual, "db")]
     assert legacy.generation == 2
-    back = build_document(spec(svc("api", "node-1")), legacy, IDENTITIES)
-    assert addresses(back, "api")[0][0] is not None
+    back = build_document(spec(svc("api", "node-1"), svc("db", "node-2")), legacy, IDENTITIES)
+    v4 = [a[0] for a in addresses(back, "api") + addresses(back, "db")]
+    assert None not in v4 and len(set(v4)) == 2
+    assert [a[1] for a in addresses(back, "api")] == [a[1] for a in addresses(dual, "api")]
 
 
 # -- errors ---------------------------------------------------------------------------------

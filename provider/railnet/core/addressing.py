@@ -80,6 +80,23 @@ class AddressPlan:
             return False
         return not (address.version == 4 and address == network.broadcast_address)
 
+    def allocate_ipv4(self, used: Iterable[str], count: int) -> list[str]:
+        """``count`` fresh IPv4 addresses, lowest first, avoiding ``used``."""
+        if self.ipv4 is None:
+            raise InvalidField("ipv4_cidr", None, "an IPv6-only environment has no IPv4 range")
+        taken = {ipaddress.ip_address(a) for a in used}
+        found: list[str] = []
+        candidate = self.ipv4.network_address + RESERVED_HOSTS + 1
+        while len(found) < count:
+            if candidate not in self.ipv4 or candidate == self.ipv4.broadcast_address:
+                raise InvalidField(
+                    "ipv4_cidr", str(self.ipv4), "has no free address left; use a larger CIDR"
+                )
+            if candidate not in taken:
+                found.append(str(candidate))
+            candidate += 1
+        return found
+
     def allocate(self, used: Iterable[str], count: int) -> list[tuple[str | None, str]]:
         """``count`` fresh (IPv4, IPv6) pairs, lowest first, avoiding ``used``."""
         taken = {ipaddress.ip_address(a) for a in used}

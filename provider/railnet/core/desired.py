@@ -139,22 +139,30 @@ def build_document(
     env_id = spec.id
     ipv4 = check_ipv4_cidr("ipv4_cidr", spec.ipv4_cidr) if spec.ip_mode is IpMode.DUAL else None
     plan = AddressPlan(ipv4=ipv4, ipv6=ula_prefix(env_id))
-    if previous is not None and previous.ip_mode is not spec.ip_mode:
-        previous_services: dict[str, ServiceEntry] = {}
-        reusable = False
-    else:
-        previous_services = {s.name: s for s in previous.services} if previous else {}
-        reusable = previous is not None and previous.ipv4_cidr == (
-            None if ipv4 is None else str(ipv4)
-        )
-    by_id = {s.id: s for s in previous_services.values()}
+    previous_services = {s.name: s for s in previous.services} if previous else {}
+    by_id = {s.id: s for s in previous.services} if previous else {}
+    # IPv6 addresses always carry over (the ULA prefix is the environment's for life);
+    # IPv4 ones only while the environment stays dual stack on the same CIDR.
+    keep_v4 = (
+        previous is not None
+        and ipv4 is not None
+        and previous.ip_mode is IpMode.DUAL
+        and previous.ipv4_cidr == str(ipv4)
+    )
     names = [check_dns_label(f"services[{i}].name", s.name) for i, s in enumerate(spec.services)]
     for i, name in enumerate(names):
         if names.index(name) != i:
             raise InvalidField(f"services[{i}].name", name, "is used twice")
 
-    kept: dict[str, list[InstanceEntry]] = {}
+    # Addresses the previous generation used are not handed out again in this one, so a
+    # client still holding a removed instance's address never reaches a new one by it.
     used: set[str] = set()
+    for entry in previous.services if previous else ():
+        for inst in entry.instances:
+            used.add(inst.ipv6)
+            if keep_v4 and inst.ipv4:
+                used.add(inst.ipv4)
+
     ids: dict[str, str] = {}
     # Ids claimed explicitly win; a service without one inherits the id its name had only
     # if nobody claims it (a rename and a reuse of the old name in one update).
@@ -167,23 +175,42 @@ def build_document(
         sid = sid or fresh_service_id(env_id, svc.name, claimed)
         claimed.add(sid)
         ids[svc.name] = sid
-        before = by_id.get(sid)
-        kept[svc.name] = []
-        if before is not None and reusable:
-            for node, inst in zip(svc.nodes, before.instances, strict=False):
-                kept[svc.name].append(InstanceEntry(node=node, ipv4=inst.ipv4, ipv6=inst.ipv6))
-                used.update(a for a in (inst.ipv4, inst.ipv6) if a)
+
+    kept: dict[str, list[tuple[str, str | None, str | None]]] = {}
+    for svc in spec.services:
+        before = by_id.get(ids[svc.name])
+        old = before.instances if before else ()
+        kept[svc.name] = [
+            (node, inst.ipv4 if keep_v4 else None, inst.ipv6)
+            for node, inst in zip(svc.nodes, old, strict=False)
+        ]
+        kept[svc.name] += [(node, None, None) for node in svc.nodes[len(old) :]]
+
+    fresh = iter(plan.allocate(used, sum(1 for k in kept.values() for _, _, v6 in k if v6 is None)))
+    pending: list[tuple[str, int, str | None, str]] = []
+    for declared in spec.services:
+        for i, (_, v4, v6) in enumerate(kept[declared.name]):
+            if v6 is None:
+                v4, v6 = next(fresh)
+                used.update(a for a in (v4, v6) if a)
+            pending.append((declared.name, i, v4, v6))
+    need_v4 = [p for p in pending if p[2] is None] if ipv4 is not None else []
+    extra = iter(
+        plan.allocate_ipv4(used | {p[2] for p in pending if p[2]}, len(need_v4)) if need_v4 else []
+    )
+    final: dict[tuple[str, int], tuple[str | None, str]] = {}
+    for name, i, v4, v6 in pending:
+        if ipv4 is not None and v4 is None:
+            v4 = next(extra)
+        final[(name, i)] = (v4 if ipv4 is not None else None, v6)
 
     services = []
     for svc in spec.services:
-        instances = kept[svc.name]
-        missing = len(svc.nodes) - len(instances)
-        if missing > 0:
-            fresh = plan.allocate(used, missing)
-            for node, (v4, v6) in zip(svc.nodes[len(instances) :], fresh, strict=True):
-                instances.append(InstanceEntry(node=node, ipv4=v4, ipv6=v6))
-                used.update(a for a in (v4, v6) if a)
-        services.append(ServiceEntry(id=ids[svc.name], name=svc.name, instances=tuple(instances)))
+        instances = tuple(
+            InstanceEntry(node=node, ipv4=final[(svc.name, i)][0], ipv6=final[(svc.name, i)][1])
+            for i, (node, _, _) in enumerate(kept[svc.name])
+        )
+        services.append(ServiceEntry(id=ids[svc.name], name=svc.name, instances=instances))
 
     nodes = []
     for name in spec.nodes:

@@ -144,8 +144,16 @@ def test_preview_with_unknowns_has_no_side_effects(lab: LabNet, engine: Engine) 
     steps = engine.preview(program(SEED))
     api = next(s for s in steps if s.name == "api").detail
     assert api["private_domain"] == "api.railway.internal"
-    assert api["plan"][0].startswith("service api in shop/production: 2 instance(s) on")
-    assert "dns api.railway.internal: A, AAAA, ttl 5s" in api["plan"]
+    # The plan is the network's: this environment's document on the agents now, against
+    # the one this service makes (read-only), in the core's words.
+    nodes = api["placement"]
+    assert len(nodes) == 2
+    assert api["plan"][0] == "shop/production: create"
+    assert f"service api: added (2 instance(s) on {nodes[0]}, {nodes[1]})" in api["plan"]
+    assert "dns + api.railway.internal A 10.250.0.3 10.250.0.4" in api["plan"]
+    assert "dns + api.railway.internal AAAA" in " ".join(api["plan"])
+    assert f"netns {nodes[0]}: + environment" in api["plan"]
+    assert f"netns {nodes[0]}: + api#0" in api["plan"]
     assert engine.preview(program(SEED)) == steps  # deterministic
     assert environments_on_nodes(lab.lab) == before
 

@@ -122,6 +122,7 @@ PROPERTIES: dict[Kind, tuple[Prop, ...]] = {
             "<service>.<domain>: the name other services use.",
             input=False,
         ),
+        Prop("placement", "array<string>", "The node of each instance, in order.", input=False),
         Prop("ipv4_addresses", "array<string>", "IPv4 addresses in instance order.", input=False),
         Prop("ipv6_addresses", "array<string>", "IPv6 addresses in instance order.", input=False),
         Prop("instances", "array<Instance>", "Each instance's node and addresses.", input=False),

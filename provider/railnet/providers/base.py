@@ -100,11 +100,11 @@ class RailnetProvider(ResourceProvider):
 
     # -- check / diff ---------------------------------------------------------------------
 
-    def derived(self, inputs: dict[str, Any]) -> dict[str, Any]:
-        """Outputs computable from known inputs alone (shown by preview)."""
+    def derived(self, inputs: dict[str, Any], olds: dict[str, Any]) -> dict[str, Any]:
+        """What check computes for preview to show (``olds``: the previous inputs)."""
         return {}
 
-    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+    def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         facts = known(news)
         unknown = set(news) - set(facts)
         try:
@@ -124,7 +124,7 @@ class RailnetProvider(ResourceProvider):
             result[key] = news[key]
         if not unknown & set(input_names(self.kind)):
             if not failures:
-                result.update(self.derived(result))
+                result.update(self.derived(result, known(olds)))
         else:
             # Preview with unknown inputs: what check computes is unknown too, and preview
             # shows it as "computed" rather than as a wrong value.

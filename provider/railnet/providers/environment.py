@@ -29,7 +29,7 @@ class EnvironmentProvider(RailnetProvider):
     kind: ClassVar[Kind] = Kind.ENVIRONMENT
     derived_keys: ClassVar[tuple[str, ...]] = ("env_id", "ipv6_prefix", "resolvers", "plan")
 
-    def derived(self, inputs: dict[str, Any]) -> dict[str, Any]:
+    def derived(self, inputs: dict[str, Any], olds: dict[str, Any] | None = None) -> dict[str, Any]:
         return {**environment_outputs(inputs), "plan": environment_plan(inputs)}
 
     def _outputs(self, inputs: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from railnet.providers.base import PROVIDER_KEY, RailnetProvider
 class ProjectProvider(RailnetProvider):
     kind: ClassVar[Kind] = Kind.PROJECT
 
-    def derived(self, inputs: dict[str, Any]) -> dict[str, Any]:
+    def derived(self, inputs: dict[str, Any], olds: dict[str, Any] | None = None) -> dict[str, Any]:
         return {"plan": [f"project {inputs['name']}"]}
 
     def _outputs(self, props: dict[str, Any]) -> dict[str, Any]:

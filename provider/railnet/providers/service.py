@@ -10,12 +10,18 @@ from pulumi.dynamic import CreateResult, ReadResult, UpdateResult
 from railnet.core.desired import (
     EnvironmentSpec,
     ServiceSpec,
+    build_document,
     fresh_service_id,
+    spec_from_document,
     with_service,
     without_service,
 )
 from railnet.core.dns import instance_name
 from railnet.core.document import EnvironmentDocument, IpMode
+from railnet.core.errors import RailnetError
+from railnet.core.names import environment_id
+from railnet.core.plan import plan_change, planning_node
+from railnet.core.plan_render import plan_lines
 from railnet.core.resources import (
     Kind,
     placement,
@@ -64,7 +70,13 @@ def service_plan(inputs: dict[str, Any], nodes: tuple[str, ...] | None) -> list[
 
 class ServiceProvider(RailnetProvider):
     kind: ClassVar[Kind] = Kind.SERVICE
-    derived_keys: ClassVar[tuple[str, ...]] = ("env_id", "service_id", "private_domain", "plan")
+    derived_keys: ClassVar[tuple[str, ...]] = (
+        "env_id",
+        "service_id",
+        "private_domain",
+        "placement",
+        "plan",
+    )
 
     def _placement(self, inputs: dict[str, Any]) -> tuple[str, ...]:
         nodes = self.cluster_nodes()
@@ -77,14 +89,57 @@ class ServiceProvider(RailnetProvider):
             return None
         return self._placement(inputs)
 
-    def derived(self, inputs: dict[str, Any]) -> dict[str, Any]:
+    def derived(self, inputs: dict[str, Any], olds: dict[str, Any] | None = None) -> dict[str, Any]:
         env_id, sid = service_ids(inputs)
-        return {
+        sid = str((olds or {}).get("service_id") or sid)
+        planned = self._planned(inputs)
+        result: dict[str, Any] = {
             "env_id": env_id,
             "service_id": sid,
             "private_domain": private_domain(inputs),
-            "plan": service_plan(inputs, self._planned(inputs)),
+            "plan": service_plan(inputs, planned),
         }
+        if planned is not None:
+            result["placement"] = list(planned)
+            network = self._network_plan(inputs, sid if olds else None, planned)
+            if network is not None:
+                result["plan"] = network
+        return result
+
+    def _network_plan(
+        self, inputs: dict[str, Any], sid: str | None, nodes: tuple[str, ...]
+    ) -> list[str] | None:
+        """The change as the network will see it: the environment's document now (read from
+        the agents) against the one this service's change makes. No side effects."""
+        try:
+            deployer = self.deployer()
+            old = deployer.latest(
+                deployer.read(environment_id(inputs["project"], inputs["environment"]))
+            )
+        except RailnetError:
+            return None  # agents unreachable: preview still shows the declared plan
+        base = (
+            spec_from_document(old)
+            if old is not None
+            else EnvironmentSpec(str(inputs["project"]), str(inputs["environment"]))
+        )
+        existing = {s.id for s in base.services}
+        chosen = sid or fresh_service_id(base.id, str(inputs["name"]), existing)
+        try:
+            spec = with_service(
+                _settings(base, inputs),
+                ServiceSpec(name=str(inputs["name"]), nodes=nodes, id=chosen),
+                create=sid is None,
+            )
+            identities = {n.name: (n.public_key, n.endpoint) for n in old.nodes} if old else {}
+            for i, node in enumerate(spec.nodes):
+                if node not in identities:
+                    entry = planning_node(node, i)
+                    identities[node] = (entry.public_key, entry.endpoint)
+            new = build_document(spec, old, identities)
+        except RailnetError as exc:
+            return [f"plan: {exc}"]
+        return plan_lines(plan_change(old, new))
 
     def _outputs(
         self, inputs: dict[str, Any], doc: EnvironmentDocument, sid: str
@@ -108,6 +163,7 @@ class ServiceProvider(RailnetProvider):
                 for i, inst in enumerate(svc.instances)
             ],
             env_vars=service_env_vars(named, ipv4, ipv6),
+            placement=[i.node for i in svc.instances],
             plan=service_plan(named, tuple(i.node for i in svc.instances)),
         )
         return outs

@@ -36,10 +36,11 @@ class Project(pulumi.dynamic.Resource, module="railnet", name="Project"):
         name: pulumi.Input[str] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
+        self.declared_name: pulumi.Input[str] = name or resource_name
         super().__init__(
             ProjectProvider(),
             resource_name,
-            _props(Kind.PROJECT, {"name": name or resource_name}),
+            _props(Kind.PROJECT, {"name": self.declared_name}),
             opts,
         )
 
@@ -70,22 +71,23 @@ class Environment(pulumi.dynamic.Resource, module="railnet", name="Environment")
         dns_ttl: pulumi.Input[int] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        project_name = project.name if isinstance(project, Project) else project
+        # The declared values, not this resource's outputs, flow into its services: they
+        # are known in a preview of a new environment, so the preview can show names and
+        # the network plan instead of "computed".
+        self.declared: dict[str, Any] = {
+            "name": name or resource_name,
+            "project": project.declared_name if isinstance(project, Project) else project,
+            "ip_mode": ip_mode,
+            "ipv4_cidr": ipv4_cidr,
+            "domain": domain,
+            "dns_ttl": dns_ttl,
+        }
+        depends = [project] if isinstance(project, Project) else []
         super().__init__(
             EnvironmentProvider(),
             resource_name,
-            _props(
-                Kind.ENVIRONMENT,
-                {
-                    "name": name or resource_name,
-                    "project": project_name,
-                    "ip_mode": ip_mode,
-                    "ipv4_cidr": ipv4_cidr,
-                    "domain": domain,
-                    "dns_ttl": dns_ttl,
-                },
-            ),
-            opts,
+            _props(Kind.ENVIRONMENT, self.declared),
+            pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=depends)),
         )
 
 
@@ -105,6 +107,8 @@ class Service(pulumi.dynamic.Resource, module="railnet", name="Service"):
     env_id: pulumi.Output[str]
     private_domain: pulumi.Output[str]
     """``<service>.railway.internal`` (or the environment's domain)."""
+    placement: pulumi.Output[list[str]]
+    """The node of each instance, in instance order."""
     ipv4_addresses: pulumi.Output[list[str]]
     ipv6_addresses: pulumi.Output[list[str]]
     instances: pulumi.Output[list[dict[str, Any]]]
@@ -131,12 +135,12 @@ class Service(pulumi.dynamic.Resource, module="railnet", name="Service"):
                 Kind.SERVICE,
                 {
                     "name": name or resource_name,
-                    "project": environment.project,
-                    "environment": environment.name,
-                    "ip_mode": environment.ip_mode,
-                    "ipv4_cidr": environment.ipv4_cidr,
-                    "domain": environment.domain,
-                    "dns_ttl": environment.dns_ttl,
+                    "project": environment.declared["project"],
+                    "environment": environment.declared["name"],
+                    "ip_mode": environment.declared["ip_mode"],
+                    "ipv4_cidr": environment.declared["ipv4_cidr"],
+                    "domain": environment.declared["domain"],
+                    "dns_ttl": environment.declared["dns_ttl"],
                     "replicas": replicas,
                     "nodes": nodes,
                 },

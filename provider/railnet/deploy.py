@@ -57,18 +57,40 @@ class EnvironmentDeployer:
     def __init__(self, cluster: Cluster, timeout: float = 60.0) -> None:
         self.cluster = cluster
         self.timeout = timeout
+        self._clients: dict[str, AgentClient] = {}
+        self._clients_lock = threading.Lock()
+
+    def __enter__(self) -> EnvironmentDeployer:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._clients_lock:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()
 
     def _client(self, node: str) -> AgentClient:
-        tls = self.cluster.tls
-        files = None if tls is None else TlsFiles(Path(tls.ca), Path(tls.cert), Path(tls.key))
-        return AgentClient(
-            AgentAddress(node, self.cluster.node(node).agent, files), timeout=self.timeout
-        )
+        """One client (one mutual-TLS channel) per node for the deployer's life: a fresh
+        handshake per call costs more than the call."""
+        with self._clients_lock:
+            client = self._clients.get(node)
+            if client is None:
+                tls = self.cluster.tls
+                files = (
+                    None if tls is None else TlsFiles(Path(tls.ca), Path(tls.cert), Path(tls.key))
+                )
+                client = AgentClient(
+                    AgentAddress(node, self.cluster.node(node).agent, files), timeout=self.timeout
+                )
+                self._clients[node] = client
+            return client
 
     def _each(self, nodes: list[str], call: Callable[[AgentClient], T]) -> dict[str, T]:
         def run(node: str) -> T:
-            with self._client(node) as client:
-                return call(client)
+            return call(self._client(node))
 
         if not nodes:
             return {}

@@ -100,6 +100,7 @@ def running_lab(nodes: int = 3, **kwargs: object) -> Iterator[LabNet]:
         yield net
     finally:
         net.stop_servers()
+        net.deployer.close()
         lab.down()
         shutil.rmtree(directory, ignore_errors=True)
 

@@ -18,8 +18,14 @@ class NetworkBackend(ABC):
     """Namespaces, veth pairs, addresses and routes."""
 
     @abstractmethod
-    def observe(self, env: LocalEnvironment) -> tuple[bool, bool, tuple[ObservedInstance, ...]]:
-        """(namespace exists, base configured, instances found) for one environment."""
+    def observe(
+        self, env: LocalEnvironment, deep: bool = True
+    ) -> tuple[bool, bool, tuple[ObservedInstance, ...]]:
+        """(namespace exists, base configured, instances found) for one environment.
+
+        ``deep`` also looks inside every instance namespace (start-up, periodic repair);
+        without it only the environment namespace's side of each instance is read (applies).
+        """
 
     @abstractmethod
     def create_namespace(self, netns: str) -> None: ...

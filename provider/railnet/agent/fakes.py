@@ -223,7 +223,9 @@ class FakeNetwork(NetworkBackend):
     def __init__(self, kernel: FakeKernel | None = None) -> None:
         self.kernel = kernel or FakeKernel()
 
-    def observe(self, env: LocalEnvironment) -> tuple[bool, bool, tuple[ObservedInstance, ...]]:
+    def observe(
+        self, env: LocalEnvironment, deep: bool = True
+    ) -> tuple[bool, bool, tuple[ObservedInstance, ...]]:
         k = self.kernel
         with k.lock:
             ns = k.namespaces.get(env.netns)

@@ -36,6 +36,8 @@ from railnet.core.reconcile import ObservedInstance
 
 ETC_NETNS = Path("/etc/netns")
 WG_LINK = "wg0"
+MESH_MTU = 1420
+"""Instances get wg0's MTU, so TCP never needs path-MTU discovery to cross the mesh."""
 ENV_SYSCTLS = {
     "net.ipv4.ip_forward": "1",
     "net.ipv6.conf.all.forwarding": "1",
@@ -89,52 +91,70 @@ def _is_up(ns: Any, index: int) -> bool:
 class LinuxNetwork(NetworkBackend):
     """The real thing: named namespaces under /var/run/netns."""
 
-    def observe(self, env: LocalEnvironment) -> tuple[bool, bool, tuple[ObservedInstance, ...]]:
+    def observe(
+        self, env: LocalEnvironment, deep: bool = True
+    ) -> tuple[bool, bool, tuple[ObservedInstance, ...]]:
         names = set(list_netns())
         if env.netns not in names:
             return False, False, ()
 
-        def look(ns: Any) -> tuple[bool, dict[str, Any], set[tuple[str, int, int]]]:
+        def look(ns: Any) -> tuple[dict[str, Any], dict[int, set[str]], set[tuple[str, int, int]]]:
             links = {link.get_attr("IFLA_IFNAME"): link for link in ns.get_links()}
+            addresses: dict[int, set[str]] = {}
+            for a in ns.get_addr():
+                addresses.setdefault(a["index"], set()).add(a.get_attr("IFA_ADDRESS"))
             routes = _routes(ns, socket.AF_INET) | _routes(ns, socket.AF_INET6)
-            return self._base_ready(env, ns), links, routes
+            return links, addresses, routes
 
-        base, veths, routes = netlink(env.netns, look)
+        links, addresses, routes = netlink(env.netns, look)
+        base = self._base_ready(env, links, addresses, routes)
         if base:
             base = read_sysctl(env.netns, "net.ipv4.ip_forward") == "1"
         wanted_veth = {i.netns: i for i in env.instances}
         found: list[ObservedInstance] = []
         for name in sorted(n for n in names if n.startswith(env.netns + "-")):
             placement = wanted_veth.get(name)
-            addresses, linked = self._observe_instance(name)
-            if placement is not None:
-                veth = veths.get(placement.veth)
-                linked = (
-                    linked
-                    and veth is not None
-                    and bool(veth["flags"] & 1)
-                    and all(
-                        (a, _prefixlen(a), veth["index"]) in routes for a in placement.addresses
+            veth = links.get(placement.veth) if placement else None
+            # The environment's side of the wiring: the veth (whose other end lives in the
+            # instance namespace, so it vanishes with it) up, with the instance's routes.
+            routed = frozenset(
+                dst
+                for dst, length, oif in routes
+                if veth is not None and oif == veth["index"] and length in (32, 128)
+            )
+            outside = veth is not None and bool(veth["flags"] & 1)
+            if deep:
+                inside, linked = self._observe_instance(name)
+                found.append(
+                    ObservedInstance(
+                        netns=name,
+                        addresses=inside,
+                        linked=linked and outside and inside <= routed,
                     )
                 )
-            found.append(ObservedInstance(netns=name, addresses=addresses, linked=linked))
+            else:
+                # An apply trusts the inside of instances it built; start-up and the
+                # periodic repair look inside every one (deep).
+                found.append(ObservedInstance(netns=name, addresses=routed, linked=outside))
         return True, base, tuple(found)
 
     @staticmethod
-    def _base_ready(env: LocalEnvironment, ns: Any) -> bool:
-        wg = _link_index(ns, WG_LINK)
-        lo = _link_index(ns, "lo")
-        if wg is None or lo is None or not _is_up(ns, wg) or not _is_up(ns, lo):
+    def _base_ready(
+        env: LocalEnvironment,
+        links: dict[str, Any],
+        addresses: dict[int, set[str]],
+        routes: set[tuple[str, int, int]],
+    ) -> bool:
+        wg, lo = links.get(WG_LINK), links.get("lo")
+        if wg is None or lo is None or not wg["flags"] & 1 or not lo["flags"] & 1:
             return False
-        if not set(env.resolvers) <= _addresses(ns, lo):
+        if not set(env.resolvers) <= addresses.get(lo["index"], set()):
             return False
-        wanted = [(env.ipv6_prefix, socket.AF_INET6)]
-        if env.ipv4_cidr:
-            wanted.append((env.ipv4_cidr, socket.AF_INET))
-        for cidr, family in wanted:
-            dst, length = cidr.split("/")
-            if (dst, int(length), wg) not in _routes(ns, family):
-                return False
+        for cidr in (env.ipv6_prefix, env.ipv4_cidr):
+            if cidr:
+                dst, length = cidr.split("/")
+                if (dst, int(length), wg["index"]) not in routes:
+                    return False
         return True
 
     @staticmethod
@@ -198,7 +218,8 @@ class LinuxNetwork(NetworkBackend):
                     "add",
                     ifname=instance.veth,
                     kind="veth",
-                    peer={"ifname": "eth0", "net_ns_fd": fd},
+                    mtu=MESH_MTU,
+                    peer={"ifname": "eth0", "net_ns_fd": fd, "mtu": MESH_MTU},
                 )
             finally:
                 os.close(fd)

@@ -213,7 +213,7 @@ class Reconciler:
             doc = self.state.document(env_id)
             if identity is None or doc is None:
                 return []
-            return self._reconcile(doc, identity, doc)
+            return self._reconcile(doc, identity, doc, deep=True)
 
     def reconcile_all(self) -> dict[str, list[str]]:
         done: dict[str, list[str]] = {}
@@ -236,8 +236,8 @@ class Reconciler:
     def _local(self, doc: EnvironmentDocument) -> LocalEnvironment:
         return local_environment(doc, self.node, self.netns_prefix)
 
-    def _observe(self, local: LocalEnvironment) -> ObservedEnvironment:
-        exists, base, instances = self.network.observe(local)
+    def _observe(self, local: LocalEnvironment, deep: bool = True) -> ObservedEnvironment:
+        exists, base, instances = self.network.observe(local, deep)
         device = self.wireguard.read(local) if exists else None
         return ObservedEnvironment(
             netns_exists=exists, base_ready=base, device=device, instances=instances
@@ -248,10 +248,11 @@ class Reconciler:
         doc: EnvironmentDocument,
         identity: Identity,
         previous: EnvironmentDocument | None,
+        deep: bool = False,
     ) -> list[str]:
         local = self._local(doc)
         before = self._local(previous) if previous is not None else None
-        observed = self._observe(local)
+        observed = self._observe(local, deep)
         plan = plan_environment(
             local, public_key_of(identity.private_key), identity.listen_port, observed, before
         )

@@ -51,6 +51,8 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
 class StateDir:
     def __init__(self, root: Path) -> None:
         self.root = root
+        # Only this agent writes its state directory, so parsed documents are cached.
+        self._documents: dict[str, EnvironmentDocument] = {}
         (root / "environments").mkdir(parents=True, exist_ok=True)
         os.chmod(root, 0o700)
 
@@ -83,16 +85,23 @@ class StateDir:
         )
 
     def document(self, env_id: str) -> EnvironmentDocument | None:
+        cached = self._documents.get(env_id)
+        if cached is not None:
+            return cached
         path = self._env(env_id) / "document.json"
         try:
-            return EnvironmentDocument.from_json(path.read_bytes())
+            doc = EnvironmentDocument.from_json(path.read_bytes())
         except FileNotFoundError:
             return None
+        self._documents[env_id] = doc
+        return doc
 
     def save_document(self, doc: EnvironmentDocument) -> None:
         write_atomic(self._env(doc.id) / "document.json", doc.to_json().encode())
+        self._documents[doc.id] = doc
 
     def forget(self, env_id: str) -> None:
+        self._documents.pop(env_id, None)
         shutil.rmtree(self._env(env_id), ignore_errors=True)
 
     def used_ports(self) -> set[int]:

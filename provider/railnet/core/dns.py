@@ -26,6 +26,7 @@ that question, which is why the body does not depend on the question's letter ca
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 import struct
 from collections import defaultdict
@@ -180,14 +181,21 @@ def zone_records(doc: EnvironmentDocument) -> tuple[DnsRecord, ...]:
 
 def _record_order(record: DnsRecord) -> tuple[str, str, int, str]:
     if record.type in ("A", "AAAA"):
-        return (record.name, record.type, int(ipaddress.ip_address(record.value)), "")
+        return (record.name, record.type, _address_number(record.value), "")
     return (record.name, record.type, 0, record.value)
+
+
+@functools.lru_cache(maxsize=65536)
+def _address_number(value: str) -> int:
+    return int(ipaddress.ip_address(value))
 
 
 # -- rendering helpers --------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=65536)
 def _name_wire(name: str) -> bytes:
+    """Wire form of a name; cached, since names repeat from one generation to the next."""
     try:
         return dns.name.from_text(name).to_wire() or b""
     except dns.exception.DNSException as exc:

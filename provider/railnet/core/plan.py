@@ -147,10 +147,15 @@ class EnvironmentPlan:
 # -- planning identities ---------------------------------------------------------------------
 
 
-def planning_node(name: str, index: int) -> NodeEntry:
-    """A stand-in identity for a node whose key is not known (a preview)."""
-    key = base64.b64encode(hashlib.sha256(f"plan\0{name}".encode()).digest()).decode()
-    return NodeEntry(name=name, public_key=key, endpoint=f"192.0.2.{1 + index % 250}:51820")
+def planning_node(name: str, index: int = 0) -> NodeEntry:
+    """A stand-in identity for a node whose key is not known (a preview).
+
+    Key and endpoint (in the IPv6 documentation range) are derived from the name alone, so
+    they are distinct per node and the same in every plan; ``index`` is unused."""
+    digest = hashlib.sha256(f"plan\0{name}".encode()).digest()
+    key = base64.b64encode(digest).decode()
+    groups = ":".join(digest[i : i + 2].hex() for i in range(0, 12, 2))
+    return NodeEntry(name=name, public_key=key, endpoint=f"[2001:db8:{groups}]:51820")
 
 
 def _instances(doc: EnvironmentDocument | None) -> dict[tuple[str, int], tuple[str, ServiceEntry]]:

@@ -96,7 +96,15 @@ class RailnetProvider(ResourceProvider):
         return self.cluster().names
 
     def deployer(self) -> EnvironmentDeployer:
-        return EnvironmentDeployer(self.cluster())
+        """The process's deployer (its channels live in the provider process only; the
+        pickled provider carries none: see ``__getstate__``)."""
+        cluster = self.cluster()
+        with self._lock:
+            deployer: EnvironmentDeployer | None = getattr(self, "_deployer", None)
+            if deployer is None:
+                deployer = EnvironmentDeployer(cluster)
+                self._deployer = deployer
+            return deployer
 
     # -- check / diff ---------------------------------------------------------------------
 

@@ -1,0 +1,226 @@
+"""From the resource states of a preview to environment documents, and on to plans.
+
+A preview lists every resource of the stack with its old state (outputs: the instances
+and addresses the agents hold) and its new state (inputs after ``check``: names,
+placement, settings). Grouped per environment, the old side is rebuilt as the document the
+nodes hold, and the new side is built the way the provider will build it
+(``railnet.core.desired.build_document``, so addresses come out as the agents will assign
+them). ``plan_change`` then says what the network will do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from railnet.core.desired import EnvironmentSpec, ServiceSpec, build_document
+from railnet.core.document import (
+    DEFAULT_DNS_TTL,
+    DEFAULT_DOMAIN,
+    EnvironmentDocument,
+    IpMode,
+)
+from railnet.core.errors import RailnetError
+from railnet.core.names import environment_id
+from railnet.core.plan import EnvironmentPlan, plan_change, planning_node
+from railnet.core.plan_render import PlanReport, ResourceOp
+
+OLD_SIDE_OPS = {"same", "update", "replace", "delete", "delete-replaced", "read", "refresh"}
+NEW_SIDE_OPS = {"same", "update", "replace", "create", "create-replacement", "read", "import"}
+SETTINGS = ("ip_mode", "ipv4_cidr", "domain", "dns_ttl")
+
+
+class StepLike(Protocol):
+    """What the planner needs of one preview step."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def op(self) -> str: ...
+
+    @property
+    def old_outputs(self) -> Mapping[str, Any] | None: ...
+
+    @property
+    def new_inputs(self) -> Mapping[str, Any] | None: ...
+
+    @property
+    def replace_reasons(self) -> Sequence[str]: ...
+
+
+@dataclass
+class _Side:
+    settings: dict[str, Any] = field(default_factory=dict)
+    services: dict[str, dict[str, Any]] = field(default_factory=dict)
+    present: bool = False
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def plan_report(
+    steps: Sequence[StepLike],
+    held: Mapping[str, EnvironmentDocument | None] | None = None,
+) -> PlanReport:
+    """The network plan of a preview. With ``held`` (env id → what the agents hold), the
+    old side is the agents' documents instead of the preview's old state: drift shows."""
+    notes: list[str] = []
+    old: dict[tuple[str, str], _Side] = {}
+    new: dict[tuple[str, str], _Side] = {}
+    resources: list[ResourceOp] = []
+    for step in steps:
+        if step.op != "same":
+            resources.append(ResourceOp(step.kind, step.name, step.op, tuple(step.replace_reasons)))
+        for ops, props, sides in (
+            (OLD_SIDE_OPS, step.old_outputs, old),
+            (NEW_SIDE_OPS, step.new_inputs, new),
+        ):
+            if step.op not in ops or not props:
+                continue
+            key = _env_key(step.kind, props)
+            if key is None:
+                notes.append(
+                    f"{step.kind} {step.name}: its project or environment is not known in "
+                    "this preview; its network change is left out"
+                )
+                continue
+            side = sides.setdefault(key, _Side())
+            if step.kind == "Environment":
+                side.present = True
+                side.settings.update({k: props.get(k) for k in SETTINGS})
+            elif step.kind == "Service":
+                side.services[str(props.get("service_id") or props.get("name"))] = dict(props)
+                for k in SETTINGS:
+                    side.settings.setdefault(k, props.get(k))
+    plans: list[EnvironmentPlan] = []
+    for key in sorted(set(old) | set(new)):
+        project, environment = key
+        env_id = environment_id(project, environment)
+        try:
+            if held is not None:
+                before = held.get(env_id)
+            else:
+                before = _old_document(project, environment, old.get(key))
+            after = _new_document(project, environment, new.get(key), before, notes)
+        except RailnetError as exc:
+            notes.append(f"{project}/{environment}: cannot plan: {exc}")
+            continue
+        if before is None and after is None:
+            continue
+        plans.append(plan_change(before, after))
+    return PlanReport(tuple(plans), tuple(resources), tuple(dict.fromkeys(notes)))
+
+
+def _env_key(kind: str, props: Mapping[str, Any]) -> tuple[str, str] | None:
+    project = _text(props.get("project"))
+    env = _text(props.get("name") if kind == "Environment" else props.get("environment"))
+    if kind == "Project":
+        return None
+    if project is None or env is None:
+        return None
+    return project, env
+
+
+def _ip_mode(value: Any) -> IpMode:
+    try:
+        return IpMode(value)
+    except ValueError:
+        return IpMode.DUAL
+
+
+def _old_document(project: str, environment: str, side: _Side | None) -> EnvironmentDocument | None:
+    if side is None or not side.services:
+        return None
+    mode = _ip_mode(side.settings.get("ip_mode"))
+    nodes: list[str] = []
+    services = []
+    for sid, props in side.services.items():
+        instances = [i for i in props.get("instances") or [] if isinstance(i, Mapping)]
+        for inst in instances:
+            if isinstance(inst.get("node"), str) and inst["node"] not in nodes:
+                nodes.append(inst["node"])
+        services.append(
+            {
+                "id": str(props.get("service_id") or sid),
+                "name": props.get("name"),
+                "instances": [
+                    {
+                        "node": inst.get("node"),
+                        "ipv4": (inst.get("ipv4") or None) if mode is IpMode.DUAL else None,
+                        "ipv6": inst.get("ipv6"),
+                    }
+                    for inst in instances
+                ],
+            }
+        )
+    raw = {
+        "id": environment_id(project, environment),
+        "project": project,
+        "environment": environment,
+        "generation": 1,
+        "ip_mode": mode.value,
+        "ipv4_cidr": side.settings.get("ipv4_cidr") if mode is IpMode.DUAL else None,
+        "domain": _text(side.settings.get("domain")) or DEFAULT_DOMAIN,
+        "dns_ttl": int(side.settings.get("dns_ttl") or DEFAULT_DNS_TTL),
+        "nodes": [
+            {"name": n.name, "public_key": n.public_key, "endpoint": n.endpoint}
+            for n in (planning_node(name, i) for i, name in enumerate(sorted(nodes)))
+        ],
+        "services": services,
+    }
+    return EnvironmentDocument.from_dict(raw)
+
+
+def _new_document(
+    project: str,
+    environment: str,
+    side: _Side | None,
+    before: EnvironmentDocument | None,
+    notes: list[str],
+) -> EnvironmentDocument | None:
+    if side is None or not side.services:
+        return None
+    settings = side.settings
+    specs = []
+    for props in side.services.values():
+        nodes = props.get("placement")
+        if not isinstance(nodes, list) or not all(isinstance(n, str) for n in nodes):
+            nodes = props.get("nodes")
+        if not isinstance(nodes, list) or not all(isinstance(n, str) for n in nodes):
+            notes.append(
+                f"service {props.get('name')} in {project}/{environment}: its placement is not "
+                "known in this preview; planned with no instances"
+            )
+            nodes = []
+        name = _text(props.get("name"))
+        if name is None:
+            notes.append(f"a service of {project}/{environment} has no known name; left out")
+            continue
+        specs.append(
+            ServiceSpec(name=name, nodes=tuple(nodes), id=_text(props.get("service_id")) or "")
+        )
+    mode = _ip_mode(settings.get("ip_mode"))
+    spec = EnvironmentSpec(
+        project=project,
+        environment=environment,
+        ip_mode=mode,
+        ipv4_cidr=_text(settings.get("ipv4_cidr"))
+        or (before.ipv4_cidr if before and before.ipv4_cidr else "10.250.0.0/16"),
+        domain=_text(settings.get("domain")) or DEFAULT_DOMAIN,
+        dns_ttl=int(settings.get("dns_ttl") or DEFAULT_DNS_TTL)
+        if isinstance(settings.get("dns_ttl"), (int, float))
+        else DEFAULT_DNS_TTL,
+        services=tuple(specs),
+    )
+    identities = {n.name: (n.public_key, n.endpoint) for n in before.nodes} if before else {}
+    for i, node in enumerate(spec.nodes):
+        if node not in identities:
+            entry = planning_node(node, len(identities) + i)
+            identities[node] = (entry.public_key, entry.endpoint)
+    return build_document(spec, before, identities)

@@ -8,6 +8,7 @@ import sys
 from railnet.agent.server import add_agent_parser
 from railnet.cli.certs import add_certs_parser
 from railnet.cli.lab import add_lab_parser
+from railnet.cli.plan import add_plan_parser
 from railnet.cli.runtime import add_exec_parsers, add_status_parser
 from railnet.core.errors import RailnetError
 from railnet.demo import add_demo_parser
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_lab_parser(sub)
     add_exec_parsers(sub)
     add_status_parser(sub)
+    add_plan_parser(sub)
     add_demo_parser(sub)
     return parser
 

@@ -11,10 +11,17 @@ them). ``plan_change`` then says what the network will do.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from railnet.core.desired import EnvironmentSpec, ServiceSpec, build_document
+from railnet.core.desired import (
+    EnvironmentSpec,
+    ServiceSpec,
+    build_document,
+    fresh_service_id,
+    spec_from_document,
+    with_service,
+)
 from railnet.core.document import (
     DEFAULT_DNS_TTL,
     DEFAULT_DOMAIN,
@@ -75,6 +82,10 @@ def plan_report(
     new: dict[tuple[str, str], _Side] = {}
     resources: list[ResourceOp] = []
     for step in steps:
+        if step.kind == "Project":
+            if step.op != "same":
+                resources.append(ResourceOp(step.kind, step.name, step.op))
+            continue
         if step.op != "same":
             resources.append(ResourceOp(step.kind, step.name, step.op, tuple(step.replace_reasons)))
         for ops, props, sides in (
@@ -102,12 +113,28 @@ def plan_report(
     for key in sorted(set(old) | set(new)):
         project, environment = key
         env_id = environment_id(project, environment)
+        new_side = new.get(key)
+        old_side = old.get(key)
+        leaving = {
+            sid
+            for sid in (old_side.services if old_side else {})
+            if not new_side or sid not in new_side.services
+        }
         try:
             if held is not None:
                 before = held.get(env_id)
             else:
-                before = _old_document(project, environment, old.get(key))
-            after = _new_document(project, environment, new.get(key), before, notes)
+                before = _old_document(project, environment, old_side)
+            environment_deleted = (
+                bool(old_side and old_side.present)
+                and not (new_side and new_side.present)
+                and not (new_side and new_side.services)
+            )
+            after = (
+                None
+                if environment_deleted
+                else _new_document(project, environment, new_side, leaving, before, notes)
+            )
         except RailnetError as exc:
             notes.append(f"{project}/{environment}: cannot plan: {exc}")
             continue
@@ -127,6 +154,11 @@ def _env_key(kind: str, props: Mapping[str, Any]) -> tuple[str, str] | None:
     return project, env
 
 
+def _names(value: Any) -> bool:
+    """A known list of node names (JSON arrays may arrive as lists or tuples)."""
+    return isinstance(value, (list, tuple)) and all(isinstance(n, str) for n in value)
+
+
 def _ip_mode(value: Any) -> IpMode:
     try:
         return IpMode(value)
@@ -141,7 +173,12 @@ def _old_document(project: str, environment: str, side: _Side | None) -> Environ
     nodes: list[str] = []
     services = []
     for sid, props in side.services.items():
-        instances = [i for i in props.get("instances") or [] if isinstance(i, Mapping)]
+        raw_instances = props.get("instances")
+        instances = [
+            i
+            for i in (raw_instances if isinstance(raw_instances, (list, tuple)) else ())
+            if isinstance(i, Mapping)
+        ]
         for inst in instances:
             if isinstance(inst.get("node"), str) and inst["node"] not in nodes:
                 nodes.append(inst["node"])
@@ -181,46 +218,60 @@ def _new_document(
     project: str,
     environment: str,
     side: _Side | None,
+    removed: set[str],
     before: EnvironmentDocument | None,
     notes: list[str],
 ) -> EnvironmentDocument | None:
-    if side is None or not side.services:
+    """The document after the preview's changes: what the nodes hold (``before``), with the
+    services the preview creates or changes put in and the ones it removes taken out.
+    Services the preview does not mention stay as they are."""
+    if side is None and before is None:
         return None
-    settings = side.settings
-    specs = []
-    for props in side.services.values():
+    settings = side.settings if side else {}
+    base = (
+        spec_from_document(before)
+        if before is not None
+        else EnvironmentSpec(project=project, environment=environment)
+    )
+    kept = tuple(s for s in base.services if s.id not in removed and s.name not in removed)
+    base = replace(base, services=kept)
+    for props in side.services.values() if side else ():
         nodes = props.get("placement")
-        if not isinstance(nodes, list) or not all(isinstance(n, str) for n in nodes):
+        if not _names(nodes):
             nodes = props.get("nodes")
-        if not isinstance(nodes, list) or not all(isinstance(n, str) for n in nodes):
+        if not _names(nodes):
             notes.append(
                 f"service {props.get('name')} in {project}/{environment}: its placement is not "
                 "known in this preview; planned with no instances"
             )
-            nodes = []
+            nodes = ()
         name = _text(props.get("name"))
         if name is None:
             notes.append(f"a service of {project}/{environment} has no known name; left out")
             continue
-        specs.append(
-            ServiceSpec(name=name, nodes=tuple(nodes), id=_text(props.get("service_id")) or "")
-        )
-    mode = _ip_mode(settings.get("ip_mode"))
-    spec = EnvironmentSpec(
-        project=project,
-        environment=environment,
+        sid = _text(props.get("service_id"))
+        if sid is None:
+            same_name = next((s for s in base.services if s.name == name), None)
+            sid = (
+                same_name.id
+                if same_name
+                else fresh_service_id(base.id, name, {s.id for s in base.services})
+            )
+        base = with_service(base, ServiceSpec(name=name, nodes=tuple(str(n) for n in nodes or ()), id=sid))
+    mode = _ip_mode(settings.get("ip_mode")) if settings.get("ip_mode") else base.ip_mode
+    ttl = settings.get("dns_ttl")
+    spec = replace(
+        base,
         ip_mode=mode,
-        ipv4_cidr=_text(settings.get("ipv4_cidr"))
-        or (before.ipv4_cidr if before and before.ipv4_cidr else "10.250.0.0/16"),
-        domain=_text(settings.get("domain")) or DEFAULT_DOMAIN,
-        dns_ttl=int(settings.get("dns_ttl") or DEFAULT_DNS_TTL)
-        if isinstance(settings.get("dns_ttl"), (int, float))
-        else DEFAULT_DNS_TTL,
-        services=tuple(specs),
+        ipv4_cidr=_text(settings.get("ipv4_cidr")) or base.ipv4_cidr,
+        domain=_text(settings.get("domain")) or base.domain,
+        dns_ttl=int(ttl)
+        if isinstance(ttl, (int, float)) and not isinstance(ttl, bool)
+        else base.dns_ttl,
     )
     identities = {n.name: (n.public_key, n.endpoint) for n in before.nodes} if before else {}
-    for i, node in enumerate(spec.nodes):
+    for node in spec.nodes:
         if node not in identities:
-            entry = planning_node(node, len(identities) + i)
+            entry = planning_node(node)
             identities[node] = (entry.public_key, entry.endpoint)
     return build_document(spec, before, identities)

@@ -81,7 +81,12 @@ def plan_report(
     old: dict[tuple[str, str], _Side] = {}
     new: dict[tuple[str, str], _Side] = {}
     resources: list[ResourceOp] = []
+    created: set[tuple[str, str]] = set()
     for step in steps:
+        if step.kind == "Environment" and step.op in ("create", "create-replacement"):
+            env_key = _env_key(step.kind, step.new_inputs or {})
+            if env_key is not None:
+                created.add(env_key)
         if step.kind == "Project":
             if step.op != "same":
                 resources.append(ResourceOp(step.kind, step.name, step.op))
@@ -140,8 +145,30 @@ def plan_report(
             continue
         if before is None and after is None:
             continue
-        plans.append(plan_change(before, after))
+        plan = plan_change(before, after)
+        if held is None and plan.action == "create" and key not in created:
+            # The environment exists already (no create step); its unchanged services are
+            # simply not in the file.
+            plan = replace(plan, action="update")
+        if held is None and plan.action == "update":
+            plan = _partial(plan)
+            notes.append(
+                f"{project}/{environment}: a preview file lists only the resources that change, "
+                "so mesh membership (environment namespaces, peers) and the addresses of new "
+                "instances are left out or estimated; run with --against CLUSTER for exact ones"
+            )
+        plans.append(plan)
     return PlanReport(tuple(plans), tuple(resources), tuple(dict.fromkeys(notes)))
+
+
+def _partial(plan: EnvironmentPlan) -> EnvironmentPlan:
+    """Without the services a preview does not list, which nodes stay in the mesh is
+    unknown: keep what the listed services say for themselves, drop mesh membership."""
+    return replace(
+        plan,
+        peers=(),
+        namespaces=tuple(n for n in plan.namespaces if n.holds != "environment"),
+    )
 
 
 def _env_key(kind: str, props: Mapping[str, Any]) -> tuple[str, str] | None:
@@ -257,7 +284,9 @@ def _new_document(
                 if same_name
                 else fresh_service_id(base.id, name, {s.id for s in base.services})
             )
-        base = with_service(base, ServiceSpec(name=name, nodes=tuple(str(n) for n in nodes or ()), id=sid))
+        base = with_service(
+            base, ServiceSpec(name=name, nodes=tuple(str(n) for n in nodes or ()), id=sid)
+        )
     mode = _ip_mode(settings.get("ip_mode")) if settings.get("ip_mode") else base.ip_mode
     ttl = settings.get("dns_ttl")
     spec = replace(

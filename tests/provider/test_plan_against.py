@@ -1,0 +1,113 @@
+"""`railnet plan --against CLUSTER`: the program's desired state (a preview file) against
+what the agents actually hold. Exact addresses, the whole mesh, and drift."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from railnet.core.desired import ServiceSpec, spec_from_document, with_service
+from railnet.engine import DynamicProvider, ResourceState, destroy, run_program
+
+from ..linux.conftest import LabNet, running_lab
+
+pytestmark = pytest.mark.provider
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURE = ROOT / "tests" / "fixtures" / "preview" / "update.json"
+
+
+@pytest.fixture(scope="module")
+def deployed() -> Iterator[LabNet]:
+    """examples/basic, deployed through the provider protocol (the state update.json
+    was taken from: api ×2, worker and database)."""
+    with running_lab(3) as net:
+        provider = DynamicProvider({"railnet:cluster": str(net.lab.cluster_file)})
+        state: dict[str, ResourceState] = {}
+        try:
+            run_program(
+                ROOT / "examples" / "basic" / "__main__.py",
+                provider,
+                state,
+                preview=False,
+                config={"railnet:cluster": str(net.lab.cluster_file)},
+            )
+            yield net
+        finally:
+            destroy(provider, state)
+            provider.close()
+
+
+def plan(net: LabNet, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "railnet",
+            "plan",
+            str(FIXTURE),
+            "--against",
+            str(net.lab.cluster_file),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_against_the_agents_the_plan_is_exact(deployed: LabNet) -> None:
+    r = plan(deployed, "--format", "json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    (env,) = report["environments"]
+    held = deployed.deployer.latest(deployed.deployer.read(env["env_id"]))
+    assert held is not None
+    taken = {a for s in held.services for i in s.instances for a in (i.ipv4, i.ipv6) if a}
+    added = [a for d in env["dns"] for a in d["added"] if d["name"].startswith("worker.")]
+    assert len(added) == 4  # worker 1 → 3: two new instances, both families
+    assert not taken & set(added), "new addresses must not collide with any held one"
+    # The whole mesh is known here: node-3 joins, every node gains it as a peer.
+    peers = {p["node"]: p for p in env["peers"]}
+    assert "node-3" in peers["node-1"]["added"] and "node-3" in peers["node-2"]["added"]
+    assert not report["notes"]
+    # api is untouched by the preview and held as deployed: no change is reported for it.
+    assert not [c for c in env["services"] if c["service"] == "api"]
+
+
+def test_drift_on_the_agents_shows_in_the_plan(deployed: LabNet) -> None:
+    env_id = json.loads(plan(deployed, "--format", "json").stdout)["environments"][0]["env_id"]
+    held = deployed.deployer.latest(deployed.deployer.read(env_id))
+    assert held is not None
+    api = held.service("api")
+    assert api is not None
+    # Someone scales api to one instance on the agents, behind the program's back.
+    deployed.deployer.update(
+        "shop",
+        "production",
+        lambda spec: with_service(spec, ServiceSpec("api", ("node-1",), id=api.id)),
+    )
+    try:
+        r = plan(deployed, "--format", "json")
+        assert r.returncode == 0, r.stderr
+        env = json.loads(r.stdout)["environments"][0]
+        # The preview does not touch api, so the plan keeps what the agents hold: the
+        # drift is visible as api having one instance where the stack state says two.
+        assert env["counts"]["instances_before"] == 3  # api 1 + worker 1 + database 1
+        text = plan(deployed).stdout
+        assert "worker: scaled (1 → 3 instance(s))" in text
+    finally:
+        deployed.deployer.update(
+            "shop",
+            "production",
+            lambda spec: with_service(spec, ServiceSpec("api", ("node-1", "node-2"), id=api.id)),
+        )
+    assert (
+        len(spec_from_document(deployed.deployer.latest(deployed.deployer.read(env_id))).services)
+        == 3
+    )  # type: ignore[arg-type]

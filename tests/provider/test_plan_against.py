@@ -25,7 +25,7 @@ FIXTURE = ROOT / "tests" / "fixtures" / "preview" / "update.json"
 @pytest.fixture(scope="module")
 def deployed() -> Iterator[LabNet]:
     """examples/basic, deployed through the provider protocol (the state update.json
-    was taken from: api ×2, worker and database)."""
+    was taken from: api with two replicas, worker and database)."""
     with running_lab(3) as net:
         provider = DynamicProvider({"railnet:cluster": str(net.lab.cluster_file)})
         state: dict[str, ResourceState] = {}

@@ -136,6 +136,12 @@ def memory_of(pid: int) -> Memory:
     return Memory(rss=fields["VmRSS"], anon=fields["RssAnon"], hwm=fields["VmHWM"])
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time ``pid`` has used so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def is_running(pid: int, needle: str) -> bool:
     """``pid`` exists, is not a zombie and its command line contains ``needle``."""
     try:
@@ -260,8 +266,6 @@ class Throughput:
     bits_per_second: float
     """What the receiver got (``end.sum_received``)."""
     retransmits: int
-    sender_cpu: float
-    """Sender host CPU utilisation in percent (iperf3's own figure, whole machine)."""
 
 
 def wait_listening(netns: str, port: int, timeout: float = 10.0) -> None:
@@ -282,7 +286,19 @@ def iperf3(
     ``client_ns``. The one-off server (``-1``) exits after the run; it is stopped anyway."""
     with tempfile.TemporaryFile() as server_log:
         server = subprocess.Popen(
-            ["ip", "netns", "exec", server_ns, "iperf3", "-s", "-1", "-B", address, "-p", str(port)],
+            [
+                "ip",
+                "netns",
+                "exec",
+                server_ns,
+                "iperf3",
+                "-s",
+                "-1",
+                "-B",
+                address,
+                "-p",
+                str(port),
+            ],
             stdin=subprocess.DEVNULL,
             stdout=server_log,
             stderr=server_log,
@@ -306,13 +322,23 @@ def iperf3(
     return Throughput(
         bits_per_second=float(end["sum_received"]["bits_per_second"]),
         retransmits=int(end["sum_sent"].get("retransmits", 0)),
-        sender_cpu=float(end.get("cpu_utilization_percent", {}).get("host_total", 0.0)),
     )
 
 
-def ping(netns: str, address: str, count: int = 3) -> None:
-    """Fail unless ``address`` answers from ``netns`` (also completes WireGuard handshakes)."""
-    run(["ip", "netns", "exec", netns, "ping", "-c", str(count), "-i", "0.2", "-W", "2", address])
+def ping(netns: str, address: str, deadline: float = 10.0) -> float:
+    """Seconds until ``address`` first answers from ``netns`` (pinging every 0.2 s, which
+    also completes WireGuard handshakes); a ``BenchError`` if it stays silent."""
+    started = time.monotonic()
+    run(
+        ["ip", "netns", "exec", netns, "ping", "-c", "1", "-i", "0.2", "-w", f"{deadline:g}",
+         address],
+        timeout=deadline + 10,
+    )  # fmt: skip
+    return time.monotonic() - started
+
+
+def load_average() -> str:
+    return Path("/proc/loadavg").read_text().split()[0]
 
 
 # -- the machine -------------------------------------------------------------------------

@@ -101,7 +101,11 @@ class EnvironmentDeployer:
         """What every cluster node holds for the environment."""
         check_object_id("env_id", env_id)
         raw = self._each(self.cluster.names, lambda c: c.document(env_id))
-        return {n: None if t is None else EnvironmentDocument.from_json(t) for n, t in raw.items()}
+        parsed: dict[str, EnvironmentDocument] = {}  # nodes in sync hold the same text
+        for text in raw.values():
+            if text is not None and text not in parsed:
+                parsed[text] = EnvironmentDocument.from_json(text)
+        return {n: None if t is None else parsed[t] for n, t in raw.items()}
 
     @staticmethod
     def latest(held: dict[str, EnvironmentDocument | None]) -> EnvironmentDocument | None:
@@ -119,10 +123,18 @@ class EnvironmentDeployer:
         new declaration. On a conflict the whole round runs again from a fresh read."""
         env_id = environment_id(project, environment)
         with environment_lock(env_id):
+            trust_held = True
             for _ in range(MAX_ROUNDS):
                 try:
-                    return self._round(project, environment, edit)
+                    return self._round(project, environment, edit, trust_held)
                 except AgentError as exc:
+                    stale_identity = exc.code == grpc.StatusCode.INVALID_ARGUMENT and (
+                        ".public_key" in exc.detail or ".endpoint" in exc.detail
+                    )
+                    if stale_identity and trust_held:
+                        # A node lost its state and got a new key: ask every node again.
+                        trust_held = False
+                        continue
                     if exc.code != grpc.StatusCode.ABORTED:
                         raise
                     log.info("environment %s: conflict (%s); retrying", env_id, exc.detail)
@@ -135,6 +147,7 @@ class EnvironmentDeployer:
         project: str,
         environment: str,
         edit: Callable[[EnvironmentSpec], EnvironmentSpec],
+        trust_held: bool = True,
     ) -> Applied:
         held = self.read(environment_id(project, environment))
         previous = self.latest(held)
@@ -147,7 +160,13 @@ class EnvironmentDeployer:
         for node in spec.nodes:
             self.cluster.node(node)  # names the unknown node before anything changes
         hosting = spec.nodes
-        identities = self._each(hosting, lambda c: c.ensure(spec.id))
+        # Nodes already in the held document have their identity there; only new ones are
+        # asked (EnsureEnvironment creates it on first call).
+        known = {n.name: (n.public_key, n.endpoint) for n in previous.nodes} if previous else {}
+        if not trust_held:
+            known = {}
+        asked = self._each([n for n in hosting if n not in known], lambda c: c.ensure(spec.id))
+        identities = {n: known.get(n) or asked[n] for n in hosting}
         doc = build_document(spec, previous, identities)
         if (
             previous is not None

@@ -36,7 +36,12 @@ from railnet.core.reconcile import ObservedDevice, ObservedPeer, RemovePeer, Set
 UAPI_DIR = Path("/var/run/wireguard")
 WG_LINK = "wg0"
 MTU = 1420
-KEEPALIVE = 25
+KEEPALIVE = 0
+"""No persistent keepalive. A keepalive is sent the moment a peer is configured, while the
+other node may not know this one yet; its handshake is then dropped and WireGuard waits
+5 s (REKEY_TIMEOUT) to retry, which would make the first connection after an apply slow.
+Without it the first packet after the apply starts the handshake, once both ends agree.
+The nodes reach each other directly on the underlay, so no NAT mapping needs keeping."""
 
 
 # -- keys ------------------------------------------------------------------------------

@@ -1,0 +1,78 @@
+"""Two labs at once never collide, and `lab down` removes all of one and nothing else."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from railnet.agent.netns import list_netns
+from railnet.core.desired import EnvironmentSpec, ServiceSpec
+
+from .conftest import running_lab
+
+SPEC = EnvironmentSpec(
+    "twin", "production", services=(ServiceSpec("a", ("node-1",)), ServiceSpec("b", ("node-2",)))
+)
+
+
+def test_two_labs_at_once() -> None:
+    before = set(list_netns())
+    with running_lab(2, dns=False) as first, running_lab(2, dns=False) as second:
+        assert first.lab.prefix != second.lab.prefix
+        docs = [first.deploy(SPEC).document, second.deploy(SPEC).document]
+        # Same environment, same addresses, same underlay range: separate worlds.
+        assert docs[0].services == docs[1].services
+        for net, token in ((first, "one"), (second, "two")):
+            net.serve(net.netns("twin", "production", "b"), token, 7700)
+        for net, token in ((first, "one"), (second, "two")):
+            b = docs[0].service("b")
+            assert b is not None
+            probe = net.tcp(net.netns("twin", "production", "a"), b.instances[0].ipv6, 7700)
+            assert probe.output == f"{token}:ping"
+        mine = {n for n in list_netns() if n.startswith(first.lab.prefix)}
+        assert mine and not mine & {n for n in list_netns() if n.startswith(second.lab.prefix)}
+        first.stop_servers()
+        first.lab.down()
+        assert not [n for n in list_netns() if n.startswith(first.lab.prefix)]
+        # The second lab is untouched and still carries traffic.
+        b = docs[1].service("b")
+        assert b is not None
+        probe = second.tcp(second.netns("twin", "production", "a"), b.instances[0].ipv6, 7700)
+        assert probe.output == "two:ping"
+    assert set(list_netns()) <= before
+
+
+def test_lab_command_line_up_and_down(tmp_path: object) -> None:
+    directory = f"{tmp_path}/lab"
+    up = subprocess.run(
+        [sys.executable, "-m", "railnet", "lab", "up", "--nodes", "2", "--dir", directory],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    try:
+        assert up.returncode == 0, up.stderr
+        assert "2 nodes ready" in up.stdout
+        status = subprocess.run(
+            [sys.executable, "-m", "railnet", "status", "--cluster", f"{directory}/cluster.json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert status.returncode == 0 and "node-1" in status.stdout and "node-2" in status.stdout
+    finally:
+        down = subprocess.run(
+            [sys.executable, "-m", "railnet", "lab", "down", "--dir", directory],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert down.returncode == 0, down.stderr
+    assert "removed" in down.stdout
+    again = subprocess.run(
+        [sys.executable, "-m", "railnet", "lab", "down", "--dir", directory],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert again.returncode == 2 and "holds no lab" in again.stderr

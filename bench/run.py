@@ -41,6 +41,8 @@ REPO = Path(__file__).resolve().parent.parent
 DNS_BENCH = REPO / "bench" / "dns_bench.py"
 DNS_MODULE = "bench.dns_bench"
 DNS_TIMEOUT = 3600.0
+PLAN_BENCH = REPO / "bench" / "plan_bench.py"
+PLAN_MODULE = "bench.plan_bench"
 
 
 def _benchmarks(quick: bool) -> dict[str, tuple[str, str, Callable[[bool], Result]]]:
@@ -78,18 +80,20 @@ class DnsSection:
     """Whether the script wrote its section (if not, it crashed)."""
 
 
-def run_dns_bench(quick: bool) -> DnsSection | None:
-    """``bench/dns_bench.py --output FILE`` in a child process; None if there is no script."""
-    if not DNS_BENCH.exists():
+def run_dns_bench(
+    quick: bool, script: Path = DNS_BENCH, module: str = DNS_MODULE, title: str = "DNS"
+) -> DnsSection | None:
+    """``python -m MODULE --output FILE`` in a child process; None if there is no script."""
+    if not script.exists():
         return None
-    command = [sys.executable, "-m", DNS_MODULE]
+    command = [sys.executable, "-m", module]
     if quick and "--quick" in _help_of(command):
         command.append("--quick")
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="railnet-bench-dns-") as tmp:
         output = Path(tmp) / "dns.md"
         log = Path(tmp) / "dns.log"
-        say(f"dns: {' '.join(command[1:])} --output FILE")
+        say(f"{title}: {' '.join(command[1:])} --output FILE")
         with open(log, "wb") as out:
             child = subprocess.Popen(
                 [*command, "--output", str(output)], cwd=REPO, stdout=out, stderr=out
@@ -111,8 +115,8 @@ def run_dns_bench(quick: bool) -> DnsSection | None:
         tail = log.read_text(errors="replace")[-3000:]
     wrote = bool(text.strip())
     if code != 0 or not wrote:
-        text = (text.rstrip() + "\n\n" if text.strip() else "## DNS\n\n") + (
-            f"`python -m {DNS_MODULE}` exited with {code}"
+        text = (text.rstrip() + "\n\n" if text.strip() else f"## {title}\n\n") + (
+            f"`python -m {module}` exited with {code}"
             f"{' and wrote no section' if not text.strip() else ''}; its output ends:\n\n"
             f"```\n{tail.strip()}\n```\n"
         )
@@ -151,6 +155,7 @@ def render(
     leftovers: list[str],
     argv: list[str],
     load: str,
+    plan: DnsSection | None = None,
 ) -> str:
     command = " ".join(["python -m bench.run", *argv])
     lines = [
@@ -185,6 +190,12 @@ def render(
             "| see its section | "
             f"{'exit 0' if dns.exit_code == 0 else f'**exit {dns.exit_code}**'} |"
         )
+    if plan is not None:
+        lines.append(
+            f"| Plan rendering (`bench/plan_bench.py`, {plan.seconds:.0f} s) | see its section "
+            "| < 1 s | "
+            f"{'exit 0' if plan.exit_code == 0 else f'**exit {plan.exit_code}**'} |"
+        )
     lines += [
         "",
         "Cleanup check: "
@@ -204,6 +215,8 @@ def render(
         lines += [result.markdown(), ""]
     if dns is not None:
         lines += [dns.markdown, ""]
+    if plan is not None:
+        lines += [plan.markdown, ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -221,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         action="append",
-        choices=("dataplane", "apply", "memory", "dns"),
+        choices=("dataplane", "apply", "memory", "dns", "plan"),
         help="run only these (repeatable)",
     )
     parser.add_argument("--output", type=Path, default=REPO / "docs" / "benchmarks.md")
@@ -256,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
         dns = run_dns_bench(args.quick)
         if dns is None:
             say("dns: bench/dns_bench.py does not exist yet; skipped")
+    plan = None
+    if not args.only or "plan" in args.only:
+        plan = run_dns_bench(args.quick, PLAN_BENCH, PLAN_MODULE, "Plan rendering")
     leftovers = Leftovers.report()
     text = render(
         results,
@@ -266,15 +282,17 @@ def main(argv: list[str] | None = None) -> int:
         leftovers=leftovers,
         argv=list(sys.argv[1:] if argv is None else argv),
         load=load_start,
+        plan=plan,
     )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)
     say(f"wrote {args.output} in {(time.monotonic() - started) / 60:.1f} min")
     if leftovers:
         say("LEFT BEHIND: " + ", ".join(leftovers))
-    if crashed or leftovers or (dns is not None and dns.exit_code != 0 and not dns.wrote):
+    sections = [s for s in (dns, plan) if s is not None]
+    if crashed or leftovers or any(s.exit_code != 0 and not s.wrote for s in sections):
         return 2
-    missed = any(r.passed is False for r in results) or (dns is not None and dns.exit_code != 0)
+    missed = any(r.passed is False for r in results) or any(s.exit_code != 0 for s in sections)
     return 1 if missed else 0
 
 

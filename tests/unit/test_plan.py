@@ -290,7 +290,13 @@ def test_renaming_and_reusing_the_old_name_in_one_update() -> None:
     )
     assert plan.namespaces == (created("node-1", "db#0"),)
     assert plan.peers == ()
-    assert plan.consequences == ()
+    assert plan.consequences == (
+        Consequence(
+            Severity.ADDRESS_CHANGE,
+            "db.railway.internal now names a different service than before: clients of the "
+            "old one reach the new one",
+        ),
+    )
 
 
 def test_scaling_up_adds_instances_peers_and_namespaces() -> None:
@@ -432,27 +438,51 @@ def test_dual_to_ipv6_removes_every_a_record_and_keeps_aaaa(three: EnvironmentDo
             "*.railway.internal stop resolving",
         ),
         Consequence(
+            Severity.CONNECTIONS_DROP,
+            "api#0 on node-1 is rebuilt with new addresses: its open connections drop",
+        ),
+        Consequence(
             Severity.ADDRESS_CHANGE,
             "api#0 IPv4 10.250.0.3 → none: clients holding the old address lose it",
+        ),
+        Consequence(
+            Severity.CONNECTIONS_DROP,
+            "api#1 on node-2 is rebuilt with new addresses: its open connections drop",
         ),
         Consequence(
             Severity.ADDRESS_CHANGE,
             "api#1 IPv4 10.250.0.4 → none: clients holding the old address lose it",
         ),
         Consequence(
+            Severity.CONNECTIONS_DROP,
+            "db#0 on node-3 is rebuilt with new addresses: its open connections drop",
+        ),
+        Consequence(
             Severity.ADDRESS_CHANGE,
             "db#0 IPv4 10.250.0.5 → none: clients holding the old address lose it",
         ),
     )
-    assert plan.severities == frozenset({Severity.RECORDS_REMOVED, Severity.ADDRESS_CHANGE})
+    assert plan.severities == frozenset(
+        {Severity.RECORDS_REMOVED, Severity.ADDRESS_CHANGE, Severity.CONNECTIONS_DROP}
+    )
 
 
-def test_ipv6_to_dual_adds_a_records_without_consequences() -> None:
+def test_ipv6_to_dual_adds_a_records_and_rebuilds_instances() -> None:
     before = doc(svc("api", "node-1"), svc("db", "node-2"), ip_mode=IpMode.IPV6)
     after = doc(svc("api", "node-1"), svc("db", "node-2"), previous=before)
     plan = plan_change(before, after)
     assert plan.dns == (a("api", ("10.250.0.3",)), a("db", ("10.250.0.4",)))
-    assert plan.consequences == ()
+    # The agent rebuilds an instance whose addresses change, IPv6 ones kept or not.
+    assert plan.consequences == (
+        Consequence(
+            Severity.CONNECTIONS_DROP,
+            "api#0 on node-1 is rebuilt with new addresses: its open connections drop",
+        ),
+        Consequence(
+            Severity.CONNECTIONS_DROP,
+            "db#0 on node-2 is rebuilt with new addresses: its open connections drop",
+        ),
+    )
 
 
 def test_a_new_ipv4_cidr_changes_every_ipv4_address(three: EnvironmentDocument) -> None:
@@ -469,12 +499,24 @@ def test_a_new_ipv4_cidr_changes_every_ipv4_address(three: EnvironmentDocument) 
     )
     assert plan.consequences == (
         Consequence(
+            Severity.CONNECTIONS_DROP,
+            "api#0 on node-1 is rebuilt with new addresses: its open connections drop",
+        ),
+        Consequence(
             Severity.ADDRESS_CHANGE,
             "api#0 IPv4 10.250.0.3 → 10.43.0.3: clients holding the old address lose it",
         ),
         Consequence(
+            Severity.CONNECTIONS_DROP,
+            "api#1 on node-2 is rebuilt with new addresses: its open connections drop",
+        ),
+        Consequence(
             Severity.ADDRESS_CHANGE,
             "api#1 IPv4 10.250.0.4 → 10.43.0.4: clients holding the old address lose it",
+        ),
+        Consequence(
+            Severity.CONNECTIONS_DROP,
+            "db#0 on node-3 is rebuilt with new addresses: its open connections drop",
         ),
         Consequence(
             Severity.ADDRESS_CHANGE,
@@ -705,11 +747,6 @@ def test_to_dict_exact() -> None:
 # -- known gaps (strict: they fail loudly once fixed, so the marker comes off) ---------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="plan.py _consequences: an instance whose namespace the agent removes and recreates "
-    "(its addresses change) loses its open connections, but no connections-drop is reported",
-)
 def test_recreated_instance_namespaces_drop_connections(three: EnvironmentDocument) -> None:
     after = doc(
         svc("api", "node-1", "node-2"), svc("db", "node-3"), previous=three, ip_mode=IpMode.IPV6

@@ -51,7 +51,7 @@ def _steps(steps: Sequence[PreviewStep]) -> list[_Step]:
 def parse_fail_on(text: str) -> frozenset[Severity]:
     if not text:
         return frozenset()
-    chosen = set()
+    chosen: set[Severity] = set()
     for part in (p.strip() for p in text.split(",")):
         if part == "any":
             chosen.update(Severity)
@@ -111,15 +111,24 @@ def run_plan(args: argparse.Namespace) -> int:
         text, source = sys.stdin.read(), "<stdin>"
     else:
         try:
-            text, source = args.preview.read_text(), str(args.preview)
+            text, source = args.preview.read_text(encoding="utf-8"), str(args.preview)
         except OSError as exc:
             raise InvalidField(
                 "preview", str(args.preview), f"cannot be read: {exc.strerror}"
             ) from None
+        except UnicodeDecodeError:
+            raise InvalidField(
+                "preview", str(args.preview), "is not UTF-8 text; is it `pulumi preview --json`?"
+            ) from None
     report = build_report(text, source, args.against)
     rendered = RENDERERS[args.format](report)
     if args.output:
-        args.output.write_text(rendered)
+        try:
+            args.output.write_text(rendered, encoding="utf-8")
+        except OSError as exc:
+            raise InvalidField(
+                "--output", str(args.output), f"cannot be written: {exc.strerror}"
+            ) from None
     else:
         sys.stdout.write(rendered)
     hit = sorted(s.value for s in report.severities & fail_on)

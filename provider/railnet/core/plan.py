@@ -399,6 +399,8 @@ def _consequences(
                 )
                 continue
             new_node, new_svc = after[key]
+            label = f"{new_svc.name}#{key[1]}"  # the name it will answer to
+            a, b = svc.instances[key[1]], new_svc.instances[key[1]]
             if new_node != node:
                 found.append(
                     Consequence(
@@ -407,7 +409,14 @@ def _consequences(
                         "(it keeps its addresses)",
                     )
                 )
-            a, b = svc.instances[key[1]], new_svc.instances[key[1]]
+            elif (a.ipv4, a.ipv6) != (b.ipv4, b.ipv6):
+                found.append(
+                    Consequence(
+                        Severity.CONNECTIONS_DROP,
+                        f"{label} on {node} is rebuilt with new addresses: its open "
+                        "connections drop",
+                    )
+                )
             for family, x, y in (("IPv4", a.ipv4, b.ipv4), ("IPv6", a.ipv6, b.ipv6)):
                 if x and x != y:
                     found.append(
@@ -417,6 +426,17 @@ def _consequences(
                             "address lose it",
                         )
                     )
+    if old is not None and new is not None:
+        before_names = {s.name: s.id for s in old.services}
+        for svc in new.services:
+            if svc.name in before_names and before_names[svc.name] != svc.id:
+                found.append(
+                    Consequence(
+                        Severity.ADDRESS_CHANGE,
+                        f"{svc.name}.{new.domain} now names a different service than before: "
+                        "clients of the old one reach the new one",
+                    )
+                )
     for change in services:
         if change.change == "removed":
             found.append(

@@ -69,9 +69,10 @@ def render_text(report: PlanReport) -> str:
     out: list[str] = []
     if report.resources:
         out.append("Resources")
+        width = max(len(r.op) for r in report.resources)
         for r in report.resources:
             extra = f" (replaces: {', '.join(r.replaces)})" if r.replaces else ""
-            out.append(f"  {r.op:<8} {r.kind} {r.name}{extra}")
+            out.append(f"  {r.op:<{width}} {r.kind} {r.name}{extra}")
         out.append("")
     for plan in report.environments:
         out.append(f"Environment {plan.project}/{plan.environment} [{plan.action}]")

@@ -147,25 +147,44 @@ def plan_report(
             continue
         plan = plan_change(before, after)
         if held is None and plan.action == "create" and key not in created:
-            # The environment exists already (no create step); its unchanged services are
-            # simply not in the file.
+            # No step of this stack creates the environment: whether it exists already
+            # (declared elsewhere, with services this file cannot show) is unknown.
             plan = replace(plan, action="update")
+            notes.append(
+                f"{project}/{environment} is not declared in this stack: whether it exists "
+                "already is not in the file"
+            )
         if held is None and plan.action == "update":
-            plan = _partial(plan)
+            plan = _partial(plan, before)
             notes.append(
                 f"{project}/{environment}: a preview file lists only the resources that change, "
-                "so mesh membership (environment namespaces, peers) and the addresses of new "
-                "instances are left out or estimated; run with --against CLUSTER for exact ones"
+                "so mesh membership (environment namespaces, peers) is left out and new "
+                "instances' addresses show as assigned at apply; run with --against CLUSTER "
+                "for exact ones"
             )
         plans.append(plan)
     return PlanReport(tuple(plans), tuple(resources), tuple(dict.fromkeys(notes)))
 
 
-def _partial(plan: EnvironmentPlan) -> EnvironmentPlan:
-    """Without the services a preview does not list, which nodes stay in the mesh is
-    unknown: keep what the listed services say for themselves, drop mesh membership."""
+NEW_ADDRESS = "(new: assigned at apply)"
+
+
+def _partial(plan: EnvironmentPlan, before: EnvironmentDocument | None) -> EnvironmentPlan:
+    """Without the services a preview does not list, which nodes stay in the mesh and
+    which addresses are free is unknown: keep what the listed services say for
+    themselves, drop mesh membership, and name new addresses as such, not as guesses."""
+    known = {
+        a
+        for s in (before.services if before else ())
+        for i in s.instances
+        for a in (i.ipv4, i.ipv6)
+    }
+    dns = tuple(
+        replace(d, added=tuple(a if a in known else NEW_ADDRESS for a in d.added)) for d in plan.dns
+    )
     return replace(
         plan,
+        dns=dns,
         peers=(),
         namespaces=tuple(n for n in plan.namespaces if n.holds != "environment"),
     )

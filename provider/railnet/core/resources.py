@@ -262,12 +262,14 @@ def check_inputs(
 # -- derived outputs ---------------------------------------------------------------------
 
 
-def placement(inputs: Mapping[str, Any], cluster_nodes: list[str]) -> tuple[str, ...]:
-    """Where a service's instances run: its explicit ``nodes``, or replicas spread evenly."""
+def placement(
+    inputs: Mapping[str, Any], cluster_nodes: list[str], service_id: str
+) -> tuple[str, ...]:
+    """Where a service's instances run: its explicit ``nodes``, or replicas spread evenly
+    from a start derived from the service's stable id (so a rename never moves it)."""
     if inputs.get("nodes"):
         return tuple(inputs["nodes"])
-    env = environment_id(inputs["project"], inputs["environment"])
-    return place_replicas(int(inputs["replicas"]), cluster_nodes, offset=f"{env}/{inputs['name']}")
+    return place_replicas(int(inputs["replicas"]), cluster_nodes, offset=service_id)
 
 
 def private_domain(inputs: Mapping[str, Any]) -> str:

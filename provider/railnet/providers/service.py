@@ -78,21 +78,21 @@ class ServiceProvider(RailnetProvider):
         "plan",
     )
 
-    def _placement(self, inputs: dict[str, Any]) -> tuple[str, ...]:
+    def _placement(self, inputs: dict[str, Any], sid: str) -> tuple[str, ...]:
         nodes = self.cluster_nodes()
         if nodes is None:
             return tuple(inputs.get("nodes") or ())
-        return placement(inputs, nodes)
+        return placement(inputs, nodes, sid)
 
-    def _planned(self, inputs: dict[str, Any]) -> tuple[str, ...] | None:
+    def _planned(self, inputs: dict[str, Any], sid: str) -> tuple[str, ...] | None:
         if self.cluster_nodes() is None and not inputs.get("nodes"):
             return None
-        return self._placement(inputs)
+        return self._placement(inputs, sid)
 
     def derived(self, inputs: dict[str, Any], olds: dict[str, Any] | None = None) -> dict[str, Any]:
         env_id, sid = service_ids(inputs)
         sid = str((olds or {}).get("service_id") or sid)
-        planned = self._planned(inputs)
+        planned = self._planned(inputs, sid)
         result: dict[str, Any] = {
             "env_id": env_id,
             "service_id": sid,
@@ -170,7 +170,6 @@ class ServiceProvider(RailnetProvider):
 
     def _write(self, inputs: dict[str, Any], sid: str | None) -> dict[str, Any]:
         """Add (``sid`` None: a new id is chosen) or change the service in its document."""
-        nodes = self._placement(inputs)
         chosen: list[str] = []
 
         def edit(base: EnvironmentSpec) -> EnvironmentSpec:
@@ -178,6 +177,7 @@ class ServiceProvider(RailnetProvider):
                 base.id, str(inputs["name"]), {s.id for s in base.services}
             )
             chosen[:] = [new]
+            nodes = self._placement(inputs, new)
             spec = ServiceSpec(name=str(inputs["name"]), nodes=nodes, id=new)
             return with_service(_settings(base, inputs), spec, create=sid is None)
 

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 from bench.common import (
     BenchError,
-    Leftovers,
     Result,
     check_prerequisites,
     cpu_seconds,
+    finish,
     lab_cluster,
     load_average,
     median,
@@ -278,12 +278,7 @@ def main() -> int:
         args.nodes or config.nodes, args.services or config.services, args.adds or config.adds
     )
     result = measure(config, dns=not args.no_dns)
-    print(result.markdown())
-    leftovers = Leftovers.report()
-    if leftovers:
-        print("LEFT BEHIND: " + ", ".join(leftovers))
-        return 2
-    return 0 if result.passed else 1
+    return finish(result)
 
 
 if __name__ == "__main__":

@@ -80,6 +80,20 @@ class Result:
         return "\n".join(lines).rstrip() + "\n"
 
 
+def finish(result: Result, output: Path | None = None, *, judged: bool = True) -> int:
+    """Print (and write) a benchmark's section; exit code 2 if it left anything behind,
+    else 1 if it missed its target (when ``judged``), else 0."""
+    section = result.markdown()
+    print(section)
+    if output is not None:
+        output.write_text(section)
+    leftovers = Leftovers.report()
+    if leftovers:
+        print("LEFT BEHIND: " + ", ".join(leftovers))
+        return 2
+    return 0 if result.passed or not judged else 1
+
+
 def failed_result(name: str, target: str, exc: BaseException, seconds: float) -> Result:
     return Result(
         name=name,

@@ -37,6 +37,7 @@ from bench.common import (
     Result,
     Throughput,
     check_prerequisites,
+    finish,
     iperf3,
     lab_cluster,
     load_average,
@@ -355,12 +356,7 @@ def main() -> int:
     config = QUICK if args.quick else FULL
     config = Config(args.rounds or config.rounds, args.seconds or config.seconds)
     result = measure(config, dns=not args.no_dns)
-    print(result.markdown())
-    leftovers = Leftovers.report()
-    if leftovers:
-        print("LEFT BEHIND: " + ", ".join(leftovers))
-        return 2
-    return 0 if result.passed else 1
+    return finish(result)
 
 
 if __name__ == "__main__":

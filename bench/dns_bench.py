@@ -54,6 +54,7 @@ from bench.common import (
     BenchError,
     Leftovers,
     Result,
+    finish,
     memory_of,
     percentile,
     run,
@@ -507,15 +508,7 @@ def main() -> int:
         naive=not args.no_naive,
     )
     result = measure(config)
-    section = result.markdown()
-    print(section)
-    if args.output is not None:
-        args.output.write_text(section)
-    leftovers = Leftovers.report()
-    if leftovers:
-        print("LEFT BEHIND: " + ", ".join(leftovers))
-        return 2
-    return 0 if result.passed else 1
+    return finish(result, args.output)
 
 
 if __name__ == "__main__":

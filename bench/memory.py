@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 from bench.common import (
     BenchError,
-    Leftovers,
     Memory,
     Result,
     check_prerequisites,
+    finish,
     lab_cluster,
     memory_of,
     mib,
@@ -193,12 +193,7 @@ def main() -> int:
     args = parser.parse_args()
     check_prerequisites()
     result = measure(QUICK if args.quick else FULL, dns=not args.no_dns)
-    print(result.markdown())
-    leftovers = Leftovers.report()
-    if leftovers:
-        print("LEFT BEHIND: " + ", ".join(leftovers))
-        return 2
-    return 0
+    return finish(result, judged=False)
 
 
 if __name__ == "__main__":

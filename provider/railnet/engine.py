@@ -187,6 +187,15 @@ class ProgramResult:
     exports: dict[str, Any]
 
 
+def operation(diff: Any) -> tuple[str, list[str]]:
+    """What the engine does with a DiffResponse: (replace|update|same, replaced keys)."""
+    if list(diff.replaces):
+        return "replace", list(diff.replaces)
+    if diff.changes == provider_pb2.DiffResponse.DIFF_SOME:
+        return "update", []
+    return "same", []
+
+
 class ProgramFailed(Exception):
     """A resource of the program failed check or an operation."""
 
@@ -253,13 +262,8 @@ class _ForwardingMocks:
         if old is None:
             step = ProgramStep(name, kind, "create", plan=list(plan or []))
         else:
-            diff = self.provider.diff(old.id, u, old.outputs, checked)
-            if list(diff.replaces):
-                step = ProgramStep(name, kind, "replace", list(diff.replaces), list(plan or []))
-            elif diff.changes == provider_pb2.DiffResponse.DIFF_SOME:
-                step = ProgramStep(name, kind, "update", plan=list(plan or []))
-            else:
-                step = ProgramStep(name, kind, "same", plan=list(plan or []))
+            op, replaces = operation(self.provider.diff(old.id, u, old.outputs, checked))
+            step = ProgramStep(name, kind, op, replaces, list(plan or []))
         with self._lock:
             self.steps.append(step)
         if self.preview:

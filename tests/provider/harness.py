@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from pulumi.runtime.proto import provider_pb2
 
 from railnet.engine import (
     PROVIDER_KEY,
@@ -25,18 +24,12 @@ from railnet.engine import (
     DynamicProvider,
     ProviderError,
     Unknown,
+    operation,
     urn,
 )
+from railnet.engine import ResourceState as State
 
-__all__ = ["PROVIDERS", "DynamicProvider", "ProviderError", "Unknown"]
-
-
-@dataclass
-class State:
-    id: str
-    kind: str
-    inputs: dict[str, Any]
-    outputs: dict[str, Any]
+__all__ = ["PROVIDERS", "DynamicProvider", "ProviderError", "State", "Unknown"]
 
 
 @dataclass
@@ -101,11 +94,8 @@ class Engine:
 
     @staticmethod
     def _step(name: str, diff: Any, checked: dict[str, Any]) -> Step:
-        if list(diff.replaces):
-            return Step(name, "replace", list(diff.replaces), checked)
-        if diff.changes == provider_pb2.DiffResponse.DIFF_SOME:
-            return Step(name, "update", detail=checked)
-        return Step(name, "same", detail=checked)
+        op, replaces = operation(diff)
+        return Step(name, op, replaces, checked)
 
     def up(self, program: list[Declared]) -> list[Step]:
         steps = []

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from railnet.core.desired import ServiceSpec, spec_from_document, with_service
-from railnet.engine import DynamicProvider, ResourceState, destroy, run_program
+from railnet.core.desired import EnvironmentSpec, ServiceSpec, spec_from_document, with_service
 
 from ..linux.conftest import LabNet, running_lab
 
@@ -24,23 +23,21 @@ FIXTURE = ROOT / "tests" / "fixtures" / "preview" / "update.json"
 
 @pytest.fixture(scope="module")
 def deployed() -> Iterator[LabNet]:
-    """examples/basic, deployed through the provider protocol (the state update.json
-    was taken from: api with two replicas, worker and database)."""
+    """shop/production as the old state of update.json has it: api on node-1 and node-2,
+    worker and database on node-1 (service ids derive from the names, as there)."""
     with running_lab(3) as net:
-        provider = DynamicProvider({"railnet:cluster": str(net.lab.cluster_file)})
-        state: dict[str, ResourceState] = {}
-        try:
-            run_program(
-                ROOT / "examples" / "basic" / "__main__.py",
-                provider,
-                state,
-                preview=False,
-                config={"railnet:cluster": str(net.lab.cluster_file)},
+        net.deploy(
+            EnvironmentSpec(
+                "shop",
+                "production",
+                services=(
+                    ServiceSpec("api", ("node-1", "node-2")),
+                    ServiceSpec("worker", ("node-1",)),
+                    ServiceSpec("database", ("node-1",)),
+                ),
             )
-            yield net
-        finally:
-            destroy(provider, state)
-            provider.close()
+        )
+        yield net
 
 
 def plan(net: LabNet, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -72,9 +69,18 @@ def test_against_the_agents_the_plan_is_exact(deployed: LabNet) -> None:
     added = [a for d in env["dns"] for a in d["added"] if d["name"].startswith("worker.")]
     assert len(added) == 4  # worker 1 → 3: two new instances, both families
     assert not taken & set(added), "new addresses must not collide with any held one"
-    # The whole mesh is known here: node-3 joins, every node gains it as a peer.
-    peers = {p["node"]: p for p in env["peers"]}
-    assert "node-3" in peers["node-1"]["added"] and "node-3" in peers["node-2"]["added"]
+    # The whole mesh is known here: a node that starts hosting the environment (the
+    # preview puts worker on all three) becomes a peer of every node that held it.
+    peers = {p["node"]: set(p["added"]) for p in env["peers"]}
+    hosting = {n.name for n in held.nodes}
+    joining = {"node-1", "node-2", "node-3"} - hosting
+    assert joining == {"node-3"}
+    for node in hosting:
+        assert peers.get(node, set()) == joining
+    for node in joining:
+        assert peers[node] == ({"node-1", "node-2", "node-3"} - {node})
+    created = {(n["node"], n["holds"]) for n in env["namespaces"] if n["created"]}
+    assert {(node, "environment") for node in joining} <= created
     assert not report["notes"]
     # api is untouched by the preview and held as deployed: no change is reported for it.
     assert not [c for c in env["services"] if c["service"] == "api"]

@@ -438,51 +438,29 @@ def test_dual_to_ipv6_removes_every_a_record_and_keeps_aaaa(three: EnvironmentDo
             "*.railway.internal stop resolving",
         ),
         Consequence(
-            Severity.CONNECTIONS_DROP,
-            "api#0 on node-1 is rebuilt with new addresses: its open connections drop",
-        ),
-        Consequence(
             Severity.ADDRESS_CHANGE,
             "api#0 IPv4 10.250.0.3 → none: clients holding the old address lose it",
-        ),
-        Consequence(
-            Severity.CONNECTIONS_DROP,
-            "api#1 on node-2 is rebuilt with new addresses: its open connections drop",
         ),
         Consequence(
             Severity.ADDRESS_CHANGE,
             "api#1 IPv4 10.250.0.4 → none: clients holding the old address lose it",
         ),
         Consequence(
-            Severity.CONNECTIONS_DROP,
-            "db#0 on node-3 is rebuilt with new addresses: its open connections drop",
-        ),
-        Consequence(
             Severity.ADDRESS_CHANGE,
             "db#0 IPv4 10.250.0.5 → none: clients holding the old address lose it",
         ),
     )
-    assert plan.severities == frozenset(
-        {Severity.RECORDS_REMOVED, Severity.ADDRESS_CHANGE, Severity.CONNECTIONS_DROP}
-    )
+    assert plan.severities == frozenset({Severity.RECORDS_REMOVED, Severity.ADDRESS_CHANGE})
 
 
-def test_ipv6_to_dual_adds_a_records_and_rebuilds_instances() -> None:
+def test_ipv6_to_dual_adds_a_records_without_consequences() -> None:
     before = doc(svc("api", "node-1"), svc("db", "node-2"), ip_mode=IpMode.IPV6)
     after = doc(svc("api", "node-1"), svc("db", "node-2"), previous=before)
     plan = plan_change(before, after)
     assert plan.dns == (a("api", ("10.250.0.3",)), a("db", ("10.250.0.4",)))
-    # The agent rebuilds an instance whose addresses change, IPv6 ones kept or not.
-    assert plan.consequences == (
-        Consequence(
-            Severity.CONNECTIONS_DROP,
-            "api#0 on node-1 is rebuilt with new addresses: its open connections drop",
-        ),
-        Consequence(
-            Severity.CONNECTIONS_DROP,
-            "db#0 on node-2 is rebuilt with new addresses: its open connections drop",
-        ),
-    )
+    # Instances are readdressed in place: no namespace is rebuilt, nothing drops.
+    assert plan.namespaces == ()
+    assert plan.consequences == ()
 
 
 def test_a_new_ipv4_cidr_changes_every_ipv4_address(three: EnvironmentDocument) -> None:
@@ -499,39 +477,20 @@ def test_a_new_ipv4_cidr_changes_every_ipv4_address(three: EnvironmentDocument) 
     )
     assert plan.consequences == (
         Consequence(
-            Severity.CONNECTIONS_DROP,
-            "api#0 on node-1 is rebuilt with new addresses: its open connections drop",
-        ),
-        Consequence(
             Severity.ADDRESS_CHANGE,
             "api#0 IPv4 10.250.0.3 → 10.43.0.3: clients holding the old address lose it",
-        ),
-        Consequence(
-            Severity.CONNECTIONS_DROP,
-            "api#1 on node-2 is rebuilt with new addresses: its open connections drop",
         ),
         Consequence(
             Severity.ADDRESS_CHANGE,
             "api#1 IPv4 10.250.0.4 → 10.43.0.4: clients holding the old address lose it",
         ),
         Consequence(
-            Severity.CONNECTIONS_DROP,
-            "db#0 on node-3 is rebuilt with new addresses: its open connections drop",
-        ),
-        Consequence(
             Severity.ADDRESS_CHANGE,
             "db#0 IPv4 10.250.0.5 → 10.43.0.5: clients holding the old address lose it",
         ),
     )
-    # The agent recreates an instance whose addresses differ (remove, then create).
-    assert plan.namespaces == (
-        destroyed("node-1", "api#0"),
-        created("node-1", "api#0"),
-        destroyed("node-2", "api#1"),
-        created("node-2", "api#1"),
-        destroyed("node-3", "db#0"),
-        created("node-3", "db#0"),
-    )
+    # The agent readdresses a wired instance in place: no namespace is rebuilt.
+    assert plan.namespaces == ()
 
 
 def test_a_new_domain_moves_every_name(three: EnvironmentDocument) -> None:
@@ -747,10 +706,13 @@ def test_to_dict_exact() -> None:
 # -- known gaps (strict: they fail loudly once fixed, so the marker comes off) ---------------------
 
 
-def test_recreated_instance_namespaces_drop_connections(three: EnvironmentDocument) -> None:
+def test_new_addresses_keep_instance_namespaces(three: EnvironmentDocument) -> None:
+    """The agent readdresses a wired instance in place: its namespace, and connections on
+    the addresses it keeps (here IPv6), survive a switch to IPv6 only."""
     after = doc(
         svc("api", "node-1", "node-2"), svc("db", "node-3"), previous=three, ip_mode=IpMode.IPV6
     )
     plan = plan_change(three, after)
-    assert destroyed("node-1", "api#0") in plan.namespaces
-    assert Severity.CONNECTIONS_DROP in plan.severities
+    assert plan.namespaces == ()
+    assert Severity.CONNECTIONS_DROP not in plan.severities
+    assert Severity.ADDRESS_CHANGE in plan.severities

@@ -21,6 +21,7 @@ from railnet.core.reconcile import (
     ObservedEnvironment,
     ObservedInstance,
     ObservedPeer,
+    ReaddressInstance,
     RemoveInstance,
     RemovePeer,
     SetPeer,
@@ -231,17 +232,20 @@ def test_base_not_ready_only_reconfigures(env: LocalEnvironment) -> None:
     assert plan(env, observed) == (ConfigureNamespace(env.netns),)
 
 
-def test_instance_with_wrong_addresses_is_recreated(env: LocalEnvironment) -> None:
+def test_a_wired_instance_with_other_addresses_is_readdressed_in_place(
+    env: LocalEnvironment,
+) -> None:
     target = env.instances[0]
     observed = observed_from(env)
     instances = tuple(
-        dataclasses.replace(o, addresses=frozenset({"10.250.9.9"}))
+        dataclasses.replace(o, addresses=frozenset({"10.250.9.9", target.ipv6}))
         if o.netns == target.netns
         else o
         for o in observed.instances
     )
     changes = plan(env, dataclasses.replace(observed, instances=instances))
-    assert changes == (RemoveInstance(target.netns), CreateInstance(target))
+    assert target.ipv4 is not None
+    assert changes == (ReaddressInstance(target, ("10.250.9.9",), (target.ipv4,)),)
 
 
 def test_unlinked_instance_is_recreated(env: LocalEnvironment) -> None:

@@ -38,6 +38,17 @@ class NetworkBackend(ABC):
     def create_instance(self, env: LocalEnvironment, instance: InstancePlacement) -> None: ...
 
     @abstractmethod
+    def readdress_instance(
+        self,
+        env: LocalEnvironment,
+        instance: InstancePlacement,
+        removed: tuple[str, ...],
+        added: tuple[str, ...],
+    ) -> None:
+        """Swap a wired instance's addresses (and the routes and resolv.conf that follow)
+        without rebuilding its namespace."""
+
+    @abstractmethod
     def remove_instance(self, netns: str) -> None: ...
 
     @abstractmethod

@@ -267,6 +267,22 @@ class FakeNetwork(NetworkBackend):
                 resolvers=env.resolvers,
             )
 
+    def readdress_instance(
+        self,
+        env: LocalEnvironment,
+        instance: InstancePlacement,
+        removed: tuple[str, ...],
+        added: tuple[str, ...],
+    ) -> None:
+        k = self.kernel
+        with k.lock:
+            k.record(f"readdress_instance {instance.netns}")
+            ns = k.namespaces.get(instance.netns)
+            if ns is None or not ns.linked:
+                raise DataPlaneError(f"instance {instance.netns} is not there to readdress")
+            ns.addresses = (ns.addresses - frozenset(removed)) | frozenset(added)
+            ns.resolvers = env.resolvers
+
     def remove_instance(self, netns: str) -> None:
         k = self.kernel
         with k.lock:

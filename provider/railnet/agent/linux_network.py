@@ -36,6 +36,7 @@ from railnet.core.reconcile import ObservedInstance
 
 ETC_NETNS = Path("/etc/netns")
 WG_LINK = "wg0"
+LOOPBACK = {"127.0.0.1", "::1"}
 MESH_MTU = 1420
 """Instances get wg0's MTU, so TCP never needs path-MTU discovery to cross the mesh."""
 ENV_SYSCTLS = {
@@ -148,14 +149,10 @@ class LinuxNetwork(NetworkBackend):
         wg, lo = links.get(WG_LINK), links.get("lo")
         if wg is None or lo is None or not wg["flags"] & 1 or not lo["flags"] & 1:
             return False
-        if not set(env.resolvers) <= addresses.get(lo["index"], set()):
+        if addresses.get(lo["index"], set()) - LOOPBACK != set(env.resolvers):
             return False
-        for cidr in (env.ipv6_prefix, env.ipv4_cidr):
-            if cidr:
-                dst, length = cidr.split("/")
-                if (dst, int(length), wg["index"]) not in routes:
-                    return False
-        return True
+        meshed = {f"{dst}/{length}" for dst, length, oif in routes if oif == wg["index"]}
+        return meshed == {c for c in (env.ipv6_prefix, env.ipv4_cidr) if c}
 
     @staticmethod
     def _observe_instance(name: str) -> tuple[frozenset[str], bool]:
@@ -192,15 +189,21 @@ class LinuxNetwork(NetworkBackend):
         def configure(ns: Any) -> None:
             lo = _require_link(ns, "lo", env.netns)
             ns.link("set", index=lo, state="up")
-            have = _addresses(ns, lo)
+            have = _addresses(ns, lo) - LOOPBACK
+            for address in sorted(have - set(env.resolvers)):  # e.g. after a switch to IPv6
+                ns.addr("del", index=lo, address=address, prefixlen=_prefixlen(address))
             for address in env.resolvers:
                 if address not in have:
                     ns.addr("add", index=lo, address=address, prefixlen=_prefixlen(address))
             wg = _require_link(ns, WG_LINK, env.netns)
             ns.link("set", index=wg, state="up")
-            for cidr in (env.ipv4_cidr, env.ipv6_prefix):
-                if cidr:
-                    ns.route("replace", dst=cidr, oif=wg)
+            wanted = {c for c in (env.ipv4_cidr, env.ipv6_prefix) if c}
+            for family in (socket.AF_INET, socket.AF_INET6):
+                for dst, length, oif in _routes(ns, family):
+                    if oif == wg and f"{dst}/{length}" not in wanted:
+                        ns.route("del", dst=f"{dst}/{length}", oif=wg, family=family)
+            for cidr in sorted(wanted):
+                ns.route("replace", dst=cidr, oif=wg)
 
         netlink(env.netns, configure)
 
@@ -251,6 +254,50 @@ class LinuxNetwork(NetworkBackend):
             self.remove_instance(instance.netns)
             raise DataPlaneError(
                 f"cannot build instance {instance.service}#{instance.index} "
+                f"in {instance.netns}: {exc}"
+            ) from exc
+
+    def readdress_instance(
+        self,
+        env: LocalEnvironment,
+        instance: InstancePlacement,
+        removed: tuple[str, ...],
+        added: tuple[str, ...],
+    ) -> None:
+        def outside(ens: Any) -> None:
+            veth = _require_link(ens, instance.veth, env.netns)
+            for address in removed:
+                ens.route("del", dst=f"{address}/{_prefixlen(address)}", oif=veth)
+            for address in added:
+                ens.route("replace", dst=f"{address}/{_prefixlen(address)}", oif=veth)
+            gateways = {a for a in _addresses(ens, veth) if ":" not in a}
+            for address in sorted(gateways - ({env.gateway4} if env.gateway4 else set())):
+                ens.addr("del", index=veth, address=address, prefixlen=32)
+            if env.gateway4 and env.gateway4 not in gateways:
+                ens.addr("add", index=veth, address=env.gateway4, prefixlen=32)
+
+        def inside(ins: Any) -> None:
+            eth0 = _require_link(ins, "eth0", instance.netns)
+            for address in removed:
+                ins.addr("del", index=eth0, address=address, prefixlen=_prefixlen(address))
+            for address in added:
+                ins.addr("add", index=eth0, address=address, prefixlen=_prefixlen(address))
+            gateway = env.gateway4 if instance.ipv4 else None
+            if gateway:
+                # replace: the default route moves to the new gateway in one step
+                ins.route("replace", dst=f"{gateway}/32", oif=eth0, scope=253)
+                ins.route("replace", dst="0.0.0.0/0", gateway=gateway, oif=eth0)
+            for dst, length, _ in _routes(ins, socket.AF_INET):
+                if gateway is None or (length == 32 and dst != gateway):
+                    ins.route("del", dst=f"{dst}/{length}", oif=eth0, family=socket.AF_INET)
+
+        try:
+            netlink(env.netns, outside)
+            netlink(instance.netns, inside)
+            self._write_resolv_conf(env, instance.netns)
+        except (NetlinkError, OSError) as exc:
+            raise DataPlaneError(
+                f"cannot readdress instance {instance.service}#{instance.index} "
                 f"in {instance.netns}: {exc}"
             ) from exc
 

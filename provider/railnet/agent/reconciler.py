@@ -29,6 +29,7 @@ from railnet.core.reconcile import (
     DeleteDevice,
     ObservedDevice,
     ObservedEnvironment,
+    ReaddressInstance,
     RemoveInstance,
     RemovePeer,
     SetPeer,
@@ -270,6 +271,10 @@ class Reconciler:
                 self.network.remove_instance(change.netns)
             elif isinstance(change, CreateInstance):
                 self.network.create_instance(local, change.instance)
+            elif isinstance(change, ReaddressInstance):
+                self.network.readdress_instance(
+                    local, change.instance, change.removed, change.added
+                )
             else:
                 peer_changes.append(change)
         self.wireguard.configure(local, peer_changes)

@@ -409,14 +409,7 @@ def _consequences(
                         "(it keeps its addresses)",
                     )
                 )
-            elif (a.ipv4, a.ipv6) != (b.ipv4, b.ipv6):
-                found.append(
-                    Consequence(
-                        Severity.CONNECTIONS_DROP,
-                        f"{label} on {node} is rebuilt with new addresses: its open "
-                        "connections drop",
-                    )
-                )
+
             for family, x, y in (("IPv4", a.ipv4, b.ipv4), ("IPv6", a.ipv6, b.ipv6)):
                 if x and x != y:
                     found.append(

@@ -128,6 +128,21 @@ class CreateInstance:
 
 
 @dataclass(frozen=True)
+class ReaddressInstance:
+    """Change a wired instance's addresses in place: its namespace, and the connections on
+    the addresses it keeps, survive (a switch to or from IPv6 only, a new IPv4 range)."""
+
+    instance: InstancePlacement
+    removed: tuple[str, ...]
+    added: tuple[str, ...]
+
+    def describe(self) -> str:
+        i = self.instance
+        parts = [f"-{a}" for a in self.removed] + [f"+{a}" for a in self.added]
+        return f"readdress instance {i.service}#{i.index} in {i.netns} ({', '.join(parts)})"
+
+
+@dataclass(frozen=True)
 class RemoveInstance:
     netns: str
 
@@ -143,6 +158,7 @@ Change = (
     | SetPeer
     | RemovePeer
     | CreateInstance
+    | ReaddressInstance
     | RemoveInstance
 )
 
@@ -178,19 +194,23 @@ def plan_environment(
     seen = {o.netns: o for o in observed.instances} if observed.netns_exists else {}
     for netns in sorted(seen):
         inst = wanted.get(netns)
-        if inst is None or not _instance_matches(inst, seen[netns]):
+        if inst is None or not seen[netns].linked:
             changes.append(RemoveInstance(netns))
     for netns in sorted(wanted):
-        obs = seen.get(netns)
-        if obs is None or not _instance_matches(wanted[netns], obs):
-            changes.append(CreateInstance(wanted[netns]))
+        inst, obs = wanted[netns], seen.get(netns)
+        if obs is None or not obs.linked:
+            changes.append(CreateInstance(inst))
+        elif obs.addresses != inst.addresses:
+            changes.append(
+                ReaddressInstance(
+                    inst,
+                    removed=tuple(sorted(obs.addresses - inst.addresses)),
+                    added=tuple(sorted(inst.addresses - obs.addresses)),
+                )
+            )
 
     changes.extend(_plan_peers(desired.peers, device, previous))
     return tuple(changes)
-
-
-def _instance_matches(inst: InstancePlacement, obs: ObservedInstance) -> bool:
-    return obs.linked and obs.addresses == inst.addresses
 
 
 def _plan_peers(

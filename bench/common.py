@@ -38,15 +38,18 @@ def say(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def check_prerequisites() -> None:
+def check_prerequisites(
+    tools: Sequence[str] = REQUIRED_TOOLS,
+    packages: str = "wireguard-go wireguard-tools iperf3 iproute2 iputils-ping",
+) -> None:
+    """Root (the benchmarks create network namespaces) and ``tools`` on PATH."""
     if os.geteuid() != 0:
         raise BenchError("the benchmarks create network namespaces: run them as root")
-    missing = [tool for tool in REQUIRED_TOOLS if shutil.which(tool) is None]
+    missing = [tool for tool in tools if shutil.which(tool) is None]
     if missing:
         raise BenchError(
             f"missing tools: {', '.join(missing)}; install them "
-            "(apt-get install -y --no-install-recommends wireguard-go wireguard-tools iperf3 "
-            "iproute2 iputils-ping)"
+            f"(apt-get install -y --no-install-recommends {packages})"
         )
 
 

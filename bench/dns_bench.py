@@ -54,6 +54,7 @@ from bench.common import (
     BenchError,
     Leftovers,
     Result,
+    check_prerequisites,
     finish,
     memory_of,
     percentile,
@@ -470,17 +471,6 @@ def measure(config: Config) -> Result:
     )
 
 
-def check_prerequisites() -> None:
-    if os.geteuid() != 0:
-        raise BenchError("the DNS benchmark creates a network namespace: run it as root")
-    missing = [tool for tool in REQUIRED_TOOLS if shutil.which(tool) is None]
-    if missing:
-        raise BenchError(
-            f"missing tools: {', '.join(missing)}; install them "
-            "(apt-get install -y --no-install-recommends dnsperf dnsmasq-base iproute2)"
-        )
-
-
 def _terminate(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)  # unwinds through the finally blocks that clean up
 
@@ -499,7 +489,7 @@ def main() -> int:
         serve_naive(args.naive_serve, args.hosts)
         return 0
     signal.signal(signal.SIGTERM, _terminate)
-    check_prerequisites()
+    check_prerequisites(REQUIRED_TOOLS, "dnsperf dnsmasq-base iproute2")
     config = QUICK if args.quick else FULL
     config = dataclasses.replace(
         config,

@@ -15,23 +15,18 @@ import pytest
 pytestmark = pytest.mark.agent
 
 
+def agent(tmp_path: Path, *extra: str) -> list[str]:
+    """`railnet agent` for node-1 on a unix socket in ``tmp_path``, plus ``extra``."""
+    return [
+        sys.executable, "-m", "railnet", "agent", "--node", "node-1",
+        "--listen", f"unix:{tmp_path}/a.sock", "--state-dir", str(tmp_path / "state"),
+        "--endpoint-host", "198.18.0.1", "--no-dns", *extra,
+    ]  # fmt: skip
+
+
 def test_agent_without_tls_material_refuses_to_start(tmp_path: Path) -> None:
     r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "railnet",
-            "agent",
-            "--node",
-            "node-1",
-            "--listen",
-            f"unix:{tmp_path}/a.sock",
-            "--state-dir",
-            str(tmp_path / "state"),
-            "--endpoint-host",
-            "198.18.0.1",
-            "--no-dns",
-        ],
+        agent(tmp_path),
         capture_output=True,
         text=True,
         timeout=60,
@@ -43,26 +38,14 @@ def test_agent_without_tls_material_refuses_to_start(tmp_path: Path) -> None:
 
 def test_insecure_agent_says_so_loudly(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "railnet",
-            "agent",
-            "--node",
-            "node-1",
+        agent(
+            tmp_path,
             "--insecure",
-            "--listen",
-            f"unix:{tmp_path}/a.sock",
-            "--state-dir",
-            str(tmp_path / "state"),
-            "--endpoint-host",
-            "198.18.0.1",
-            "--no-dns",
             "--wireguard",
             "userspace",
             "--netns-prefix",
             f"rt{os.getpid()}",
-        ],
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

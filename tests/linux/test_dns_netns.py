@@ -26,6 +26,7 @@ from railnet.agent.dns import DnsServer
 from railnet.core.addressing import ula_prefix
 from railnet.core.dns import ResolverView
 from railnet.core.document import EnvironmentDocument
+from tests.documents import make_document as document
 
 pytestmark = [
     pytest.mark.linux,
@@ -35,7 +36,6 @@ pytestmark = [
     ),
 ]
 
-KEY = "A" * 43 + "="
 NETNS_ETC = Path("/etc/netns")
 
 QUERY_SCRIPT = """
@@ -76,27 +76,7 @@ def run(*args: str) -> None:
 
 
 def make_document(env_id: str, services: dict[str, int], first: int) -> EnvironmentDocument:
-    prefix = ula_prefix(env_id).network_address
-    offset = first
-    raw_services = []
-    for position, (name, replicas) in enumerate(services.items()):
-        instances = []
-        for _ in range(replicas):
-            instances.append(
-                {"node": "node-1", "ipv4": f"10.250.0.{offset}", "ipv6": str(prefix + offset)}
-            )
-            offset += 1
-        raw_services.append({"id": f"s{position}", "name": name, "instances": instances})
-    return EnvironmentDocument.from_dict(
-        {
-            "id": env_id,
-            "project": "shop",
-            "environment": env_id,
-            "generation": 1,
-            "nodes": [{"name": "node-1", "public_key": KEY, "endpoint": "198.18.0.1:51820"}],
-            "services": raw_services,
-        }
-    )
+    return document(services, env_id=env_id, environment=env_id, first=first)
 
 
 @pytest.fixture

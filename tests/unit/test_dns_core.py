@@ -29,48 +29,9 @@ from railnet.core.dns import (
 )
 from railnet.core.document import EnvironmentDocument
 from railnet.core.errors import InvalidField
+from tests.documents import make_document
 
 pytestmark = pytest.mark.unit
-
-KEY = "A" * 43 + "="
-
-
-def make_document(
-    services: dict[str, int],
-    *,
-    env_id: str = "e1",
-    ip_mode: str = "dual",
-    domain: str | None = None,
-    ttl: int | None = None,
-    generation: int = 1,
-) -> EnvironmentDocument:
-    """An environment with ``services`` (name -> replicas), addresses handed out in order."""
-    prefix = ula_prefix(env_id).network_address
-    offset = 3
-    raw_services = []
-    for position, (name, replicas) in enumerate(services.items()):
-        instances = []
-        for _ in range(replicas):
-            ipv4 = f"10.250.{offset // 256}.{offset % 256}" if ip_mode == "dual" else None
-            instances.append({"node": "node-1", "ipv4": ipv4, "ipv6": str(prefix + offset)})
-            offset += 1
-        raw_services.append({"id": f"s{position}", "name": name, "instances": instances})
-    raw: dict[str, object] = {
-        "id": env_id,
-        "project": "shop",
-        "environment": "production",
-        "generation": generation,
-        "ip_mode": ip_mode,
-        "nodes": [{"name": "node-1", "public_key": KEY, "endpoint": "198.18.0.1:51820"}],
-        "services": raw_services,
-    }
-    if ip_mode == "ipv6":
-        raw["ipv4_cidr"] = None
-    if domain is not None:
-        raw["domain"] = domain
-    if ttl is not None:
-        raw["dns_ttl"] = ttl
-    return EnvironmentDocument.from_dict(raw)
 
 
 def answerer_for(doc: EnvironmentDocument) -> Answerer:

@@ -22,41 +22,11 @@ from railnet.core.addressing import ula_prefix
 from railnet.core.dns import FORWARD, ResolverView, Transport
 from railnet.core.document import EnvironmentDocument
 from railnet.core.errors import DataPlaneError, InvalidField
+from tests.documents import make_document
 
 pytestmark = pytest.mark.unit
 
-KEY = "A" * 43 + "="
 LOOPBACK = ("127.0.0.1", "::1")
-
-
-def make_document(
-    services: dict[str, int], *, env_id: str = "e1", generation: int = 1, first: int = 3
-) -> EnvironmentDocument:
-    prefix = ula_prefix(env_id).network_address
-    offset = first
-    raw_services = []
-    for position, (name, replicas) in enumerate(services.items()):
-        instances = []
-        for _ in range(replicas):
-            instances.append(
-                {
-                    "node": "node-1",
-                    "ipv4": f"10.250.{offset // 256}.{offset % 256}",
-                    "ipv6": str(prefix + offset),
-                }
-            )
-            offset += 1
-        raw_services.append({"id": f"s{position}", "name": name, "instances": instances})
-    return EnvironmentDocument.from_dict(
-        {
-            "id": env_id,
-            "project": "shop",
-            "environment": "production",
-            "generation": generation,
-            "nodes": [{"name": "node-1", "public_key": KEY, "endpoint": "198.18.0.1:51820"}],
-            "services": raw_services,
-        }
-    )
 
 
 def loopback_view(doc: EnvironmentDocument, listen: tuple[str, ...] = LOOPBACK) -> ResolverView:

@@ -15,13 +15,11 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TypeVar
 
 import grpc
 
-from railnet.agent.client import AgentAddress, AgentClient, AgentError
-from railnet.certs import TlsFiles
+from railnet.agent.client import AgentClient, AgentError, agent_address
 from railnet.core.cluster import Cluster
 from railnet.core.desired import EnvironmentSpec, build_document, spec_from_document
 from railnet.core.document import EnvironmentDocument
@@ -78,13 +76,7 @@ class EnvironmentDeployer:
         with self._clients_lock:
             client = self._clients.get(node)
             if client is None:
-                tls = self.cluster.tls
-                files = (
-                    None if tls is None else TlsFiles(Path(tls.ca), Path(tls.cert), Path(tls.key))
-                )
-                client = AgentClient(
-                    AgentAddress(node, self.cluster.node(node).agent, files), timeout=self.timeout
-                )
+                client = AgentClient(agent_address(self.cluster, node), timeout=self.timeout)
                 self._clients[node] = client
             return client
 

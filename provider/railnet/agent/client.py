@@ -7,6 +7,7 @@ call from the cluster description.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -14,6 +15,7 @@ import grpc
 from railnet.agent.v1 import agent_pb2 as pb
 from railnet.agent.v1 import agent_pb2_grpc as pb_grpc
 from railnet.certs import TlsFiles, channel_credentials, channel_options
+from railnet.core.cluster import Cluster
 from railnet.core.errors import AgentUnreachable, RailnetError
 
 DEFAULT_TIMEOUT = 60.0
@@ -26,6 +28,13 @@ class AgentAddress:
     """``host:port`` or ``unix:PATH``."""
     tls: TlsFiles | None
     """``None`` only for agents started with ``--insecure``."""
+
+
+def agent_address(cluster: Cluster, node: str) -> AgentAddress:
+    """How to reach ``node``'s agent, as the cluster description says."""
+    tls = cluster.tls
+    files = None if tls is None else TlsFiles(Path(tls.ca), Path(tls.cert), Path(tls.key))
+    return AgentAddress(node, cluster.node(node).agent, files)
 
 
 class AgentError(RailnetError):

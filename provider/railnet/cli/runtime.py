@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from railnet.agent.client import AgentAddress, AgentClient
+from railnet.agent.client import AgentClient, agent_address
 from railnet.agent.netns import create_netns, delete_netns, netlink
-from railnet.certs import TlsFiles
 from railnet.core.cluster import Cluster
 from railnet.core.errors import InvalidField, RailnetError
 from railnet.core.names import check_dns_label, environment_id
@@ -38,12 +37,7 @@ def load_cluster(path: Path | None) -> Cluster:
 
 
 def clients(cluster: Cluster, timeout: float = 30.0) -> list[AgentClient]:
-    tls = (
-        None
-        if cluster.tls is None
-        else TlsFiles(Path(cluster.tls.ca), Path(cluster.tls.cert), Path(cluster.tls.key))
-    )
-    return [AgentClient(AgentAddress(n.name, n.agent, tls), timeout=timeout) for n in cluster.nodes]
+    return [AgentClient(agent_address(cluster, n), timeout=timeout) for n in cluster.names]
 
 
 @dataclass(frozen=True)

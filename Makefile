@@ -61,7 +61,7 @@ proto: setup
 	  --grpc_python_out=provider $(PROTO)
 
 schema: setup
-	$(PY) -m railnet.schema > schema.json
+	$(PY) -m railnet.engine.schema > schema.json
 
 proto-check: setup
 	$(PY) -m pytest -q tests/unit/test_proto_fresh.py

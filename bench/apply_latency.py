@@ -31,13 +31,13 @@ from bench.common import (
     say,
 )
 from railnet.agent.linux_network import LinuxNetwork
-from railnet.cli.runtime import Target, find_instance
+from railnet.control.deployer import EnvironmentDeployer
+from railnet.control.inspect import Target, find_instance
 from railnet.core.desired import EnvironmentSpec, ServiceSpec
 from railnet.core.dns import Answerer, ResolverView
 from railnet.core.document import EnvironmentDocument
 from railnet.core.local import local_environment
-from railnet.deploy import EnvironmentDeployer
-from railnet.lab import Lab
+from railnet.lab.local_cluster import Lab
 
 NAME = "Apply latency"
 TARGET_P50_MS = 250.0

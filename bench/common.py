@@ -23,8 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from railnet.core.cluster import Cluster
-from railnet.lab import Lab, LabNode
+from railnet.control.cluster import Cluster
+from railnet.lab.local_cluster import Lab, LabNode
 
 REQUIRED_TOOLS = ("ip", "ss", "ping", "wg", "wireguard-go", "iperf3")
 

@@ -50,14 +50,15 @@ from bench.common import (
     say,
     stop,
 )
-from railnet.cli.runtime import Target, find_instance
+from railnet.control.deployer import EnvironmentDeployer
+from railnet.control.inspect import Target, find_instance
 from railnet.core.desired import EnvironmentSpec, ServiceSpec
-from railnet.deploy import EnvironmentDeployer
+from railnet.core.names import MESH_MTU
 
 NAME = "Data-plane overhead"
 TARGET_RATIO = 0.90
 TARGET = f"railnet ÷ bare ≥ {TARGET_RATIO:.2f}"
-MTU = 1420
+MTU = MESH_MTU
 KEEPALIVE = 25
 UAPI_DIR = Path("/var/run/wireguard")
 BRIDGED = "bare, bridged underlay"

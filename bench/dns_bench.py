@@ -63,10 +63,10 @@ from bench.common import (
     stop,
 )
 from railnet.agent.dns import DnsServer
-from railnet.agent.netns import run_in_netns
 from railnet.core.addressing import ula_prefix
 from railnet.core.dns import Answerer, ResolverView, Transport
 from railnet.core.document import EnvironmentDocument
+from railnet.linux.netns import run_in_netns
 
 NAME = "Internal DNS"
 TARGET_RATIO = 0.5

@@ -27,10 +27,10 @@ from bench.common import (
     run,
     say,
 )
-from railnet.cli.runtime import Target, find_instance
+from railnet.control.deployer import EnvironmentDeployer
+from railnet.control.inspect import Target, find_instance
 from railnet.core.desired import EnvironmentSpec, ServiceSpec
-from railnet.deploy import EnvironmentDeployer
-from railnet.lab import Lab
+from railnet.lab.local_cluster import Lab
 
 NAME = "Memory per environment"
 TARGET = "none set (tracked)"

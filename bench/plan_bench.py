@@ -12,7 +12,7 @@ a third scale up, a third are renamed, a third scale down. It also has 15 ``crea
 steps, 3 ``delete`` steps, and 2 logical ``replace`` steps that move a service to the next
 environment. Services run on 5 nodes with 1 to 3 replicas.
 
-One run times ``railnet.cli.plan.build_report`` (parse the text, group the steps per
+One run times ``railnet.engine.preview_report.build_report`` (parse the text, group the steps per
 environment, rebuild the old and new documents, ``plan_change`` each) followed by
 ``render_text``, ``render_markdown`` and ``render_json``. A first run warms the caches
 and is not counted. The target applies to the median run; the max shows the noise.
@@ -32,11 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from railnet.cli.plan import build_report
 from railnet.core.addressing import ula_prefix
 from railnet.core.desired import service_id
 from railnet.core.names import environment_id
 from railnet.core.plan_render import PlanReport, render_json, render_markdown, render_text
+from railnet.engine.preview_report import build_report
 
 NAME = "Plan rendering"
 TARGET_SECONDS = 1.0

@@ -173,8 +173,8 @@ def render(
         *(f"| {key} | {value} |" for key, value in machine().items()),
         f"| Load average (1 min) when the run started | {load} |",
         "",
-        "Every benchmark runs on a local lab (`railnet.lab.Lab`): each node is a network "
-        "namespace with its own agent, all on this one machine, WireGuard in userspace "
+        "Every benchmark runs on a local lab (`railnet.lab.local_cluster.Lab`): each node is a "
+        "network namespace with its own agent, all on this one machine, WireGuard in userspace "
         "(wireguard-go; this kernel has no WireGuard module). Other work on the machine "
         "shares the same CPUs and shows up as noise.",
         "",

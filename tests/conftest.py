@@ -15,7 +15,5 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     reason = missing_capability()
     for item in items:
         path = str(item.path)
-        if "/tests/linux/" in path:
-            item.add_marker(pytest.mark.linux)
         if reason and any(part in path for part in NEEDS_MACHINE):
             item.add_marker(pytest.mark.skip(reason=f"skipped: this machine {reason}"))

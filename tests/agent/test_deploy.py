@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-import railnet.deploy
-from railnet.agent.client import AgentAddress, AgentClient
-from railnet.certs import TlsFiles, write_cluster_tls
-from railnet.core.cluster import Cluster, ClusterNode, ClusterTlsPaths
+import railnet.control.deployer
+from railnet.control.client import AgentAddress, AgentClient
+from railnet.control.cluster import Cluster, ClusterNode, ClusterTlsPaths
+from railnet.control.deployer import Applied, EnvironmentDeployer
 from railnet.core.desired import (
     EnvironmentSpec,
     ServiceSpec,
@@ -29,7 +29,7 @@ from railnet.core.document import EnvironmentDocument
 from railnet.core.errors import InvalidField
 from railnet.core.local import host_route
 from railnet.core.names import environment_netns, instance_netns
-from railnet.deploy import Applied, EnvironmentDeployer
+from railnet.pki.certs import TlsFiles, write_cluster_tls
 from tests.agent.test_servicer import RunningAgent, start_agent
 
 pytestmark = pytest.mark.agent
@@ -287,14 +287,16 @@ class InterruptedDeployer(EnvironmentDeployer):
 @pytest.fixture
 def separate_processes(monkeypatch: pytest.MonkeyPatch) -> None:
     """Writers in different processes share no lock: only the agents' CAS orders them."""
-    monkeypatch.setattr(railnet.deploy, "environment_lock", lambda env_id: contextlib.nullcontext())
+    monkeypatch.setattr(
+        railnet.control.deployer, "environment_lock", lambda env_id: contextlib.nullcontext()
+    )
 
 
 @pytest.mark.usefixtures("separate_processes")
 def test_a_writer_that_lost_the_race_retries_on_top_of_the_winner(
     lab: FakeCluster, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="railnet.deploy")
+    caplog.set_level(logging.INFO, logger="railnet.control.deployer")
     first = lab.deployer.apply(BASE).document
     a = spec(*BASE.services, svc("alpha", "node-1"))
     b = spec(*BASE.services, svc("beta", "node-2"))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from railnet.agent.client import AgentError
+from railnet.control.client import AgentError
 from railnet.core.desired import EnvironmentSpec, ServiceSpec
 from railnet.core.errors import DataPlaneError
 from railnet.core.local import InstancePlacement, LocalEnvironment

@@ -21,27 +21,27 @@ from typing import Any
 import grpc
 import pytest
 
-from railnet.agent.client import AgentAddress, AgentClient, AgentError
 from railnet.agent.dns import FakeDnsServer
 from railnet.agent.fakes import FakeDevice, FakeKernel, FakeNetwork, FakeWireGuard
 from railnet.agent.reconciler import DEFAULT_PORT_RANGE, Reconciler
+from railnet.agent.server import server_credentials
 from railnet.agent.servicer import NodeAgentServicer
 from railnet.agent.state import StateDir
 from railnet.agent.v1 import agent_pb2 as pb
 from railnet.agent.v1 import agent_pb2_grpc as pb_grpc
 from railnet.agent.wireguard import generate_private_key, public_key_of
-from railnet.certs import (
-    ClusterTls,
-    TlsFiles,
+from railnet.control.client import (
+    AgentAddress,
+    AgentClient,
+    AgentError,
     channel_credentials,
     channel_options,
-    server_credentials,
-    write_cluster_tls,
 )
 from railnet.core.desired import EnvironmentSpec, ServiceSpec, build_document
 from railnet.core.document import EnvironmentDocument
 from railnet.core.errors import AgentUnreachable
 from railnet.core.names import environment_netns, instance_netns
+from railnet.pki.certs import ClusterTls, TlsFiles, write_cluster_tls
 
 pytestmark = pytest.mark.agent
 

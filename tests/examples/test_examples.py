@@ -7,9 +7,10 @@ loop in process-wide state, so one process per program is the isolation that can
 ``RailnetMocks`` plays the engine's part for ``pulumi up``: it unpickles the provider from
 the ``__provider`` input (as ``python -m pulumi.dynamic`` does), configures it with a
 three-node cluster, and runs the provider's own ``check`` and ``create``. The agents are
-replaced by ``MemoryDeployer``, an in-memory twin of ``railnet.deploy.EnvironmentDeployer``
-that builds environment documents with the core (``build_document``), so placement, IPAM,
-ids, DNS names, env vars and plans are the real ones; only the WireGuard keys are fake.
+replaced by ``MemoryDeployer``, an in-memory twin of
+``railnet.control.deployer.EnvironmentDeployer`` that builds environment documents with
+the core (``build_document``), so placement, IPAM, ids, DNS names, env vars and plans are
+the real ones; only the WireGuard keys are fake.
 A check failure fails the program the way the engine would.
 
 Stack outputs are read from the root ``Stack`` resource, where ``pulumi.export`` puts
@@ -64,14 +65,14 @@ class MemoryDeployer:
 
     @staticmethod
     def latest(held: dict[str, Any]) -> Any:
-        from railnet.deploy import EnvironmentDeployer
+        from railnet.control.deployer import EnvironmentDeployer
 
         return EnvironmentDeployer.latest(held)
 
     def update(self, project: str, environment: str, edit: Callable[[Any], Any]) -> Any:
+        from railnet.control.deployer import Applied
         from railnet.core.desired import EnvironmentSpec, build_document, spec_from_document
         from railnet.core.names import environment_id
-        from railnet.deploy import Applied
 
         env_id = environment_id(project, environment)
         previous = self.documents.get(env_id)
@@ -106,7 +107,7 @@ def make_mocks() -> Any:
     from pulumi.runtime import rpc
     from pulumi.runtime.settings import get_project
 
-    from railnet.core.cluster import Cluster
+    from railnet.control.cluster import Cluster
     from railnet.core.resources import Kind
     from railnet.providers.base import RailnetProvider
 

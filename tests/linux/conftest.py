@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from railnet.core.cluster import Cluster
+from railnet.control.cluster import Cluster
+from railnet.control.deployer import Applied, EnvironmentDeployer
 from railnet.core.desired import EnvironmentSpec
-from railnet.deploy import Applied, EnvironmentDeployer
-from railnet.lab import Lab
+from railnet.lab.local_cluster import Lab
 
 from ..capabilities import missing_capability
 
@@ -49,7 +49,7 @@ class LabNet:
         return self.deployer.apply(spec)
 
     def netns(self, project: str, env: str, service: str, index: int = 0) -> str:
-        from railnet.cli.runtime import Target, find_instance
+        from railnet.control.inspect import Target, find_instance
 
         return find_instance(self.cluster, Target(project, env, service, index))[1]
 

@@ -13,13 +13,15 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from railnet.agent.client import AgentAddress, AgentClient, AgentError
-from railnet.agent.netns import list_netns
-from railnet.certs import TlsFiles, mint_ca, mint_certificate
+from railnet.control.client import AgentAddress, AgentClient, AgentError
 from railnet.core.desired import EnvironmentSpec, ServiceSpec
 from railnet.core.errors import AgentUnreachable
+from railnet.linux.netns import list_netns
+from railnet.pki.certs import TlsFiles, mint_ca, mint_certificate
 
 from .conftest import NETCHECK, LabNet, running_lab, wait_until
+
+pytestmark = pytest.mark.linux
 
 PORT = 7100
 SPEC = EnvironmentSpec(

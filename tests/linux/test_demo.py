@@ -6,7 +6,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from railnet.agent.netns import list_netns
+import pytest
+
+from railnet.linux.netns import list_netns
+
+pytestmark = pytest.mark.linux
 
 
 def test_railnet_demo_passes_and_cleans_up() -> None:

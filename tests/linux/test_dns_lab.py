@@ -17,6 +17,8 @@ from railnet.core.document import IpMode
 
 from .conftest import NETCHECK, LabNet, running_lab
 
+pytestmark = pytest.mark.linux
+
 UPSTREAM = "198.18.0.250"
 UPSTREAM_SCRIPT = str(Path(__file__).with_name("upstream_dns.py"))
 PORT = 7600

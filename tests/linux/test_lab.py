@@ -5,10 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from railnet.agent.netns import list_netns
+import pytest
+
 from railnet.core.desired import EnvironmentSpec, ServiceSpec
+from railnet.linux.netns import list_netns
 
 from .conftest import running_lab
+
+pytestmark = pytest.mark.linux
 
 SPEC = EnvironmentSpec(
     "twin", "production", services=(ServiceSpec("a", ("node-1",)), ServiceSpec("b", ("node-2",)))

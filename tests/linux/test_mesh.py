@@ -12,9 +12,11 @@ import pytest
 
 from railnet.core.desired import EnvironmentSpec, ServiceSpec
 from railnet.core.document import EnvironmentDocument
-from railnet.lab import AGENT_PORT
+from railnet.lab.local_cluster import AGENT_PORT
 
 from .conftest import NETCHECK, LabNet, running_lab
+
+pytestmark = pytest.mark.linux
 
 PORT = 7000
 

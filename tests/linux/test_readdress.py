@@ -8,10 +8,14 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from railnet.core.desired import EnvironmentSpec, ServiceSpec
 from railnet.core.document import IpMode
 
 from .conftest import NETCHECK, running_lab
+
+pytestmark = pytest.mark.linux
 
 DUAL = EnvironmentSpec(
     "flip",

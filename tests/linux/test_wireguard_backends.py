@@ -10,6 +10,8 @@ from railnet.core.desired import EnvironmentSpec, ServiceSpec
 
 from .conftest import running_lab
 
+pytestmark = pytest.mark.linux
+
 SPEC = EnvironmentSpec(
     "wg", "production", services=(ServiceSpec("a", ("node-1",)), ServiceSpec("b", ("node-2",)))
 )

@@ -1,6 +1,6 @@
 """The test side of the engine-faithful harness: an ``Engine`` that plays pulumi
 preview/up/refresh/destroy over a declared list of resources, on
-``railnet.engine.DynamicProvider``.
+``railnet.engine.emulator.DynamicProvider``.
 
 The Pulumi engine runs dynamic providers as ``python -u -m pulumi.dynamic``: the process
 serves the ResourceProvider gRPC service on 127.0.0.1 and prints its port on the first line.
@@ -18,7 +18,7 @@ from typing import Any
 
 import grpc
 
-from railnet.engine import (
+from railnet.engine.emulator import (
     PROVIDER_KEY,
     PROVIDERS,
     DynamicProvider,
@@ -27,7 +27,7 @@ from railnet.engine import (
     operation,
     urn,
 )
-from railnet.engine import ResourceState as State
+from railnet.engine.emulator import ResourceState as State
 
 __all__ = ["PROVIDERS", "DynamicProvider", "ProviderError", "State", "Unknown"]
 

@@ -16,7 +16,7 @@ import pytest
 
 from railnet.core.desired import ServiceSpec, spec_from_document, with_service
 from railnet.core.resources import PROPERTIES, Kind
-from railnet.lab import Lab
+from railnet.lab.local_cluster import Lab
 
 from ..linux.conftest import LabNet, running_lab
 from .harness import Declared, DynamicProvider, Engine, ProviderError, State, Unknown

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from railnet.core.cluster import Cluster, ClusterNode, ClusterTlsPaths
+from railnet.control.cluster import Cluster, ClusterNode, ClusterTlsPaths
 from railnet.core.errors import InvalidField
 
 pytestmark = pytest.mark.unit

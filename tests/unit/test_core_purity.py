@@ -52,13 +52,16 @@ FORBIDDEN_MODULES = frozenset(
         "random",
         "secrets",
         "importlib",
-        # the edges of railnet itself
+        # every other room of railnet
         "railnet.agent",
-        "railnet.providers",
         "railnet.cli",
+        "railnet.control",
+        "railnet.demo",
+        "railnet.engine",
         "railnet.lab",
-        "railnet.deploy",
-        "railnet.certs",
+        "railnet.linux",
+        "railnet.pki",
+        "railnet.providers",
     }
 )
 # Names that would reach the file system or the clock through an allowed module.

@@ -25,6 +25,7 @@ from railnet.core.plan import (
     ServiceChange,
     Severity,
     plan_change,
+    planning_identities,
     planning_node,
 )
 from railnet.core.plan_render import (
@@ -97,13 +98,25 @@ def three() -> EnvironmentDocument:
 
 def test_planning_node_is_derived_from_the_name_alone() -> None:
     one = planning_node("node-1")
-    assert one == planning_node("node-1", 7)
     assert one.public_key == "z14+ktrtLjnwo4ZIojGC3UyNAXjSgkIB0/GNmnJOEDA="
     assert one.endpoint == "[2001:db8:cf5e:3e92:daed:2e39:f0a3:8648]:51820"
     assert len(base64.b64decode(one.public_key, validate=True)) == 32
     others = [planning_node(n) for n in NODES]
     assert len({n.public_key for n in others}) == 3
     assert len({n.endpoint for n in others}) == 3
+
+
+def test_planning_identities_keep_known_nodes_and_stand_in_for_new_ones() -> None:
+    real = (base64.b64encode(bytes(range(32))).decode(), "198.18.0.1:51820")
+    spec = EnvironmentSpec("shop", "production", services=(svc("api", "node-1"),))
+    held = build_document(spec, None, {"node-1": real})
+    identities = planning_identities(["node-1", "node-2"], held)
+    assert identities["node-1"] == real
+    stand_in = planning_node("node-2")
+    assert identities["node-2"] == (stand_in.public_key, stand_in.endpoint)
+    assert planning_identities(["node-3"], None) == {
+        "node-3": (planning_node("node-3").public_key, planning_node("node-3").endpoint)
+    }
 
 
 def test_plan_needs_at_least_one_document() -> None:

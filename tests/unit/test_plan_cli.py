@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -315,34 +314,6 @@ def test_stdin_errors_name_stdin(
     code, out, err = plan(capsys, "-")
     assert (code, out) == (2, "")
     assert only_line(err).startswith("railnet plan: <stdin> is empty;")
-
-
-# -- as a real process -----------------------------------------------------------------------------
-
-
-def test_as_a_subprocess(tmp_path: Path) -> None:
-    # Another hash seed and working directory than this process: output must not care.
-    env = {**os.environ, "PYTHONHASHSEED": "4242"}
-    done = subprocess.run(
-        [sys.executable, "-m", "railnet", "plan", str(fixture("create")), "--format", "json"],
-        capture_output=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=120,
-    )
-    assert (done.returncode, done.stderr) == (0, b"")
-    assert done.stdout == (GOLDEN / "create.json").read_bytes()
-
-    broken = subprocess.run(
-        [sys.executable, "-m", "railnet", "plan", str(fixture("truncated"))],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=120,
-    )
-    assert (broken.returncode, broken.stdout) == (2, "")
-    assert only_line(broken.stderr).startswith(f"railnet plan: {fixture('truncated')} is truncated")
 
 
 # -- known bugs (strict: they fail loudly once fixed, so the marker comes off) ---------------------

@@ -13,7 +13,7 @@ import pytest
 
 from railnet.core.errors import InvalidField, RailnetError
 from railnet.core.resources import Kind
-from railnet.preview_file import (
+from railnet.engine.preview_file import (
     SECRET,
     UNKNOWN,
     DiffKind,

@@ -26,6 +26,7 @@ from railnet.core.reconcile import (
     RemovePeer,
     SetPeer,
     plan_environment,
+    plan_removal,
 )
 
 pytestmark = pytest.mark.unit
@@ -354,7 +355,8 @@ def test_instances_in_a_vanished_namespace_are_ignored(env: LocalEnvironment) ->
 def test_every_change_describes_itself(env: LocalEnvironment) -> None:
     changes = [
         *plan(env, ObservedEnvironment.absent()),
-        DeleteDevice(env.wg_ifname, "reason"),
+        DeleteDevice(env.netns, env.wg_ifname, "reason"),
+        *plan_removal(env.env_id, env.netns, env.wg_ifname),
         RemoveInstance("ns-x"),
         RemovePeer(STRANGER),
         SetPeer("node-9", STRANGER, None, ()),
@@ -365,3 +367,14 @@ def test_every_change_describes_itself(env: LocalEnvironment) -> None:
     assert any(str(MY_PORT) in t for t in text)
     assert any("api#0" in t for t in text)
     assert "set peer node-9 allowed -" in text
+
+
+def test_removal_closes_dns_before_the_device_and_the_namespace(env: LocalEnvironment) -> None:
+    changes = plan_removal(env.env_id, env.netns, env.wg_ifname)
+    kinds = [type(c).__name__ for c in changes]
+    assert kinds == ["RemoveResolverView", "DeleteDevice", "DeleteNamespace"]
+    device = changes[1]
+    assert isinstance(device, DeleteDevice)
+    assert (device.netns, device.ifname) == (env.netns, env.wg_ifname)
+    names = (env.netns, env.env_id, env.wg_ifname)
+    assert all(any(n in c.describe() for n in names) for c in changes)

@@ -15,9 +15,9 @@ import pytest
 
 import pulumi_railnet
 from railnet.core.resources import Kind
+from railnet.engine.schema import build_schema, render
 from railnet.providers import EnvironmentProvider, ProjectProvider, ServiceProvider
 from railnet.providers.base import RailnetProvider
-from railnet.schema import build_schema, render
 
 pytestmark = pytest.mark.unit
 
@@ -64,11 +64,11 @@ def schema_resource(kind: Kind) -> dict[str, Any]:
 def test_checked_in_schema_is_current() -> None:
     checked_in = (ROOT / "schema.json").read_text()
     assert json.loads(checked_in) == SCHEMA, (
-        "schema.json is stale: run `make schema` (python -m railnet.schema > schema.json)"
+        "schema.json is stale: run `make schema` (python -m railnet.engine.schema > schema.json)"
     )
     assert checked_in == render(), (
         "schema.json is not in canonical form: run `make schema` "
-        "(python -m railnet.schema > schema.json)"
+        "(python -m railnet.engine.schema > schema.json)"
     )
 
 

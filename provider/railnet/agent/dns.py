@@ -2,7 +2,7 @@
 
 Each environment's view listens inside its environment namespace on the resolver
 addresses (UDP and TCP, IPv4 and IPv6). The sockets are created by a short-lived thread
-that has entered the namespace (``railnet.agent.netns.run_in_netns``) and then handed to
+that has entered the namespace (``railnet.linux.netns.run_in_netns``) and then handed to
 the loop: a socket keeps the namespace it was created in. The loop thread itself never
 leaves the agent's namespace, so the sockets that forward names outside a view reach the
 node's upstream resolvers, which the environment namespaces cannot.
@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from railnet.agent.backends import ResolverBackend
-from railnet.agent.netns import netns_path, run_in_netns
 from railnet.core.dns import (
     DEFAULT_MAX_UDP,
     MAX_QUERY,
@@ -38,6 +37,7 @@ from railnet.core.dns import (
     failure_reply,
 )
 from railnet.core.errors import DataPlaneError, InvalidField, RailnetError
+from railnet.linux.netns import netns_path, run_in_netns
 
 DNS_PORT = 53
 FORWARD_TIMEOUT = 2.0

@@ -21,7 +21,12 @@ from typing import Any
 from pyroute2 import NetlinkError
 
 from railnet.agent.backends import NetworkBackend
-from railnet.agent.netns import (
+from railnet.core.errors import DataPlaneError
+from railnet.core.local import InstancePlacement, LocalEnvironment
+from railnet.core.names import MESH_MTU, WG_LINK
+from railnet.core.reconcile import ObservedInstance
+from railnet.linux.files import write_atomic
+from railnet.linux.netns import (
     create_netns,
     delete_netns,
     list_netns,
@@ -30,15 +35,9 @@ from railnet.agent.netns import (
     read_sysctl,
     write_sysctls,
 )
-from railnet.core.errors import DataPlaneError
-from railnet.core.local import InstancePlacement, LocalEnvironment
-from railnet.core.reconcile import ObservedInstance
 
 ETC_NETNS = Path("/etc/netns")
-WG_LINK = "wg0"
 LOOPBACK = {"127.0.0.1", "::1"}
-MESH_MTU = 1420
-"""Instances get wg0's MTU, so TCP never needs path-MTU discovery to cross the mesh."""
 ENV_SYSCTLS = {
     "net.ipv4.ip_forward": "1",
     "net.ipv6.conf.all.forwarding": "1",
@@ -307,9 +306,7 @@ class LinuxNetwork(NetworkBackend):
         directory.mkdir(parents=True, exist_ok=True)
         lines = [f"nameserver {a}" for a in env.resolvers]
         lines += [f"search {env.domain}", "options timeout:1 attempts:2"]
-        tmp = directory / "resolv.conf.tmp"
-        tmp.write_text("\n".join(lines) + "\n")
-        tmp.replace(directory / "resolv.conf")
+        write_atomic(directory / "resolv.conf", ("\n".join(lines) + "\n").encode(), durable=False)
 
     def remove_instance(self, name: str) -> None:
         delete_netns(name)

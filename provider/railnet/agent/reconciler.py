@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -22,18 +22,21 @@ from railnet.core.errors import DataPlaneError, EnvironmentNotFound, InvalidFiel
 from railnet.core.local import LocalEnvironment, local_environment
 from railnet.core.names import check_object_id, environment_netns, wireguard_ifname
 from railnet.core.reconcile import (
+    Change,
     ConfigureNamespace,
     CreateDevice,
     CreateInstance,
     CreateNamespace,
     DeleteDevice,
+    DeleteNamespace,
     ObservedDevice,
     ObservedEnvironment,
-    ReaddressInstance,
     RemoveInstance,
     RemovePeer,
+    RemoveResolverView,
     SetPeer,
     plan_environment,
+    plan_removal,
 )
 
 log = logging.getLogger("railnet.agent")
@@ -195,12 +198,12 @@ class Reconciler:
                 held = stored.generation if stored else 0
                 if held != expected_generation:
                     raise StaleGeneration(env_id, held, expected_generation)
-            netns = environment_netns(self.netns_prefix, env_id)
-            # The DNS sockets hold the namespace alive: close them first.
-            if self.resolver is not None:
-                self.resolver.remove(env_id)
-            self.wireguard.delete(netns, wireguard_ifname(self.netns_prefix, env_id))
-            self.network.delete_environment(netns)
+            removal = plan_removal(
+                env_id,
+                environment_netns(self.netns_prefix, env_id),
+                wireguard_ifname(self.netns_prefix, env_id),
+            )
+            self._execute(removal, None, None)
             self.state.forget(env_id)
             if existed:
                 log.info("environment %s: deleted", env_id)
@@ -257,30 +260,48 @@ class Reconciler:
         plan = plan_environment(
             local, public_key_of(identity.private_key), identity.listen_port, observed, before
         )
-        peer_changes: list[SetPeer | RemovePeer] = []
-        for change in plan:
-            if isinstance(change, CreateNamespace):
-                self.network.create_namespace(change.netns)
-            elif isinstance(change, DeleteDevice):
-                self.wireguard.delete(local.netns, local.wg_ifname)
-            elif isinstance(change, CreateDevice):
-                self.wireguard.create(local, identity.private_key, identity.listen_port)
-            elif isinstance(change, ConfigureNamespace):
-                self.network.configure_namespace(local)
-            elif isinstance(change, RemoveInstance):
-                self.network.remove_instance(change.netns)
-            elif isinstance(change, CreateInstance):
-                self.network.create_instance(local, change.instance)
-            elif isinstance(change, ReaddressInstance):
-                self.network.readdress_instance(
-                    local, change.instance, change.removed, change.added
-                )
-            else:
-                peer_changes.append(change)
-        self.wireguard.configure(local, peer_changes)
+        self._execute(plan, local, identity)
         if self.resolver is not None:
             self.resolver.apply(ResolverView.from_document(doc, local.netns))
         return [change.describe() for change in plan]
+
+    def _execute(
+        self,
+        plan: Sequence[Change],
+        local: LocalEnvironment | None,
+        identity: Identity | None,
+    ) -> None:
+        """Carry out a plan from the core, in its order, on the backends. ``local`` and
+        ``identity`` are needed only by changes that build (not by a removal)."""
+        peer_changes: list[SetPeer | RemovePeer] = []
+        for change in plan:
+            if isinstance(change, (SetPeer, RemovePeer)):
+                peer_changes.append(change)
+            elif isinstance(change, CreateNamespace):
+                self.network.create_namespace(change.netns)
+            elif isinstance(change, DeleteDevice):
+                self.wireguard.delete(change.netns, change.ifname)
+            elif isinstance(change, RemoveInstance):
+                self.network.remove_instance(change.netns)
+            elif isinstance(change, RemoveResolverView):
+                if self.resolver is not None:
+                    self.resolver.remove(change.env_id)
+            elif isinstance(change, DeleteNamespace):
+                self.network.delete_environment(change.netns)
+            else:
+                assert local is not None and identity is not None, change
+                if isinstance(change, CreateDevice):
+                    self.wireguard.create(local, identity.private_key, identity.listen_port)
+                elif isinstance(change, ConfigureNamespace):
+                    self.network.configure_namespace(local)
+                elif isinstance(change, CreateInstance):
+                    self.network.create_instance(local, change.instance)
+                else:
+                    self.network.readdress_instance(
+                        local, change.instance, change.removed, change.added
+                    )
+        if local is not None:
+            self.wireguard.configure(local, peer_changes)
 
     def _report(self, env_id: str) -> EnvironmentReport | None:
         with self._locked(env_id):

@@ -7,15 +7,14 @@ repeats that repair periodically. Stopping the agent leaves the data plane runni
 
 from __future__ import annotations
 
-import argparse
 import logging
 import signal
 import socket
 import sys
 import threading
 from concurrent import futures
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import grpc
 
@@ -26,9 +25,9 @@ from railnet.agent.servicer import NodeAgentServicer
 from railnet.agent.state import StateDir
 from railnet.agent.v1 import agent_pb2_grpc as pb_grpc
 from railnet.agent.wireguard import select_backend
-from railnet.certs import TlsFiles, server_credentials
 from railnet.core.errors import RailnetError
 from railnet.core.names import check_netns_prefix, check_node_name
+from railnet.pki.certs import TlsFiles
 
 log = logging.getLogger("railnet.agent")
 
@@ -43,82 +42,78 @@ def udp_port_free(port: int) -> bool:
     return True
 
 
-def add_agent_parser(subparsers: Any) -> None:
-    p = subparsers.add_parser("agent", help="run one node's agent")
-    p.add_argument("--node", required=True, help="this node's name, e.g. node-1")
-    p.add_argument(
-        "--listen",
-        action="append",
-        required=True,
-        help="gRPC address (host:port or unix:PATH); repeat to listen on several",
+def server_credentials(files: TlsFiles) -> grpc.ServerCredentials:
+    """Server credentials that accept only clients with a certificate from the CA."""
+    ca, cert, key = files.load()
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=ca, require_client_auth=True
     )
-    p.add_argument("--state-dir", required=True, type=Path)
-    p.add_argument(
-        "--endpoint-host",
-        required=True,
-        help="the underlay address other nodes reach this node's WireGuard sockets at",
-    )
-    p.add_argument("--netns-prefix", help="prefix of every namespace this agent makes")
-    p.add_argument("--wireguard", choices=("auto", "kernel", "userspace"), default="auto")
-    p.add_argument("--tls-ca", type=Path)
-    p.add_argument("--tls-cert", type=Path)
-    p.add_argument("--tls-key", type=Path)
-    p.add_argument(
-        "--insecure",
-        action="store_true",
-        help="serve plaintext gRPC without client authentication (never in production)",
-    )
-    p.add_argument("--dns-upstream", action="append", default=[], help="host:port, repeatable")
-    p.add_argument("--no-dns", action="store_true", help="serve no DNS views")
-    p.add_argument("--reconcile-interval", type=float, default=30.0)
-    p.add_argument("--log-level", default="info")
-    p.set_defaults(func=run_agent)
 
 
-def build_resolver(args: argparse.Namespace) -> ResolverBackend | None:
-    if args.no_dns:
+@dataclass(frozen=True)
+class AgentConfig:
+    """Everything one node's agent runs with (``railnet agent`` fills it from its flags)."""
+
+    node: str
+    """This node's name, as the cluster file knows it."""
+    listen: tuple[str, ...]
+    """gRPC addresses: ``host:port`` or ``unix:PATH``."""
+    state_dir: Path
+    """Stored documents and private keys."""
+    endpoint_host: str
+    """The underlay address other nodes reach this node's WireGuard sockets at."""
+    tls: TlsFiles | None
+    """Mutual TLS material; ``None`` serves plaintext (``--insecure``)."""
+    netns_prefix: str | None = None
+    """Prefix of every namespace this agent makes; ``rn-<node>`` when unset."""
+    wireguard: str = "auto"
+    """``auto``, ``kernel`` or ``userspace``."""
+    dns: bool = True
+    """Serve the environments' DNS views."""
+    dns_upstreams: tuple[str, ...] = ()
+    """Where names outside the private domain are forwarded (``host:port``)."""
+    reconcile_interval: float = 30.0
+    """Seconds between full repairs."""
+    log_level: str = "info"
+
+
+def build_resolver(config: AgentConfig) -> ResolverBackend | None:
+    if not config.dns:
         return None
     from railnet.agent.dns import DnsServer
 
-    server = DnsServer(upstreams=list(args.dns_upstream))
+    server = DnsServer(upstreams=list(config.dns_upstreams))
     server.start()
     return server
 
 
-def run_agent(args: argparse.Namespace) -> int:
+def run_agent(config: AgentConfig) -> int:
     logging.basicConfig(
-        level=args.log_level.upper(),
-        format=f"%(asctime)s {args.node} %(levelname)s %(message)s",
+        level=config.log_level.upper(),
+        format=f"%(asctime)s {config.node} %(levelname)s %(message)s",
     )
     try:
-        node = check_node_name("--node", args.node)
-        prefix = check_netns_prefix("--netns-prefix", args.netns_prefix or f"rn-{node}")
+        node = check_node_name("--node", config.node)
+        prefix = check_netns_prefix("--netns-prefix", config.netns_prefix or f"rn-{node}")
         credentials = None
-        if args.insecure:
+        if config.tls is None:
             log.warning(
                 "INSECURE: serving plaintext gRPC with no client authentication; "
                 "anyone who reaches %s controls this node's networks",
-                ", ".join(args.listen),
+                ", ".join(config.listen),
             )
         else:
-            missing = [f for f in ("tls_ca", "tls_cert", "tls_key") if getattr(args, f) is None]
-            if missing:
-                flags = ", ".join("--" + f.replace("_", "-") for f in missing)
-                raise RailnetError(
-                    f"mutual TLS needs {flags} (mint them with 'railnet certs init'); "
-                    "--insecure serves plaintext instead"
-                )
-            credentials = server_credentials(TlsFiles(args.tls_ca, args.tls_cert, args.tls_key))
-        state = StateDir(args.state_dir)
-        wireguard = select_backend(args.wireguard, args.state_dir / "logs")
+            credentials = server_credentials(config.tls)
+        state = StateDir(config.state_dir)
+        wireguard = select_backend(config.wireguard, config.state_dir / "logs")
         reconciler = Reconciler(
             node=node,
             netns_prefix=prefix,
-            endpoint_host=args.endpoint_host,
+            endpoint_host=config.endpoint_host,
             state=state,
             network=LinuxNetwork(),
             wireguard=wireguard,
-            resolver=build_resolver(args),
+            resolver=build_resolver(config),
             port_free=udp_port_free,
         )
     except RailnetError as exc:
@@ -130,7 +125,7 @@ def run_agent(args: argparse.Namespace) -> int:
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
     pb_grpc.add_NodeAgentServicer_to_server(NodeAgentServicer(reconciler), server)
-    for address in args.listen:
+    for address in config.listen:
         if address.startswith("unix:"):
             Path(address[5:]).unlink(missing_ok=True)
         if credentials is None:
@@ -138,12 +133,12 @@ def run_agent(args: argparse.Namespace) -> int:
         else:
             server.add_secure_port(address, credentials)
     server.start()
-    log.info("listening on %s", ", ".join(args.listen))
+    log.info("listening on %s", ", ".join(config.listen))
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    while not stop.wait(args.reconcile_interval):
+    while not stop.wait(config.reconcile_interval):
         for env_id, changes in reconciler.reconcile_all().items():
             if changes:
                 log.warning("environment %s: repaired drift: %s", env_id, "; ".join(changes))

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from railnet.core.document import EnvironmentDocument
 from railnet.core.errors import RailnetError
+from railnet.linux.files import write_atomic
 
 
 @dataclass(frozen=True)
@@ -28,24 +29,6 @@ class Identity:
 
     private_key: str
     listen_port: int
-
-
-def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class StateDir:

@@ -28,14 +28,13 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pyroute2 import IPRoute, NetlinkError
 
 from railnet.agent.backends import WireGuardBackend
-from railnet.agent.netns import list_netns, netlink, netns_fd, run_in_netns
 from railnet.core.errors import DataPlaneError
 from railnet.core.local import LocalEnvironment
+from railnet.core.names import MESH_MTU, WG_LINK
 from railnet.core.reconcile import ObservedDevice, ObservedPeer, RemovePeer, SetPeer
+from railnet.linux.netns import list_netns, netlink, netns_fd, run_in_netns
 
 UAPI_DIR = Path("/var/run/wireguard")
-WG_LINK = "wg0"
-MTU = 1420
 KEEPALIVE = 0
 """No persistent keepalive. A keepalive is sent the moment a peer is configured, while the
 other node may not know this one yet; its handshake is then dropped and WireGuard waits
@@ -170,7 +169,7 @@ def _move_into_environment(ifname: str, env: LocalEnvironment) -> None:
 
     def rename(ns: Any) -> None:
         index = ns.link_lookup(ifname=ifname)[0]
-        ns.link("set", index=index, ifname=WG_LINK, mtu=MTU)
+        ns.link("set", index=index, ifname=WG_LINK, mtu=MESH_MTU)
         ns.link("set", index=index, state="up")
 
     netlink(None, move)

@@ -1,6 +1,6 @@
 """`railnet certs`: mint the cluster CA, node agent certificates and the provider's.
 
-A thin edge over ``railnet.certs``: it parses arguments, calls it, and reports what it
+A thin edge over ``railnet.pki.certs``: it parses arguments, calls it, and reports what it
 wrote. Bad input is reported as one line on stderr with exit code 2, never a traceback.
 """
 
@@ -10,8 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from railnet.certs import ClusterTls, write_cluster_tls
 from railnet.core.errors import RailnetError
+from railnet.pki.certs import ClusterTls, write_cluster_tls
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2

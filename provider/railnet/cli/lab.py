@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from railnet.lab import DEFAULT_DIR, Lab
+from railnet.lab.local_cluster import DEFAULT_DIR, Lab
 
 
 def add_lab_parser(subparsers: Any) -> None:

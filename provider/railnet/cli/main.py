@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from railnet.agent.server import add_agent_parser
+from railnet.cli.agent import add_agent_parser
 from railnet.cli.certs import add_certs_parser
+from railnet.cli.demo import add_demo_parser
 from railnet.cli.lab import add_lab_parser
 from railnet.cli.plan import add_plan_parser
 from railnet.cli.runtime import add_exec_parsers, add_status_parser
 from railnet.core.errors import RailnetError
-from railnet.demo import add_demo_parser
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,44 +8,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from railnet.core.document import EnvironmentDocument
 from railnet.core.errors import InvalidField
-from railnet.core.names import environment_id
 from railnet.core.plan import Severity
-from railnet.core.plan_render import RENDERERS, PlanReport
-from railnet.core.preview_plan import plan_report
-from railnet.preview_file import PreviewStep, parse_preview
+from railnet.core.plan_render import RENDERERS
+from railnet.engine.preview_report import build_report
 
 FAIL_ON = {s.value: s for s in Severity}
-
-
-@dataclass(frozen=True)
-class _Step:
-    kind: str
-    name: str
-    op: str
-    old_outputs: Mapping[str, Any] | None
-    new_inputs: Mapping[str, Any] | None
-    replace_reasons: Sequence[str]
-
-
-def _steps(steps: Sequence[PreviewStep]) -> list[_Step]:
-    return [
-        _Step(
-            kind=s.kind.value if s.kind is not None else "",
-            name=s.name,
-            op=s.op.value,
-            old_outputs=s.old_outputs or None,
-            new_inputs=s.new_inputs or None,
-            replace_reasons=s.replace_reasons,
-        )
-        for s in steps
-    ]
 
 
 def parse_fail_on(text: str) -> frozenset[Severity]:
@@ -62,28 +33,6 @@ def parse_fail_on(text: str) -> frozenset[Severity]:
                 "--fail-on", part, f"choose from {', '.join(sorted(FAIL_ON))} or any"
             )
     return frozenset(chosen)
-
-
-def build_report(text: str, source: str, against: Path | None = None) -> PlanReport:
-    preview = parse_preview(text, source)
-    steps = _steps(preview.railnet_steps())
-    held: dict[str, EnvironmentDocument | None] | None = None
-    if against is not None:
-        from railnet.cli.runtime import load_cluster
-        from railnet.deploy import EnvironmentDeployer
-
-        envs = set()
-        for step in steps:
-            for props in (step.old_outputs, step.new_inputs):
-                if not props:
-                    continue
-                project = props.get("project")
-                env = props.get("name") if step.kind == "Environment" else props.get("environment")
-                if isinstance(project, str) and isinstance(env, str) and step.kind != "Project":
-                    envs.add(environment_id(project, env))
-        with EnvironmentDeployer(load_cluster(against)) as deployer:
-            held = {env_id: deployer.latest(deployer.read(env_id)) for env_id in sorted(envs)}
-    return plan_report(steps, held)
 
 
 def add_plan_parser(subparsers: Any) -> None:

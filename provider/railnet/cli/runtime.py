@@ -5,92 +5,28 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
-import shutil
-import subprocess
-import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from railnet.agent.client import AgentClient, agent_address
-from railnet.agent.netns import create_netns, delete_netns, netlink
-from railnet.core.cluster import Cluster
-from railnet.core.errors import InvalidField, RailnetError
-from railnet.core.names import check_dns_label, environment_id
+from railnet.control.cluster import Cluster, load_cluster
+from railnet.control.inspect import Target, find_instance, status_tree
+from railnet.core.errors import InvalidField
+from railnet.linux.sandbox import exec_in_netns, run_without_network
 
 DEFAULT_CLUSTER = Path("railnet-lab/cluster.json")
 
 
-def load_cluster(path: Path | None) -> Cluster:
-    path = path or Path(os.environ.get("RAILNET_CLUSTER", DEFAULT_CLUSTER))
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise RailnetError(
-            f"cannot read cluster file {path}: {exc.strerror}; start a lab with "
-            "'railnet lab up' or pass --cluster"
-        ) from None
-    return Cluster.from_json(text, base=str(path.resolve().parent), source=str(path))
-
-
-def clients(cluster: Cluster, timeout: float = 30.0) -> list[AgentClient]:
-    return [AgentClient(agent_address(cluster, n), timeout=timeout) for n in cluster.names]
-
-
-@dataclass(frozen=True)
-class Target:
-    project: str
-    environment: str
-    service: str
-    index: int
-
-    @classmethod
-    def parse(cls, text: str) -> Target:
-        path, _, index_text = text.partition("#")
-        parts = path.split("/")
-        if len(parts) != 3:
-            raise InvalidField("target", text, "must be PROJECT/ENV/SERVICE[#i]")
-        project, environment, service = parts
-        check_dns_label("project", project)
-        check_dns_label("environment", environment)
-        check_dns_label("service", service)
-        try:
-            index = int(index_text) if index_text else 0
-        except ValueError:
-            raise InvalidField("target", text, "the replica after '#' must be a number") from None
-        if index < 0:
-            raise InvalidField("target", text, "the replica after '#' must be >= 0")
-        return cls(project, environment, service, index)
-
-
-def find_instance(cluster: Cluster, target: Target) -> tuple[str, str]:
-    """(node, namespace) of the target instance, asked of every agent in parallel."""
-    env_id = environment_id(target.project, target.environment)
-    agents = clients(cluster)
-
-    def ask(client: AgentClient) -> Any:
-        with client:
-            return client.status(env_id)
-
-    with ThreadPoolExecutor(max_workers=max(1, len(agents))) as pool:
-        replies = list(pool.map(ask, agents))
-    replicas = 0
-    for reply in replies:
-        for env in reply.environments:
-            for inst in env.instances:
-                if inst.service == target.service:
-                    replicas += 1
-                    if inst.index == target.index:
-                        return reply.node, inst.netns
-    name = f"{target.project}/{target.environment}/{target.service}"
-    if replicas:
-        raise InvalidField(
-            "target", f"{name}#{target.index}", f"the service has {replicas} replicas"
-        )
-    raise InvalidField("target", name, "no such service runs in the cluster")
+def cluster_from_flag(path: Path | None) -> Cluster:
+    """``--cluster``, else ``$RAILNET_CLUSTER``, else the lab's default file."""
+    if path is not None:
+        return load_cluster(path, "--cluster", "check the path given to --cluster")
+    from_env = os.environ.get("RAILNET_CLUSTER")
+    if from_env:
+        return load_cluster(Path(from_env), "RAILNET_CLUSTER", "check that variable's path")
+    return load_cluster(
+        DEFAULT_CLUSTER, "the default", "start a lab with 'railnet lab up' or pass --cluster"
+    )
 
 
 def add_exec_parsers(subparsers: Any) -> None:
@@ -116,27 +52,15 @@ def _command(args: argparse.Namespace) -> list[str]:
 
 def run_exec(args: argparse.Namespace) -> int:
     cmd = _command(args)
-    _, namespace = find_instance(load_cluster(args.cluster), Target.parse(args.target))
-    sys.stdout.flush()
-    # ip netns exec also binds /etc/netns/<ns>/resolv.conf over /etc/resolv.conf.
-    os.execvp("ip", ["ip", "netns", "exec", namespace, *cmd])
+    _, namespace = find_instance(cluster_from_flag(args.cluster), Target.parse(args.target))
+    exec_in_netns(namespace, cmd)
     return 127  # not reached
 
 
 def run_build_exec(args: argparse.Namespace) -> int:
     cmd = _command(args)
-    find_instance(load_cluster(args.cluster), Target.parse(args.target))
-    name = f"rb-{secrets.token_hex(4)}"
-    create_netns(name)
-    etc = Path("/etc/netns") / name
-    try:
-        netlink(name, lambda ns: ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up"))
-        etc.mkdir(parents=True)
-        (etc / "resolv.conf").write_text("# build phase: no private network, no resolver\n")
-        return subprocess.call(["ip", "netns", "exec", name, *cmd])
-    finally:
-        delete_netns(name)
-        shutil.rmtree(etc, ignore_errors=True)
+    find_instance(cluster_from_flag(args.cluster), Target.parse(args.target))
+    return run_without_network(cmd)
 
 
 def add_status_parser(subparsers: Any) -> None:
@@ -146,24 +70,8 @@ def add_status_parser(subparsers: Any) -> None:
     p.set_defaults(func=run_status)
 
 
-def status_tree(cluster: Cluster) -> list[dict[str, Any]]:
-    from google.protobuf.json_format import MessageToDict
-
-    agents = clients(cluster)
-
-    def ask(client: AgentClient) -> dict[str, Any]:
-        with client:
-            try:
-                return dict(MessageToDict(client.status(), preserving_proto_field_name=True))
-            except RailnetError as exc:
-                return {"node": client.target.node, "error": str(exc)}
-
-    with ThreadPoolExecutor(max_workers=max(1, len(agents))) as pool:
-        return list(pool.map(ask, agents))
-
-
 def run_status(args: argparse.Namespace) -> int:
-    tree = status_tree(load_cluster(args.cluster))
+    tree = status_tree(cluster_from_flag(args.cluster))
     if args.json:
         print(json.dumps(tree, indent=2))
         return 0

@@ -17,6 +17,11 @@ NODE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
 OBJECT_ID = re.compile(r"^[a-z0-9]{1,16}$")
 NETNS_PREFIX = re.compile(r"^[a-z0-9][a-z0-9-]{0,23}$")
 IFNAME_MAX = 15
+WG_LINK = "wg0"
+"""The WireGuard link's name inside every environment namespace."""
+MESH_MTU = 1420
+"""wg0's MTU (1500 less WireGuard's 80 bytes over IPv6). Instances' veths get it too, so TCP
+never needs path-MTU discovery to cross the mesh."""
 
 
 def check_dns_label(field: str, value: object) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import enum
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -147,15 +148,28 @@ class EnvironmentPlan:
 # -- planning identities ---------------------------------------------------------------------
 
 
-def planning_node(name: str, index: int = 0) -> NodeEntry:
+def planning_node(name: str) -> NodeEntry:
     """A stand-in identity for a node whose key is not known (a preview).
 
     Key and endpoint (in the IPv6 documentation range) are derived from the name alone, so
-    they are distinct per node and the same in every plan; ``index`` is unused."""
+    they are distinct per node and the same in every plan."""
     digest = hashlib.sha256(f"plan\0{name}".encode()).digest()
     key = base64.b64encode(digest).decode()
     groups = ":".join(digest[i : i + 2].hex() for i in range(0, 12, 2))
     return NodeEntry(name=name, public_key=key, endpoint=f"[2001:db8:{groups}]:51820")
+
+
+def planning_identities(
+    nodes: Iterable[str], held: EnvironmentDocument | None
+) -> dict[str, tuple[str, str]]:
+    """Node name → (public key, endpoint) for planning a document over ``nodes``: the
+    identities ``held`` records, and a stand-in (``planning_node``) for every other node."""
+    known = {n.name: (n.public_key, n.endpoint) for n in held.nodes} if held else {}
+    for name in nodes:
+        if name not in known:
+            entry = planning_node(name)
+            known[name] = (entry.public_key, entry.endpoint)
+    return known
 
 
 def _instances(doc: EnvironmentDocument | None) -> dict[tuple[str, int], tuple[str, ServiceEntry]]:
@@ -270,7 +284,7 @@ def _dns_changes(
 
 def _with_planning_nodes(doc: EnvironmentDocument) -> EnvironmentDocument:
     """The document with stand-in identities, so that old and new compare by node name."""
-    return replace(doc, nodes=tuple(planning_node(n.name, i) for i, n in enumerate(doc.nodes)))
+    return replace(doc, nodes=tuple(planning_node(n.name) for n in doc.nodes))
 
 
 def _as_observed(local: LocalEnvironment | None) -> ObservedEnvironment:

@@ -30,7 +30,7 @@ from railnet.core.document import (
 )
 from railnet.core.errors import RailnetError
 from railnet.core.names import environment_id
-from railnet.core.plan import EnvironmentPlan, plan_change, planning_node
+from railnet.core.plan import EnvironmentPlan, plan_change, planning_identities, planning_node
 from railnet.core.plan_render import PlanReport, ResourceOp
 
 OLD_SIDE_OPS = {"same", "update", "replace", "delete", "delete-replaced", "read", "refresh"}
@@ -253,7 +253,7 @@ def _old_document(project: str, environment: str, side: _Side | None) -> Environ
         "dns_ttl": int(side.settings.get("dns_ttl") or DEFAULT_DNS_TTL),
         "nodes": [
             {"name": n.name, "public_key": n.public_key, "endpoint": n.endpoint}
-            for n in (planning_node(name, i) for i, name in enumerate(sorted(nodes)))
+            for n in (planning_node(name) for name in sorted(nodes))
         ],
         "services": services,
     }
@@ -317,9 +317,4 @@ def _new_document(
         if isinstance(ttl, (int, float)) and not isinstance(ttl, bool)
         else base.dns_ttl,
     )
-    identities = {n.name: (n.public_key, n.endpoint) for n in before.nodes} if before else {}
-    for node in spec.nodes:
-        if node not in identities:
-            entry = planning_node(node)
-            identities[node] = (entry.public_key, entry.endpoint)
-    return build_document(spec, before, identities)
+    return build_document(spec, before, planning_identities(spec.nodes, before))

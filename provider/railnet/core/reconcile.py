@@ -88,6 +88,8 @@ class CreateDevice:
 
 @dataclass(frozen=True)
 class DeleteDevice:
+    netns: str
+    """The environment namespace the device lives in."""
     ifname: str
     reason: str
 
@@ -150,6 +152,26 @@ class RemoveInstance:
         return f"remove instance namespace {self.netns}"
 
 
+@dataclass(frozen=True)
+class RemoveResolverView:
+    """Stop answering for the environment; its DNS sockets hold the namespace alive."""
+
+    env_id: str
+
+    def describe(self) -> str:
+        return f"remove the DNS view of {self.env_id}"
+
+
+@dataclass(frozen=True)
+class DeleteNamespace:
+    """Remove the environment namespace and every instance namespace under it."""
+
+    netns: str
+
+    def describe(self) -> str:
+        return f"delete namespace {self.netns} and its instances"
+
+
 Change = (
     CreateNamespace
     | ConfigureNamespace
@@ -160,6 +182,8 @@ Change = (
     | CreateInstance
     | ReaddressInstance
     | RemoveInstance
+    | RemoveResolverView
+    | DeleteNamespace
 )
 
 
@@ -183,7 +207,9 @@ def plan_environment(
     if device is not None and (
         device.public_key != public_key or device.listen_port != listen_port
     ):
-        changes.append(DeleteDevice(desired.wg_ifname, "its key or port differs from the state"))
+        changes.append(
+            DeleteDevice(desired.netns, desired.wg_ifname, "its key or port differs from the state")
+        )
         device = None
     if device is None:
         changes.append(CreateDevice(desired.wg_ifname, listen_port))
@@ -211,6 +237,20 @@ def plan_environment(
 
     changes.extend(_plan_peers(desired.peers, device, previous))
     return tuple(changes)
+
+
+def plan_removal(env_id: str, netns: str, wg_ifname: str) -> tuple[Change, ...]:
+    """The ordered changes that remove an environment from a node.
+
+    The DNS view goes first (its sockets keep the namespace alive), then the device (a
+    userspace WireGuard process outlives its namespace), then the namespaces. Every step is
+    a no-op when its object is already gone, so a removal that was cut short can run again.
+    """
+    return (
+        RemoveResolverView(env_id),
+        DeleteDevice(netns, wg_ifname, "the environment is removed from this node"),
+        DeleteNamespace(netns),
+    )
 
 
 def _plan_peers(

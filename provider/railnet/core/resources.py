@@ -1,7 +1,7 @@
 """The contract of railnet's three resources: their properties, defaults and validation.
 
 One table drives the providers' ``check``, the SDK's documentation and ``schema.json``
-(``railnet.schema`` renders it), so the three never disagree. Validation returns failures
+(``railnet.engine.schema`` renders it), so the three never disagree. Validation returns failures
 that name the property, which is how Pulumi shows them in ``preview``.
 """
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 from typing import Any, ClassVar
 
 from pulumi.dynamic import (
@@ -15,11 +14,11 @@ from pulumi.dynamic import (
 )
 from pulumi.output import Unknown, contains_unknowns
 
-from railnet.core.cluster import Cluster
+from railnet.control.cluster import Cluster, load_cluster
+from railnet.control.deployer import EnvironmentDeployer
 from railnet.core.document import DEFAULT_DOMAIN
 from railnet.core.errors import InvalidField, RailnetError
 from railnet.core.resources import Kind, check_inputs, input_names, replace_keys
-from railnet.deploy import EnvironmentDeployer
 
 PROVIDER_KEY = "__provider"
 
@@ -28,7 +27,7 @@ class ProviderConfigError(RailnetError):
     """The stack configuration for railnet is missing or wrong."""
 
 
-def load_cluster(setting: Any) -> Cluster:
+def cluster_from_setting(setting: Any) -> Cluster:
     """``railnet:cluster``: a cluster file's path, or the cluster as inline JSON."""
     if not isinstance(setting, str) or not setting.strip():
         raise ProviderConfigError(
@@ -36,17 +35,7 @@ def load_cluster(setting: Any) -> Cluster:
             "'pulumi config set railnet:cluster PATH' with the cluster.json of your nodes "
             "(for a local lab: railnet-lab/cluster.json)"
         )
-    text = setting.strip()
-    if text.startswith("{"):
-        return Cluster.from_json(text, source="railnet:cluster")
-    path = Path(text).expanduser()
-    try:
-        content = path.read_text()
-    except OSError as exc:
-        raise ProviderConfigError(
-            f"railnet:cluster names {path}, which cannot be read: {exc.strerror}"
-        ) from None
-    return Cluster.from_json(content, base=str(path.resolve().parent), source=str(path))
+    return load_cluster(setting, "railnet:cluster", "point it at the cluster.json of your nodes")
 
 
 def known(props: dict[str, Any]) -> dict[str, Any]:
@@ -85,7 +74,7 @@ class RailnetProvider(ResourceProvider):
             raise ProviderConfigError("the railnet provider was used before it was configured")
         with lock:
             if self._cluster is None:
-                self._cluster = load_cluster(self._cluster_setting)
+                self._cluster = cluster_from_setting(self._cluster_setting)
             return self._cluster
 
     def cluster_nodes(self) -> list[str] | None:

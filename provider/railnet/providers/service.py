@@ -20,7 +20,7 @@ from railnet.core.dns import instance_name
 from railnet.core.document import EnvironmentDocument, IpMode
 from railnet.core.errors import RailnetError
 from railnet.core.names import environment_id
-from railnet.core.plan import plan_change, planning_node
+from railnet.core.plan import plan_change, planning_identities
 from railnet.core.plan_render import plan_lines
 from railnet.core.resources import (
     Kind,
@@ -131,12 +131,7 @@ class ServiceProvider(RailnetProvider):
                 ServiceSpec(name=str(inputs["name"]), nodes=nodes, id=chosen),
                 create=sid is None,
             )
-            identities = {n.name: (n.public_key, n.endpoint) for n in old.nodes} if old else {}
-            for i, node in enumerate(spec.nodes):
-                if node not in identities:
-                    entry = planning_node(node, i)
-                    identities[node] = (entry.public_key, entry.endpoint)
-            new = build_document(spec, old, identities)
+            new = build_document(spec, old, planning_identities(spec.nodes, old))
         except RailnetError as exc:
             return [f"plan: {exc}"]
         return plan_lines(plan_change(old, new))

@@ -19,14 +19,14 @@ from typing import TypeVar
 
 import grpc
 
-from railnet.agent.client import AgentClient, AgentError, agent_address
-from railnet.core.cluster import Cluster
+from railnet.control.client import AgentClient, AgentError, agent_address
+from railnet.control.cluster import Cluster
 from railnet.core.desired import EnvironmentSpec, build_document, spec_from_document
 from railnet.core.document import EnvironmentDocument
 from railnet.core.errors import RailnetError
 from railnet.core.names import check_object_id, environment_id
 
-log = logging.getLogger("railnet.deploy")
+log = logging.getLogger("railnet.control.deployer")
 T = TypeVar("T")
 MAX_ROUNDS = 8
 

@@ -2,7 +2,7 @@
 
 ``schema.json`` at the top of the repository is this module's output, checked in so that
 tools (and reviewers) can read the package's contract without running Python. Regenerate
-it with ``python -m railnet.schema > schema.json`` (``make schema``); a unit test fails
+it with ``python -m railnet.engine.schema > schema.json`` (``make schema``); a unit test fails
 when the two differ.
 
 Property names are the wire names the dynamic providers receive (``ip_mode``, not

@@ -2,7 +2,7 @@
 
 It runs ``examples/basic`` (API, Worker and Database in shop/production) through the real
 provider protocol: ``python -m pulumi.dynamic`` driven as the Pulumi engine drives it
-(``railnet.engine``), preview first, then up. A second stack adds shop/staging. The demo
+(``railnet.engine.emulator``), preview first, then up. A second stack adds shop/staging. The demo
 then shows API → Worker → Database over plain HTTP by DNS name (IPv4 and IPv6), staging
 unable to reach production by name or address, a build step with no private network, a
 change with its network plan (the worker scaled to two replicas), and destroys it all.
@@ -10,30 +10,35 @@ change with its network plan (the worker scaled to two replicas), and destroys i
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from railnet.cli.runtime import Target, find_instance
-from railnet.core.cluster import Cluster
+from railnet.control.cluster import Cluster
+from railnet.control.inspect import Target, find_instance
 from railnet.core.errors import RailnetError
-from railnet.engine import DynamicProvider, ProgramResult, ResourceState, destroy, run_program
-from railnet.lab import Lab
+from railnet.engine.emulator import (
+    DynamicProvider,
+    ProgramResult,
+    ResourceState,
+    destroy,
+    run_program,
+)
+from railnet.lab.local_cluster import Lab
 
 DB_PORT = 5432
 WORKER_PORT = 8080
 
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-STAGING_PROGRAM = Path(__file__).with_name("demo_staging.py")
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+STAGING_PROGRAM = EXAMPLES / "staging" / "__main__.py"
 
 
 class Demo:
@@ -92,7 +97,7 @@ class Demo:
                 self.netns(env, service, index),
                 sys.executable,
                 "-m",
-                "railnet.demo_apps",
+                "railnet.demo.apps",
                 *args,
             ],
             stdout=subprocess.PIPE,
@@ -118,7 +123,7 @@ class Demo:
                 "--",
                 sys.executable,
                 "-m",
-                "railnet.demo_apps",
+                "railnet.demo.apps",
                 "fetch",
                 url,
                 "2",
@@ -302,8 +307,10 @@ def demo_lab(directory: Path | None) -> Iterator[Lab]:
             shutil.rmtree(base, ignore_errors=True)
 
 
-def run_demo(args: argparse.Namespace) -> int:
-    with demo_lab(args.dir) as lab:
+def run_demo(directory: Path | None = None) -> int:
+    """The whole demo on a fresh lab (kept under ``directory`` while it runs); 0 when every
+    check passed."""
+    with demo_lab(directory) as lab:
         demo = Demo(lab, lab.directory.parent)
         try:
             code = demo.run()
@@ -314,11 +321,3 @@ def run_demo(args: argparse.Namespace) -> int:
         + ("all checks passed" if code == 0 else f"{demo.failures} checks failed")
     )
     return code
-
-
-def add_demo_parser(
-    subparsers: Any, runner: Callable[[argparse.Namespace], int] = run_demo
-) -> None:
-    p = subparsers.add_parser("demo", help="the seed topology on a local lab, checked")
-    p.add_argument("--dir", type=Path, help="where to keep the lab while it runs")
-    p.set_defaults(func=runner)

@@ -27,12 +27,12 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
-from railnet.agent.client import AgentAddress, AgentClient
-from railnet.agent.netns import create_netns, delete_netns, list_netns, netlink, netns_fd
 from railnet.agent.wireguard import Uapi
-from railnet.certs import node_tls_files, provider_tls_files, write_cluster_tls
+from railnet.control.client import AgentAddress, AgentClient
 from railnet.core.errors import AgentUnreachable, RailnetError
 from railnet.core.names import wireguard_ifname
+from railnet.linux.netns import create_netns, delete_netns, list_netns, netlink, netns_fd
+from railnet.pki.certs import node_tls_files, provider_tls_files, write_cluster_tls
 
 UNDERLAY_PREFIX = "198.18.0."
 AGENT_PORT = 7443

@@ -6,17 +6,18 @@ stack setting holds (a path or inline JSON)::
     {"nodes": [{"name": "node-1", "agent": "unix:/.../node-1.sock", "underlay": "198.18.0.1"}],
      "tls": {"ca": "ca.pem", "cert": "provider.pem", "key": "provider-key.pem"}}
 
-Relative TLS paths are relative to the file's directory.
+Relative TLS paths are relative to the file's directory. ``load_cluster`` is the one way in,
+for the provider's stack setting, the CLI's ``--cluster`` and the demo alike.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import Any
 
-from railnet.core.errors import InvalidField
+from railnet.core.errors import InvalidField, RailnetError
 from railnet.core.names import check_node_name
 
 
@@ -95,3 +96,29 @@ class Cluster:
                 paths.append(str(PurePath(base, value)) if base else value)
             tls = ClusterTlsPaths(*paths)
         return cls(nodes=tuple(nodes), tls=tls, source=source)
+
+
+class ClusterFileError(RailnetError):
+    """The cluster description cannot be found or read."""
+
+
+def load_cluster(source: str | Path, origin: str, hint: str = "") -> Cluster:
+    """The cluster that ``source`` describes: inline JSON (a string starting with ``{``) or
+    the path of a cluster file. ``origin`` says where ``source`` came from (a stack setting,
+    a flag) and ``hint`` what to do when it cannot be read; errors name both."""
+    if isinstance(source, str):
+        text = source.strip()
+        if not text:
+            raise ClusterFileError(f"{origin} is empty{'; ' + hint if hint else ''}")
+        if text.startswith("{"):
+            return Cluster.from_json(text, source=origin)
+        source = Path(text)
+    path = source.expanduser()
+    try:
+        content = path.read_text()
+    except OSError as exc:
+        raise ClusterFileError(
+            f"cannot read cluster file {path} ({origin}): {exc.strerror}"
+            + (f"; {hint}" if hint else "")
+        ) from None
+    return Cluster.from_json(content, base=str(path.resolve().parent), source=str(path))

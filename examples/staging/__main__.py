@@ -1,4 +1,4 @@
-"""The demo's second stack: shop/staging with its own api (a Pulumi program)."""
+"""shop/staging with its own api: a second stack, a second environment."""
 
 import pulumi
 

@@ -1,4 +1,4 @@
-"""A client of one node's agent, shared by the CLI, the lab and the provider.
+"""A client of one node's agent, shared by the CLI, the lab and the provider, over mutual TLS.
 
 Channels open lazily and are never stored on pickled objects: providers build a client per
 call from the cluster description.
@@ -14,9 +14,10 @@ import grpc
 
 from railnet.agent.v1 import agent_pb2 as pb
 from railnet.agent.v1 import agent_pb2_grpc as pb_grpc
-from railnet.certs import TlsFiles, channel_credentials, channel_options
-from railnet.core.cluster import Cluster
+from railnet.control.cluster import Cluster
 from railnet.core.errors import AgentUnreachable, RailnetError
+from railnet.core.names import check_node_name
+from railnet.pki.certs import TlsFiles
 
 DEFAULT_TIMEOUT = 60.0
 
@@ -35,6 +36,24 @@ def agent_address(cluster: Cluster, node: str) -> AgentAddress:
     tls = cluster.tls
     files = None if tls is None else TlsFiles(Path(tls.ca), Path(tls.cert), Path(tls.key))
     return AgentAddress(node, cluster.node(node).agent, files)
+
+
+def channel_credentials(files: TlsFiles) -> grpc.ChannelCredentials:
+    """Client credentials: present our certificate and trust only the cluster CA."""
+    ca, cert, key = files.load()
+    return grpc.ssl_channel_credentials(
+        root_certificates=ca, private_key=key, certificate_chain=cert
+    )
+
+
+def channel_options(node_name: str) -> list[tuple[str, str]]:
+    """Channel options that make the client expect ``node_name``'s certificate.
+
+    Needed whenever the dialled address is not the node's name: an IP address or a
+    ``unix:`` socket path.
+    """
+    check_node_name("node", node_name)
+    return [("grpc.ssl_target_name_override", node_name)]
 
 
 class AgentError(RailnetError):

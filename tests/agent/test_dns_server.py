@@ -24,7 +24,7 @@ from railnet.core.document import EnvironmentDocument
 from railnet.core.errors import DataPlaneError, InvalidField
 from tests.documents import make_document
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.agent
 
 LOOPBACK = ("127.0.0.1", "::1")
 

@@ -4,7 +4,7 @@ One private CA per cluster signs a server certificate for every node agent and o
 certificate for the provider. Agents accept only clients holding a certificate from that CA,
 and clients check that the agent's certificate names the node they meant to reach. Because
 agents are often dialled by IP or through a ``unix:`` socket, the client says which node
-name to expect with ``grpc.ssl_target_name_override`` (see ``channel_options``).
+name to expect with ``grpc.ssl_target_name_override`` (``railnet.control.client``).
 
 Keys are ECDSA P-256: small, fast, and accepted by every TLS stack gRPC ships with. Private
 keys are written with mode 0600 from the moment their file exists, and every file is
@@ -13,17 +13,13 @@ replaced atomically, so a crash never leaves a half-written key or a world-reada
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import ipaddress
-import os
 import secrets
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -32,6 +28,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from railnet.core.errors import InvalidField, RailnetError
 from railnet.core.names import check_node_name
+from railnet.linux.files import write_atomic
 
 CA_VALIDITY = datetime.timedelta(days=3650)
 # Leaf certificates are cheap to reissue (`railnet certs node`), so they live shorter than
@@ -258,8 +255,8 @@ def write_cluster_tls(
     if ca_created:
         ca_cert, ca_key = mint_ca()
         # The key first: a certificate without its key would look like a usable CA.
-        _write_atomic(ca_key_path, ca_key, _KEY_MODE)
-        _write_atomic(ca_cert_path, ca_cert, _CERT_MODE)
+        write_atomic(ca_key_path, ca_key, _KEY_MODE)
+        write_atomic(ca_cert_path, ca_cert, _CERT_MODE)
     else:
         ca_cert = _read_pem("CA certificate", ca_cert_path)
         ca_key = _read_pem("CA private key", ca_key_path)
@@ -277,8 +274,8 @@ def write_cluster_tls(
             server=True,
             client=False,
         )
-        _write_atomic(files.key, key, _KEY_MODE)
-        _write_atomic(files.cert, cert, _CERT_MODE)
+        write_atomic(files.key, key, _KEY_MODE)
+        write_atomic(files.cert, cert, _CERT_MODE)
         nodes[name] = files
 
     provider = provider_tls_files(directory)
@@ -293,8 +290,8 @@ def write_cluster_tls(
             server=False,
             client=True,
         )
-        _write_atomic(provider.key, key, _KEY_MODE)
-        _write_atomic(provider.cert, cert, _CERT_MODE)
+        write_atomic(provider.key, key, _KEY_MODE)
+        write_atomic(provider.cert, cert, _CERT_MODE)
 
     return ClusterTls(
         directory=directory,
@@ -305,35 +302,6 @@ def write_cluster_tls(
         nodes=nodes,
         provider_created=provider_created,
     )
-
-
-# --------------------------------------------------------------------------- gRPC
-
-
-def server_credentials(files: TlsFiles) -> grpc.ServerCredentials:
-    """Server credentials that accept only clients with a certificate from the CA."""
-    ca, cert, key = files.load()
-    return grpc.ssl_server_credentials(
-        [(key, cert)], root_certificates=ca, require_client_auth=True
-    )
-
-
-def channel_credentials(files: TlsFiles) -> grpc.ChannelCredentials:
-    """Client credentials: present our certificate and trust only the cluster CA."""
-    ca, cert, key = files.load()
-    return grpc.ssl_channel_credentials(
-        root_certificates=ca, private_key=key, certificate_chain=cert
-    )
-
-
-def channel_options(node_name: str) -> list[tuple[str, str]]:
-    """Channel options that make the client expect ``node_name``'s certificate.
-
-    Needed whenever the dialled address is not the node's name: an IP address or a
-    ``unix:`` socket path.
-    """
-    check_node_name("node", node_name)
-    return [("grpc.ssl_target_name_override", node_name)]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -472,25 +440,3 @@ def _issued_by(files: TlsFiles, ca_cert_pem: bytes) -> bool:
     except (OSError, ValueError, TypeError, InvalidSignature):
         return False
     return cert.not_valid_after_utc > _now() + datetime.timedelta(days=30)
-
-
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Replace ``path`` with ``data``; the file has ``mode`` before any byte is written."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            # mkstemp creates the file 0600; widen it only for public material.
-            os.fchmod(out.fileno(), mode)
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

@@ -1,8 +1,8 @@
 """The demo's three tiny apps, run inside instance namespaces by ``railnet demo``.
 
-    python -m railnet.demo_apps database PORT
-    python -m railnet.demo_apps worker PORT DATABASE_URL
-    python -m railnet.demo_apps fetch URL [TIMEOUT]
+    python -m railnet.demo.apps database PORT
+    python -m railnet.demo.apps worker PORT DATABASE_URL
+    python -m railnet.demo.apps fetch URL [TIMEOUT]
 
 They use nothing but the standard library and plain ``http://`` by DNS name: inside the
 mesh WireGuard already encrypts every packet.

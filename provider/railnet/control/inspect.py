@@ -1,0 +1,89 @@
+"""Operator reads across the cluster: where an instance runs, and every node's status.
+
+Both ask every agent in parallel; ``railnet exec``, ``railnet status``, the demo and the
+benchmarks use them.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from railnet.control.client import AgentClient, agent_address
+from railnet.control.cluster import Cluster
+from railnet.core.errors import InvalidField, RailnetError
+from railnet.core.names import check_dns_label, environment_id
+
+
+def clients(cluster: Cluster, timeout: float = 30.0) -> list[AgentClient]:
+    return [AgentClient(agent_address(cluster, n), timeout=timeout) for n in cluster.names]
+
+
+@dataclass(frozen=True)
+class Target:
+    project: str
+    environment: str
+    service: str
+    index: int
+
+    @classmethod
+    def parse(cls, text: str) -> Target:
+        path, _, index_text = text.partition("#")
+        parts = path.split("/")
+        if len(parts) != 3:
+            raise InvalidField("target", text, "must be PROJECT/ENV/SERVICE[#i]")
+        project, environment, service = parts
+        check_dns_label("project", project)
+        check_dns_label("environment", environment)
+        check_dns_label("service", service)
+        try:
+            index = int(index_text) if index_text else 0
+        except ValueError:
+            raise InvalidField("target", text, "the replica after '#' must be a number") from None
+        if index < 0:
+            raise InvalidField("target", text, "the replica after '#' must be >= 0")
+        return cls(project, environment, service, index)
+
+
+def find_instance(cluster: Cluster, target: Target) -> tuple[str, str]:
+    """(node, namespace) of the target instance, asked of every agent in parallel."""
+    env_id = environment_id(target.project, target.environment)
+    agents = clients(cluster)
+
+    def ask(client: AgentClient) -> Any:
+        with client:
+            return client.status(env_id)
+
+    with ThreadPoolExecutor(max_workers=max(1, len(agents))) as pool:
+        replies = list(pool.map(ask, agents))
+    replicas = 0
+    for reply in replies:
+        for env in reply.environments:
+            for inst in env.instances:
+                if inst.service == target.service:
+                    replicas += 1
+                    if inst.index == target.index:
+                        return reply.node, inst.netns
+    name = f"{target.project}/{target.environment}/{target.service}"
+    if replicas:
+        raise InvalidField(
+            "target", f"{name}#{target.index}", f"the service has {replicas} replicas"
+        )
+    raise InvalidField("target", name, "no such service runs in the cluster")
+
+
+def status_tree(cluster: Cluster) -> list[dict[str, Any]]:
+    from google.protobuf.json_format import MessageToDict
+
+    agents = clients(cluster)
+
+    def ask(client: AgentClient) -> dict[str, Any]:
+        with client:
+            try:
+                return dict(MessageToDict(client.status(), preserving_proto_field_name=True))
+            except RailnetError as exc:
+                return {"node": client.target.node, "error": str(exc)}
+
+    with ThreadPoolExecutor(max_workers=max(1, len(agents))) as pool:
+        return list(pool.map(ask, agents))

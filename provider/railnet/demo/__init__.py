@@ -1,0 +1,1 @@
+"""``railnet demo``: the seed topology on a local lab, checked as it goes."""

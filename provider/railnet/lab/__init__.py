@@ -1,0 +1,1 @@
+"""A local cluster: every node a network namespace on a private underlay, with its agent."""

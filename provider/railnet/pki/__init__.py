@@ -1,0 +1,1 @@
+"""The cluster's certificates: the CA, node, provider and operator material, and its files."""

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from railnet.core.desired import EnvironmentSpec, ServiceSpec
+from railnet.lab.local_cluster import Lab
 from railnet.linux.netns import list_netns
 
 from .conftest import running_lab
@@ -80,3 +82,41 @@ def test_lab_command_line_up_and_down(tmp_path: object) -> None:
         timeout=60,
     )
     assert again.returncode == 2 and "holds no lab" in again.stderr
+
+
+def test_lab_up_refuses_a_directory_it_did_not_make(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "notes.txt").write_text("mine")
+    up = subprocess.run(
+        [sys.executable, "-m", "railnet", "lab", "up", "--nodes", "1", "--dir", str(home)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if up.returncode == 0:  # do not leave a lab behind when this fails
+        subprocess.run([sys.executable, "-m", "railnet", "lab", "down", "--dir", str(home)])
+    assert up.returncode == 2, up.stdout
+    assert str(home) in up.stderr and "not empty" in up.stderr
+    assert (home / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in home.iterdir()) == ["notes.txt"]
+
+
+def test_lab_down_removes_only_what_the_lab_made(tmp_path: Path) -> None:
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    fresh = tmp_path / "fresh" / "lab"
+    for directory in (existing, fresh):
+        lab = Lab.up(directory, 1, dns=False)
+        (directory / "keep.txt").write_text("not the lab's")
+        lab.down()
+        assert sorted(p.name for p in directory.iterdir()) == ["keep.txt"]
+        (directory / "keep.txt").unlink()
+    # Made by the lab and now empty: gone. There before the lab: kept.
+    made = tmp_path / "made" / "lab"
+    lab = Lab.up(made, 1, dns=False)
+    lab.down()
+    assert not made.exists() and made.parent.exists()
+    lab = Lab.up(existing, 1, dns=False)
+    lab.down()
+    assert existing.is_dir() and not any(existing.iterdir())

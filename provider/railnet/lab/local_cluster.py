@@ -13,6 +13,7 @@ exactly those and nothing else, and two labs never collide.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -116,12 +117,21 @@ class Lab:
             raise RailnetError(
                 f"{directory} already holds a lab; run 'railnet lab down --dir {directory}' first"
             )
+        if directory.exists() and not directory.is_dir():
+            raise RailnetError(f"--dir {directory} is a file; give a directory for the lab")
+        if directory.exists() and any(directory.iterdir()):
+            raise RailnetError(
+                f"--dir {directory} is not empty and holds no lab; give a new or empty "
+                "directory (lab down removes what the lab makes there)"
+            )
+        created = not directory.exists()
         directory.mkdir(parents=True, exist_ok=True)
         lab = cls(directory, secrets.token_hex(3))
         (directory / "lab.json").write_text(
             json.dumps(
                 {
                     "id": lab.lab_id,
+                    "created_directory": created,
                     "nodes": nodes,
                     "agents": {},
                     "wireguard": wireguard,
@@ -344,8 +354,25 @@ class Lab:
             for env_dir in envs.iterdir() if envs.exists() else []:
                 sock = uapi_dir / f"{wireguard_ifname(node.netns_prefix, env_dir.name)}.sock"
                 sock.unlink(missing_ok=True)
-        shutil.rmtree(self.directory, ignore_errors=True)
+        self._remove_files(members)
         return removed
+
+    def _remove_files(self, members: list[LabNode]) -> None:
+        """The lab's own files, by name; the directory too if the lab made it and nothing
+        else was put there since."""
+        try:
+            created = bool(self._meta().get("created_directory", False))
+        except (OSError, ValueError):
+            created = False
+        for node in members:
+            shutil.rmtree(self.directory / node.name, ignore_errors=True)
+            node.agent_socket.unlink(missing_ok=True)
+        shutil.rmtree(self.directory / "tls", ignore_errors=True)
+        (self.directory / "cluster.json").unlink(missing_ok=True)
+        (self.directory / "lab.json").unlink(missing_ok=True)
+        if created:
+            with contextlib.suppress(OSError):
+                self.directory.rmdir()  # only when empty
 
     def _remove_host_links(self) -> None:
         # Nothing of the lab lives in the root namespace; this only guards against a

@@ -6,7 +6,7 @@ import contextlib
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +16,7 @@ import pytest
 import railnet.control.deployer
 from railnet.control.client import AgentAddress, AgentClient
 from railnet.control.cluster import Cluster, ClusterNode, ClusterTlsPaths
-from railnet.control.deployer import Applied, EnvironmentDeployer
+from railnet.control.deployer import Applied, EnvironmentDeployer, Survey
 from railnet.core.desired import (
     EnvironmentSpec,
     ServiceSpec,
@@ -151,7 +151,8 @@ def assert_mesh(lab: FakeCluster, doc: EnvironmentDocument) -> None:
 
 
 def held(lab: FakeCluster, env_id: str) -> dict[str, EnvironmentDocument | None]:
-    return lab.deployer.read(env_id)
+    """What every node of the cluster holds (each one asked, not only the environment's)."""
+    return lab.deployer.read(env_id, hints=lab.deployer.cluster.names)
 
 
 # -- apply ---------------------------------------------------------------------------------------
@@ -274,8 +275,8 @@ class InterruptedDeployer(EnvironmentDeployer):
         self.rounds = 0
         self.rival_result: Applied | None = None
 
-    def read(self, env_id: str) -> dict[str, EnvironmentDocument | None]:
-        found = super().read(env_id)
+    def survey(self, env_id: str, hints: Iterable[str] = ()) -> Survey:
+        found = super().survey(env_id, hints)
         self.rounds += 1
         if self.rounds == 1:
             with ThreadPoolExecutor(max_workers=1) as other_process:

@@ -388,7 +388,7 @@ def test_document_with_another_key_for_this_node_is_refused(
     _, endpoint = client.ensure(ENV)
     identities = {"node-1": (PEER_KEY, endpoint), "node-2": ("Q" * 43 + "=", PEER_ENDPOINT)}
     doc = build_document(SPEC, None, identities)
-    error = refused(lambda: client.apply(doc.to_json(), 0), grpc.StatusCode.INVALID_ARGUMENT)
+    error = refused(lambda: client.apply(doc.to_json(), 0), grpc.StatusCode.FAILED_PRECONDITION)
     assert "nodes[0].public_key" in error.detail
     assert PEER_KEY in error.detail
     assert agent.kernel.mutations == 0
@@ -400,7 +400,7 @@ def test_document_with_another_endpoint_for_this_node_is_refused(
     key, _ = client.ensure(ENV)
     identities = {"node-1": (key, "198.18.0.1:1"), "node-2": (PEER_KEY, PEER_ENDPOINT)}
     doc = build_document(SPEC, None, identities)
-    error = refused(lambda: client.apply(doc.to_json(), 0), grpc.StatusCode.INVALID_ARGUMENT)
+    error = refused(lambda: client.apply(doc.to_json(), 0), grpc.StatusCode.FAILED_PRECONDITION)
     assert "nodes[0].endpoint" in error.detail
     assert agent.kernel.mutations == 0
 

@@ -58,10 +58,15 @@ class MemoryDeployer:
     cluster: Any
     documents: dict[str, Any] = field(default_factory=dict)
 
-    def read(self, env_id: str) -> dict[str, Any]:
+    def read(self, env_id: str, hints: Any = ()) -> dict[str, Any]:
         doc = self.documents.get(env_id)
         hosting = {n.name for n in doc.nodes} if doc is not None else set()
         return {name: (doc if name in hosting else None) for name in self.cluster.names}
+
+    def survey(self, env_id: str, hints: Any = ()) -> Any:
+        from railnet.control.deployer import Survey
+
+        return Survey(self.read(env_id))
 
     @staticmethod
     def latest(held: dict[str, Any]) -> Any:
@@ -69,7 +74,9 @@ class MemoryDeployer:
 
         return EnvironmentDeployer.latest(held)
 
-    def update(self, project: str, environment: str, edit: Callable[[Any], Any]) -> Any:
+    def update(
+        self, project: str, environment: str, edit: Callable[[Any], Any], hints: Any = ()
+    ) -> Any:
         from railnet.control.deployer import Applied
         from railnet.core.desired import EnvironmentSpec, build_document, spec_from_document
         from railnet.core.names import environment_id
@@ -93,7 +100,7 @@ class MemoryDeployer:
         self.documents[env_id] = doc
         return Applied(document=doc, changes={n: [] for n in spec.nodes}, removed_from=())
 
-    def destroy(self, env_id: str) -> list[str]:
+    def destroy(self, env_id: str, hints: Any = ()) -> list[str]:
         doc = self.documents.pop(env_id, None)
         return [] if doc is None else [n.name for n in doc.nodes]
 

@@ -54,14 +54,27 @@ class Step:
 class Engine:
     """The engine's side of ``pulumi preview/up/refresh/destroy`` for a list of resources."""
 
-    def __init__(self, provider: DynamicProvider) -> None:
+    def __init__(self, provider: DynamicProvider, stack: str = "test") -> None:
         self.provider = provider
+        self.stack = stack
         self.state: dict[str, State] = {}
+
+    def urn(self, kind: str, name: str) -> str:
+        return urn(kind, name, stack=self.stack)
 
     def _news(self, declared: Declared, preview: bool) -> dict[str, Any]:
         states = None if preview and not self._all_known(declared) else self.state
         news = declared.props(states)
         news[PROVIDER_KEY] = PROVIDERS[declared.kind]
+        # What the SDK sets: the resource's own URN as its owner, and for a service the
+        # URN of the Environment it was declared with (None: keep what the program says).
+        if "owner" in news and news["owner"] is None:
+            news["owner"] = self.urn(declared.kind, declared.name)
+        if news.get("environment_owner") is None and declared.kind == "Service":
+            env = news.get("environment")
+            news["environment_owner"] = (
+                Unknown if env is Unknown else self.urn("Environment", str(env))
+            )
         return news
 
     def _all_known(self, declared: Declared) -> bool:
@@ -78,7 +91,7 @@ class Engine:
             news = self._news(declared, preview=True)
             old = self.state.get(declared.name)
             checked, failures = self.provider.check(
-                urn(declared.kind, declared.name), old.inputs if old else {}, news
+                self.urn(declared.kind, declared.name), old.inputs if old else {}, news
             )
             if failures:
                 steps.append(Step(declared.name, "failed", detail=failures))
@@ -87,7 +100,7 @@ class Engine:
                 steps.append(Step(declared.name, "create", detail=checked))
                 continue
             diff = self.provider.diff(
-                old.id, urn(declared.kind, declared.name), old.outputs, checked
+                old.id, self.urn(declared.kind, declared.name), old.outputs, checked
             )
             steps.append(self._step(declared.name, diff, checked))
         return steps
@@ -101,7 +114,7 @@ class Engine:
         steps = []
         wanted = {d.name for d in program}
         for declared in program:
-            u = urn(declared.kind, declared.name)
+            u = self.urn(declared.kind, declared.name)
             news = self._news(declared, preview=False)
             old = self.state.get(declared.name)
             checked, failures = self.provider.check(u, old.inputs if old else {}, news)
@@ -126,9 +139,9 @@ class Engine:
                 self.state[declared.name] = State(old.id, declared.kind, checked, outs)
                 step.detail = outs
             steps.append(step)
-        for name in [n for n in reversed(list(self.state)) if n not in wanted]:
+        for name in self._dependents_first([n for n in self.state if n not in wanted]):
             old = self.state.pop(name)
-            self.provider.delete(old.id, urn(old.kind, name), old.outputs)
+            self.provider.delete(old.id, self.urn(old.kind, name), old.outputs)
             steps.append(Step(name, "delete"))
         return steps
 
@@ -136,7 +149,9 @@ class Engine:
         """Read every resource; returns name → (old outputs, refreshed outputs)."""
         seen = {}
         for name, st in list(self.state.items()):
-            id_, outs, inputs = self.provider.read(st.id, urn(st.kind, name), st.outputs, st.inputs)
+            id_, outs, inputs = self.provider.read(
+                st.id, self.urn(st.kind, name), st.outputs, st.inputs
+            )
             seen[name] = (st.outputs, outs)
             if not id_:
                 del self.state[name]
@@ -144,7 +159,13 @@ class Engine:
                 self.state[name] = State(id_, st.kind, inputs or st.inputs, outs)
         return seen
 
+    def _dependents_first(self, names: list[str]) -> list[str]:
+        """Deletion order: services, then environments, then projects, as the engine's
+        dependency graph has it (each latest-created first)."""
+        rank = {"Service": 0, "Environment": 1, "Project": 2}
+        return sorted(reversed(names), key=lambda n: rank[self.state[n].kind])
+
     def destroy(self) -> None:
-        for name in reversed(list(self.state)):
+        for name in self._dependents_first(list(self.state)):
             st = self.state.pop(name)
-            self.provider.delete(st.id, urn(st.kind, name), st.outputs)
+            self.provider.delete(st.id, self.urn(st.kind, name), st.outputs)

@@ -21,9 +21,10 @@ from railnet.core.desired import (
     with_service,
     without_service,
 )
-from railnet.core.document import EnvironmentDocument, InstanceEntry, IpMode
+from railnet.core.document import QUARANTINE_TTLS, EnvironmentDocument, InstanceEntry, IpMode
 from railnet.core.errors import InvalidField
 from railnet.core.names import environment_id
+from railnet.core.plan import plan_change
 
 pytestmark = pytest.mark.unit
 
@@ -125,10 +126,11 @@ def test_removing_a_service_keeps_the_others() -> None:
     assert [n.name for n in second.nodes] == ["node-2"]
 
 
-def test_freed_addresses_wait_one_generation_before_reuse() -> None:
-    first = build_document(spec(svc("a", "node-1"), svc("b", "node-1")), None, IDENTITIES)
+def test_freed_addresses_rest_before_reuse() -> None:
+    t0 = 1_000_000
+    first = build_document(spec(svc("a", "node-1"), svc("b", "node-1")), None, IDENTITIES, now=t0)
     second = build_document(
-        spec(svc("b", "node-1"), svc("c", "node-1", "node-2")), first, IDENTITIES
+        spec(svc("b", "node-1"), svc("c", "node-1", "node-2")), first, IDENTITIES, now=t0
     )
     assert addresses(second, "b") == addresses(first, "b")
     c = addresses(second, "c")
@@ -137,13 +139,47 @@ def test_freed_addresses_wait_one_generation_before_reuse() -> None:
     assert addresses(first, "a")[0] not in c
     assert [pair[0] for pair in c] == ["10.250.0.5", "10.250.0.6"]
     assert len(set(all_addresses(second))) == len(all_addresses(second))
-    # One generation later the freed pair is free again, lowest first.
-    third = build_document(
-        spec(svc("b", "node-1"), svc("c", "node-1", "node-2"), svc("d", "node-3")),
-        second,
-        IDENTITIES,
+    assert {f.address for f in second.freed} == set(addresses(first, "a")[0])
+    assert {f.generation for f in second.freed} == {2}
+
+    ttl = second.dns_ttl
+    later = t0 + QUARANTINE_TTLS * ttl
+    d = spec(svc("b", "node-1"), svc("c", "node-1", "node-2"), svc("d", "node-3"))
+    # The next generation: still resting, however much time passed.
+    third = build_document(d, second, IDENTITIES, now=later + 3600)
+    assert addresses(third, "d")[0] not in addresses(first, "a")
+    # Two generations on, but within 10 TTLs: still resting.
+    d2 = spec(*d.services, svc("e", "node-3"))
+    fourth = build_document(d2, third, IDENTITIES, now=later - 1)
+    assert addresses(first, "a")[0] not in addresses(fourth, "e")
+    # Two generations on and 10 TTLs later: free again, lowest first, and out of the list.
+    d3 = spec(*d2.services, svc("f", "node-3"))
+    fifth = build_document(d3, fourth, IDENTITIES, now=later)
+    assert addresses(fifth, "f") == addresses(first, "a")
+    assert not {f.address for f in fifth.freed} & set(addresses(first, "a")[0])
+    # With no clock (a plan without one), nothing leaves quarantine.
+    assert addresses(build_document(d3, fourth, IDENTITIES), "f") != addresses(first, "a")
+
+
+def test_a_full_range_reuses_the_longest_resting_address_first_and_the_plan_says_so() -> None:
+    tiny = {"ipv4_cidr": "10.9.0.0/28"}  # 12 assignable hosts: .3 to .14
+    names = [f"s{i}" for i in range(12)]
+    full = build_document(spec(*(svc(n, "node-1") for n in names), **tiny), None, IDENTITIES, now=1)
+    gone = build_document(
+        spec(*(svc(n, "node-1") for n in names[2:]), **tiny), full, IDENTITIES, now=2
     )
-    assert addresses(third, "d") == addresses(first, "a")
+    older = addresses(full, "s0")[0][0]
+    newer = addresses(full, "s1")[0][0]
+    assert {older, newer} <= {f.address for f in gone.freed}
+    back = build_document(
+        spec(*(svc(n, "node-1") for n in names[2:]), svc("x", "node-1"), **tiny),
+        gone,
+        IDENTITIES,
+        now=3,
+    )
+    assert addresses(back, "x")[0][0] in {older, newer}
+    warnings = [c.message for c in plan_change(gone, back, now=3).consequences]
+    assert any(addresses(back, "x")[0][0] in m and "quarantine" in m for m in warnings)
 
 
 def test_renaming_with_the_stable_id_keeps_id_and_addresses() -> None:
@@ -395,3 +431,38 @@ def test_place_replicas_errors() -> None:
         place_replicas(-1, NODES)
     with pytest.raises(InvalidField, match="nodes"):
         place_replicas(1, [])
+
+
+def test_scaling_up_keeps_every_existing_replica_where_it_is() -> None:
+    one = place_replicas(1, NODES, "api")
+    # Even when the fresh start for this id would put replica 0 elsewhere:
+    for node in NODES:
+        two = place_replicas(2, NODES, "api", current=(node,))
+        assert two[0] == node and two[1] != node
+    assert place_replicas(2, NODES, "api", current=one)[0] == one[0]
+
+
+def test_scaling_down_removes_the_highest_indices() -> None:
+    three = ("node-3", "node-1", "node-2")
+    assert place_replicas(2, NODES, "api", current=three) == ("node-3", "node-1")
+
+
+def test_a_node_joining_the_cluster_moves_nothing() -> None:
+    before = place_replicas(5, NODES, "api")
+    after = place_replicas(5, [*NODES, "node-4"], "api", current=before)
+    assert after == before
+
+
+def test_only_the_replicas_of_a_node_that_left_move() -> None:
+    before = place_replicas(3, NODES, "api")
+    after = place_replicas(3, ["node-1", "node-2"], "api", current=before)
+    moved = [i for i in range(3) if before[i] != after[i]]
+    assert moved == [before.index("node-3")]
+    assert set(after) == {"node-1", "node-2"}
+
+
+def test_new_replicas_go_to_the_least_loaded_nodes() -> None:
+    placed = place_replicas(6, [*NODES, "node-4"], "api", current=("node-1", "node-1"))
+    assert placed[:2] == ("node-1", "node-1")
+    load = {n: placed.count(n) for n in [*NODES, "node-4"]}
+    assert max(load.values()) - min(load.values()) <= 1

@@ -45,13 +45,24 @@ PROVIDERS: dict[Kind, type[RailnetProvider]] = {
 # Every other parameter is one schema input of the same name.
 SDK_PARAMETER_INPUTS: dict[Kind, dict[str, set[str]]] = {
     Kind.PROJECT: {},
-    Kind.ENVIRONMENT: {"project": {"project"}},
+    Kind.ENVIRONMENT: {"project": {"project"}, "resource_name": {"owner"}},
     Kind.SERVICE: {
-        "environment": {"project", "environment", "ip_mode", "ipv4_cidr", "domain", "dns_ttl"},
+        "environment": {
+            "project",
+            "environment",
+            "ip_mode",
+            "ipv4_cidr",
+            "domain",
+            "dns_ttl",
+            "environment_owner",
+        },
+        "resource_name": {"owner"},
     },
 }
+"""Constructor parameters → the inputs they set (the SDK derives ``owner``, the resource's
+URN, from its name)."""
 
-NOT_INPUTS = {"self", "resource_name", "opts"}
+NOT_INPUTS = {"self", "opts"}
 
 
 def schema_resource(kind: Kind) -> dict[str, Any]:
@@ -118,7 +129,7 @@ def test_sdk_constructor_covers_exactly_the_schema_inputs(kind: Kind) -> None:
     mapping = SDK_PARAMETER_INPUTS[kind]
     covered: list[str] = []
     for name in params:
-        covered.extend(sorted(mapping.get(name, {name})))
+        covered.extend(sorted(mapping.get(name, set() if name == "resource_name" else {name})))
     assert len(covered) == len(set(covered)), f"{kind.value}: an input is set twice: {covered}"
     assert set(covered) == set(schema_resource(kind)["inputProperties"]), (
         f"pulumi_railnet.{kind.value}.__init__ parameters {params} do not match the schema's "

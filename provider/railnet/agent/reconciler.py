@@ -18,7 +18,13 @@ from railnet.agent.state import Identity, StateDir
 from railnet.agent.wireguard import generate_private_key, public_key_of
 from railnet.core.dns import ResolverView
 from railnet.core.document import EnvironmentDocument
-from railnet.core.errors import DataPlaneError, EnvironmentNotFound, InvalidField, StaleGeneration
+from railnet.core.errors import (
+    DataPlaneError,
+    EnvironmentNotFound,
+    InvalidField,
+    StaleGeneration,
+    StaleIdentity,
+)
 from railnet.core.local import LocalEnvironment, local_environment
 from railnet.core.names import check_object_id, environment_netns, wireguard_ifname
 from railnet.core.reconcile import (
@@ -170,14 +176,14 @@ class Reconciler:
         i = names.index(self.node)
         me = doc.nodes[i]
         if me.public_key != public_key_of(identity.private_key):
-            raise InvalidField(
+            raise StaleIdentity(
                 f"nodes[{i}].public_key",
                 me.public_key,
                 f"is not node {self.node}'s key for environment {doc.id}; "
                 "take it from EnsureEnvironment",
             )
         if me.endpoint != self.endpoint(identity):
-            raise InvalidField(
+            raise StaleIdentity(
                 f"nodes[{i}].endpoint",
                 me.endpoint,
                 f"node {self.node} serves environment {doc.id} at {self.endpoint(identity)}",

@@ -11,10 +11,12 @@ from railnet.core.errors import (
     InvalidField,
     RailnetError,
     StaleGeneration,
+    StaleIdentity,
 )
 
 # Most specific first: the first matching class wins.
 ERROR_CODES: tuple[tuple[type[RailnetError], grpc.StatusCode], ...] = (
+    (StaleIdentity, grpc.StatusCode.FAILED_PRECONDITION),
     (InvalidField, grpc.StatusCode.INVALID_ARGUMENT),
     (StaleGeneration, grpc.StatusCode.ABORTED),
     (EnvironmentNotFound, grpc.StatusCode.NOT_FOUND),

@@ -6,6 +6,7 @@ call from the cluster description.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,8 @@ class AgentClient:
         self.target = target
         self.timeout = timeout
         self._channel: grpc.Channel | None = None
+        # The engine calls a provider from several threads at once; one channel each.
+        self._lock = threading.Lock()
 
     def __enter__(self) -> AgentClient:
         return self
@@ -79,20 +82,22 @@ class AgentClient:
         self.close()
 
     def close(self) -> None:
-        if self._channel is not None:
-            self._channel.close()
-            self._channel = None
+        with self._lock:
+            if self._channel is not None:
+                self._channel.close()
+                self._channel = None
 
     def _stub(self) -> Any:
-        if self._channel is None:
-            t = self.target
-            if t.tls is None:
-                self._channel = grpc.insecure_channel(t.address)
-            else:
-                self._channel = grpc.secure_channel(
-                    t.address, channel_credentials(t.tls), options=channel_options(t.node)
-                )
-        return pb_grpc.NodeAgentStub(self._channel)
+        with self._lock:
+            if self._channel is None:
+                t = self.target
+                if t.tls is None:
+                    self._channel = grpc.insecure_channel(t.address)
+                else:
+                    self._channel = grpc.secure_channel(
+                        t.address, channel_credentials(t.tls), options=channel_options(t.node)
+                    )
+            return pb_grpc.NodeAgentStub(self._channel)
 
     def _call(self, method: str, request: Any) -> Any:
         try:
@@ -100,6 +105,9 @@ class AgentClient:
         except grpc.RpcError as exc:
             code = exc.code()
             if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                # A channel that failed to connect waits out a growing back-off before it
+                # tries again; a node that comes back must be reachable on the next call.
+                self.close()
                 raise AgentUnreachable(
                     self.target.node, self.target.address, exc.details()
                 ) from None

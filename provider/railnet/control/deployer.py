@@ -1,20 +1,30 @@
 """Write an environment's desired state to every node involved, with compare-and-set.
 
-``EnvironmentDeployer.apply(spec)`` reads what the nodes hold, builds the next document in
-the pure core, ensures the environment on every hosting node, applies the document to all
-of them in parallel, and removes the environment from nodes that no longer host it. A
-conflict (another writer got there first) restarts the round from the read. When it
-returns, every node has applied the document: names resolve and instances connect.
+``EnvironmentDeployer.apply(spec)`` surveys the nodes that hold the environment, builds the
+next document in the pure core, ensures the environment on every new hosting node, applies
+the document to all hosting nodes in parallel, and removes the environment from nodes that
+no longer host it. A conflict (another writer got there first) restarts the round from the
+survey, after a jittered back-off. When it returns, every node has applied the document:
+names resolve and instances connect.
+
+Only the nodes that host the environment before or after the change are asked (a node
+outside it may be down without harm), except when no asked node knows the environment:
+then the rest of the cluster is scanned, and nodes that do not answer are skipped. A
+hosting node that does not answer fails the run, by name and address, after every other
+node has applied; the next run converges it. A node the change leaves while it does not
+answer is recorded in the document (``leaving``) and cleaned up by a later run.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import grpc
@@ -23,12 +33,14 @@ from railnet.control.client import AgentClient, AgentError, agent_address
 from railnet.control.cluster import Cluster
 from railnet.core.desired import EnvironmentSpec, build_document, spec_from_document
 from railnet.core.document import EnvironmentDocument
-from railnet.core.errors import RailnetError
+from railnet.core.errors import AgentUnreachable, RailnetError
 from railnet.core.names import check_object_id, environment_id
 
 log = logging.getLogger("railnet.control.deployer")
 T = TypeVar("T")
 MAX_ROUNDS = 8
+BACKOFF_BASE = 0.05
+"""Seconds before the first retry after a conflict; doubles each round, with full jitter."""
 
 _env_locks: dict[str, threading.Lock] = {}
 _env_locks_guard = threading.Lock()
@@ -41,6 +53,29 @@ def environment_lock(env_id: str) -> Iterator[None]:
         lock = _env_locks.setdefault(env_id, threading.Lock())
     with lock:
         yield
+
+
+@dataclass(frozen=True)
+class Survey:
+    """What the nodes asked about one environment said, and who did not answer."""
+
+    held: dict[str, EnvironmentDocument | None]
+    """Per node that answered, the document it holds (None: nothing)."""
+    unreachable: dict[str, AgentUnreachable] = field(default_factory=dict)
+
+    @property
+    def latest(self) -> EnvironmentDocument | None:
+        docs = [d for d in self.held.values() if d is not None]
+        return max(docs, key=lambda d: d.generation) if docs else None
+
+    def involved(self) -> set[str]:
+        """Every node any held document names: hosting, or still to be cleaned up."""
+        found: set[str] = set()
+        for doc in self.held.values():
+            if doc is not None:
+                found.update(n.name for n in doc.nodes)
+                found.update(doc.leaving)
+        return found
 
 
 @dataclass(frozen=True)
@@ -57,6 +92,9 @@ class EnvironmentDeployer:
         self.timeout = timeout
         self._clients: dict[str, AgentClient] = {}
         self._clients_lock = threading.Lock()
+        self._hosting: dict[str, tuple[str, ...]] = {}
+        """Per environment, the nodes this deployer last saw involved: the next survey's
+        starting point, so deploys in one run do not scan the cluster again."""
 
     def __enter__(self) -> EnvironmentDeployer:
         return self
@@ -89,15 +127,66 @@ class EnvironmentDeployer:
         with ThreadPoolExecutor(max_workers=min(16, len(nodes))) as pool:
             return dict(zip(nodes, pool.map(run, nodes), strict=True))
 
-    def read(self, env_id: str) -> dict[str, EnvironmentDocument | None]:
-        """What every cluster node holds for the environment."""
+    def _ask(
+        self, nodes: list[str], call: Callable[[AgentClient], T]
+    ) -> tuple[dict[str, T], dict[str, AgentUnreachable]]:
+        """``call`` on every node in parallel; nodes that do not answer are reported, not
+        raised."""
+
+        def run(node: str) -> T | AgentUnreachable:
+            try:
+                return call(self._client(node))
+            except AgentUnreachable as exc:
+                return exc
+
+        if not nodes:
+            return {}, {}
+        with ThreadPoolExecutor(max_workers=min(16, len(nodes))) as pool:
+            results = dict(zip(nodes, pool.map(run, nodes), strict=True))
+        answers: dict[str, T] = {}
+        down: dict[str, AgentUnreachable] = {}
+        for node, result in results.items():
+            if isinstance(result, AgentUnreachable):
+                down[node] = result
+            else:
+                answers[node] = result
+        return answers, down
+
+    def survey(self, env_id: str, hints: Iterable[str] = ()) -> Survey:
+        """What the nodes of the environment hold. Starts from ``hints`` (and the nodes this
+        deployer last saw hosting it), follows the node lists of the documents found, and
+        scans the rest of the cluster only when none of those knows the environment."""
         check_object_id("env_id", env_id)
-        raw = self._each(self.cluster.names, lambda c: c.document(env_id))
+        names = self.cluster.names
+        with self._clients_lock:
+            remembered = self._hosting.get(env_id, ())
+        frontier = [n for n in dict.fromkeys([*hints, *remembered]) if n in names]
+        held: dict[str, EnvironmentDocument | None] = {}
+        down: dict[str, AgentUnreachable] = {}
         parsed: dict[str, EnvironmentDocument] = {}  # nodes in sync hold the same text
-        for text in raw.values():
-            if text is not None and text not in parsed:
-                parsed[text] = EnvironmentDocument.from_json(text)
-        return {n: None if t is None else parsed[t] for n, t in raw.items()}
+        scanned = False
+        while True:
+            if frontier:
+                texts, unreachable = self._ask(frontier, lambda c: c.document(env_id))
+                down.update(unreachable)
+                for node, text in texts.items():
+                    if text is not None and text not in parsed:
+                        parsed[text] = EnvironmentDocument.from_json(text)
+                    held[node] = None if text is None else parsed[text]
+            survey = Survey(held, down)
+            frontier = sorted(survey.involved() & set(names) - held.keys() - down.keys())
+            if frontier:
+                continue
+            if survey.latest is None and not scanned:
+                scanned = True
+                frontier = [n for n in names if n not in held and n not in down]
+                if frontier:
+                    continue
+            return survey
+
+    def read(self, env_id: str, hints: Iterable[str] = ()) -> dict[str, EnvironmentDocument | None]:
+        """What the nodes that answered hold for the environment (see ``survey``)."""
+        return self.survey(env_id, hints).held
 
     @staticmethod
     def latest(held: dict[str, EnvironmentDocument | None]) -> EnvironmentDocument | None:
@@ -109,27 +198,31 @@ class EnvironmentDeployer:
         return self.update(spec.project, spec.environment, lambda _: spec)
 
     def update(
-        self, project: str, environment: str, edit: Callable[[EnvironmentSpec], EnvironmentSpec]
+        self,
+        project: str,
+        environment: str,
+        edit: Callable[[EnvironmentSpec], EnvironmentSpec],
+        hints: Iterable[str] = (),
     ) -> Applied:
         """Read-modify-write: ``edit`` gets what the nodes hold (as a spec) and returns the
-        new declaration. On a conflict the whole round runs again from a fresh read."""
+        new declaration. On a conflict the whole round runs again from a fresh survey.
+        ``hints`` are nodes likely to hold the environment (where it last was)."""
         env_id = environment_id(project, environment)
+        hints = tuple(hints)
         with environment_lock(env_id):
             trust_held = True
-            for _ in range(MAX_ROUNDS):
+            for attempt in range(MAX_ROUNDS):
                 try:
-                    return self._round(project, environment, edit, trust_held)
+                    return self._round(project, environment, edit, hints, trust_held)
                 except AgentError as exc:
-                    stale_identity = exc.code == grpc.StatusCode.INVALID_ARGUMENT and (
-                        ".public_key" in exc.detail or ".endpoint" in exc.detail
-                    )
-                    if stale_identity and trust_held:
+                    if exc.code == grpc.StatusCode.FAILED_PRECONDITION and trust_held:
                         # A node lost its state and got a new key: ask every node again.
                         trust_held = False
                         continue
                     if exc.code != grpc.StatusCode.ABORTED:
                         raise
                     log.info("environment %s: conflict (%s); retrying", env_id, exc.detail)
+                    time.sleep(random.uniform(0, BACKOFF_BASE * 2**attempt))
         raise RailnetError(
             f"environment {env_id}: {MAX_ROUNDS} conflicting writers in a row; try again"
         )
@@ -139,10 +232,12 @@ class EnvironmentDeployer:
         project: str,
         environment: str,
         edit: Callable[[EnvironmentSpec], EnvironmentSpec],
+        hints: tuple[str, ...],
         trust_held: bool = True,
     ) -> Applied:
-        held = self.read(environment_id(project, environment))
-        previous = self.latest(held)
+        env_id = environment_id(project, environment)
+        survey = self.survey(env_id, hints)
+        held, previous = survey.held, survey.latest
         base = (
             spec_from_document(previous)
             if previous is not None
@@ -152,19 +247,38 @@ class EnvironmentDeployer:
         for node in spec.nodes:
             self.cluster.node(node)  # names the unknown node before anything changes
         hosting = spec.nodes
+        # Everything that held the environment and will not host it.
+        leaving = sorted(
+            (survey.involved() | {n for n, d in held.items() if d is not None}) - set(hosting)
+        )
         # Nodes already in the held document have their identity there; only new ones are
         # asked (EnsureEnvironment creates it on first call).
         known = {n.name: (n.public_key, n.endpoint) for n in previous.nodes} if previous else {}
         if not trust_held:
             known = {}
-        asked = self._each([n for n in hosting if n not in known], lambda c: c.ensure(spec.id))
+        new_nodes = [n for n in hosting if n not in known]
+        for node in new_nodes:
+            if node in survey.unreachable:
+                raise survey.unreachable[node]  # nothing has changed yet
+        asked = self._each(new_nodes, lambda c: c.ensure(spec.id))
         identities = {n: known.get(n) or asked[n] for n in hosting}
-        doc = build_document(spec, previous, identities)
+        # Recorded: the leaving nodes that cannot be told now. The others are told right
+        # after the apply; should one of those fail, the run fails and its retry finds the
+        # node again (it is where the service was).
+        doc = build_document(
+            spec,
+            previous,
+            identities,
+            now=int(time.time()),
+            leaving=tuple(n for n in leaving if n in survey.unreachable),
+        )
         if (
             previous is not None
             and doc.with_generation(previous.generation) == previous
             and all(
-                held[n] is None or held[n] == previous or held[n].generation < previous.generation  # type: ignore[union-attr]
+                held.get(n) is None
+                or held[n] == previous
+                or held[n].generation < previous.generation  # type: ignore[union-attr]
                 for n in hosting
             )
         ):
@@ -172,24 +286,38 @@ class EnvironmentDeployer:
             # when racing writers left another document at the same generation somewhere:
             # then the next generation settles it.)
             doc = previous
+        if not hosting and any(n in survey.unreachable for n in leaving):
+            # The last instance is leaving: no node would keep the record of the removal.
+            raise next(survey.unreachable[n] for n in leaving if n in survey.unreachable)
         text = doc.to_json()
-        changes = self._each(
-            hosting,
-            lambda c: c.apply(
-                text,
-                0 if held[c.target.node] is None else held[c.target.node].generation,  # type: ignore[union-attr]
-            )[1],
-        )
-        leaving = [n for n, d in held.items() if d is not None and n not in hosting]
-        self._each(
-            leaving,
-            lambda c: c.delete(spec.id, held[c.target.node].generation),  # type: ignore[union-attr]
-        )
-        return Applied(document=doc, changes=changes, removed_from=tuple(leaving))
 
-    def destroy(self, env_id: str) -> list[str]:
-        """Remove the environment from every node that has it; return those nodes."""
+        def expected(node: str) -> int:
+            stored = held.get(node)
+            return 0 if stored is None else stored.generation
+
+        reachable = [n for n in hosting if n not in survey.unreachable]
+        applied, down = self._ask(reachable, lambda c: c.apply(text, expected(c.target.node))[1])
+        gone = [n for n in leaving if held.get(n) is not None]
+        _, leave_down = self._ask(gone, lambda c: c.delete(spec.id, expected(c.target.node)))
+        with self._clients_lock:
+            self._hosting[env_id] = tuple(hosting) + tuple(leaving)
+        for node in hosting:
+            failure = survey.unreachable.get(node) or down.get(node)
+            if failure is not None:
+                raise failure  # every other node has applied; the next run converges it
+        if leave_down:
+            raise leave_down[min(leave_down)]
+        return Applied(document=doc, changes=applied, removed_from=tuple(gone))
+
+    def destroy(self, env_id: str, hints: Iterable[str] = ()) -> list[str]:
+        """Remove the environment from every node that holds it; return those nodes. A node
+        that holds it and does not answer fails the call, by name and address."""
         check_object_id("env_id", env_id)
         with environment_lock(env_id):
-            removed = self._each(self.cluster.names, lambda c: c.delete(env_id))
+            survey = self.survey(env_id, hints)
+            holders = sorted(n for n, d in survey.held.items() if d is not None)
+            removed = self._each(holders, lambda c: c.delete(env_id))
+            missing = sorted(survey.involved() & survey.unreachable.keys())
+            if missing:
+                raise survey.unreachable[missing[0]]
         return [n for n, existed in removed.items() if existed]

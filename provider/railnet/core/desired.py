@@ -8,13 +8,17 @@ and moves to another node; only new instances get new addresses.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from ipaddress import ip_address
+from typing import TypeVar
 
 from railnet.core.addressing import DEFAULT_IPV4_CIDR, AddressPlan, check_ipv4_cidr, ula_prefix
 from railnet.core.document import (
     DEFAULT_DNS_TTL,
     DEFAULT_DOMAIN,
     EnvironmentDocument,
+    FreedAddress,
     InstanceEntry,
     IpMode,
     NodeEntry,
@@ -22,6 +26,8 @@ from railnet.core.document import (
 )
 from railnet.core.errors import InvalidField
 from railnet.core.names import check_dns_label, environment_id, short_hash
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,8 @@ class ServiceSpec:
     """One entry per instance, in instance order; a node may appear more than once."""
     id: str = ""
     """Stable id; empty means "the id this name had before, or a new one"."""
+    owner: str = ""
+    """The URN of the resource that declares it; empty when unknown."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,8 @@ class EnvironmentSpec:
     domain: str = DEFAULT_DOMAIN
     dns_ttl: int = DEFAULT_DNS_TTL
     services: tuple[ServiceSpec, ...] = field(default=())
+    owner: str = ""
+    """The URN of the Environment resource that owns the settings; empty when unknown."""
 
     @property
     def id(self) -> str:
@@ -63,9 +73,12 @@ def spec_from_document(doc: EnvironmentDocument) -> EnvironmentSpec:
         domain=doc.domain,
         dns_ttl=doc.dns_ttl,
         services=tuple(
-            ServiceSpec(name=s.name, nodes=tuple(i.node for i in s.instances), id=s.id)
+            ServiceSpec(
+                name=s.name, nodes=tuple(i.node for i in s.instances), id=s.id, owner=s.owner
+            )
             for s in doc.services
         ),
+        owner=doc.owner,
     )
 
 
@@ -85,15 +98,34 @@ def with_service(
     kept = tuple(s for s in spec.services if s.id != service.id)
     clash = next((s for s in kept if s.name == service.name), None)
     if clash is not None:
+        declared = f", declared by {clash.owner}" if clash.owner else ""
         raise InvalidField(
             "name",
             service.name,
-            f"is already a service of {spec.project}/{spec.environment}; names are unique "
-            "within an environment",
+            f"is already a service of {spec.project}/{spec.environment}{declared}; names are "
+            "unique within an environment",
         )
     position = next((i for i, s in enumerate(spec.services) if s.id == service.id), len(kept))
     services = (*kept[:position], service, *kept[position:])
     return replace(spec, services=services)
+
+
+def adoptable(spec: EnvironmentSpec, name: str, owner: str) -> ServiceSpec | None:
+    """The service a create by ``owner`` takes over: the one of that name it declared
+    before (its reply was lost, or its state was). ``None`` when there is none; an error
+    naming the owner when another resource declared that name."""
+    found = next((s for s in spec.services if s.name == name), None)
+    if found is None:
+        return None
+    if owner and found.owner == owner:
+        return found
+    declared = f"declared by {found.owner}" if found.owner else "declared elsewhere"
+    raise InvalidField(
+        "name",
+        name,
+        f"is already a service of {spec.project}/{spec.environment} ({declared}); pick "
+        "another name, or import that service into this stack",
+    )
 
 
 def without_service(spec: EnvironmentSpec, sid: str) -> EnvironmentSpec:
@@ -114,25 +146,54 @@ def fresh_service_id(env_id: str, name: str, taken: set[str]) -> str:
     return sid
 
 
-def place_replicas(replicas: int, nodes: list[str], offset: str = "") -> tuple[str, ...]:
-    """Spread ``replicas`` over ``nodes`` round-robin, starting at a name-derived node."""
+def place_replicas(
+    replicas: int, nodes: list[str], offset: str = "", current: tuple[str, ...] = ()
+) -> tuple[str, ...]:
+    """Where ``replicas`` instances run, given where they run now (``current``).
+
+    Placement is sticky: instance *i* stays on ``current[i]`` while that node is still in
+    ``nodes``, so scaling up places only the new replicas, scaling down drops the highest
+    indices, and a node joining the cluster moves nothing. A replica without a node takes
+    the least-loaded node, ties broken round-robin from a start derived from ``offset``
+    (the service's stable id), which spreads a fresh service evenly."""
     if replicas < 0:
         raise InvalidField("replicas", replicas, "must be 0 or more")
     if not nodes:
         raise InvalidField("nodes", nodes, "the cluster has no nodes to place replicas on")
     ordered = sorted(nodes)
-    start = int(short_hash("place", offset, length=8), 16) % len(ordered) if offset else 0
-    return tuple(ordered[(start + i) % len(ordered)] for i in range(replicas))
+    count = len(ordered)
+    start = int(short_hash("place", offset, length=8), 16) % count if offset else 0
+    live = set(ordered)
+    chosen: list[str | None] = [
+        current[i] if i < len(current) and current[i] in live else None for i in range(replicas)
+    ]
+    for i, node in enumerate(chosen):
+        if node is not None:
+            continue
+        load = {n: 0 for n in ordered}
+        for taken in chosen:
+            if taken is not None:
+                load[taken] += 1
+        preferred = (start + i) % count
+        chosen[i] = min(ordered, key=lambda n: (load[n], (ordered.index(n) - preferred) % count))
+    return tuple(n for n in chosen if n is not None)
 
 
 def build_document(
     spec: EnvironmentSpec,
     previous: EnvironmentDocument | None,
     identities: dict[str, tuple[str, str]],
+    *,
+    now: int | None = None,
+    leaving: tuple[str, ...] = (),
 ) -> EnvironmentDocument:
     """The next document: ``previous.generation + 1`` (or 1), with stable addresses.
 
-    ``identities`` maps each hosting node to its (public key, endpoint).
+    ``identities`` maps each hosting node to its (public key, endpoint). Addresses that
+    instances give up rest in quarantine (see ``FreedAddress.resting``; ``now`` is the time
+    in seconds, None when unknown) before they are handed out again; when the range has
+    nothing else left, the longest-resting go first. ``leaving`` lists the nodes that must
+    still remove the environment.
     """
     check_dns_label("project", spec.project)
     check_dns_label("environment", spec.environment)
@@ -154,14 +215,25 @@ def build_document(
         if names.index(name) != i:
             raise InvalidField(f"services[{i}].name", name, "is used twice")
 
-    # Addresses the previous generation used are not handed out again in this one, so a
-    # client still holding a removed instance's address never reaches a new one by it.
+    generation = (previous.generation + 1) if previous else 1
+    # Addresses the previous generation used are not handed out again in this one, and
+    # freed ones rest, so a client still holding a removed instance's address (a cached
+    # answer, a pooled connection) never reaches a new instance by it.
     used: set[str] = set()
     for entry in previous.services if previous else ():
         for inst in entry.instances:
             used.add(inst.ipv6)
             if keep_v4 and inst.ipv4:
                 used.add(inst.ipv4)
+    resting = sorted(
+        (
+            f
+            for f in (previous.freed if previous else ())
+            if f.resting(generation, now, spec.dns_ttl)
+            and plan.is_assignable(ip_address(f.address))
+        ),
+        key=lambda f: (f.generation, f.at, f.address),
+    )
 
     ids: dict[str, str] = {}
     # Ids claimed explicitly win; a service without one inherits the id its name had only
@@ -186,7 +258,8 @@ def build_document(
         ]
         kept[svc.name] += [(node, None, None) for node in svc.nodes[len(old) :]]
 
-    fresh = iter(plan.allocate(used, sum(1 for k in kept.values() for _, _, v6 in k if v6 is None)))
+    wanted = sum(1 for k in kept.values() for _, _, v6 in k if v6 is None)
+    fresh = iter(_with_quarantine(lambda q: plan.allocate(used | q, wanted), resting))
     pending: list[tuple[str, int, str | None, str]] = []
     for declared in spec.services:
         for i, (_, v4, v6) in enumerate(kept[declared.name]):
@@ -195,8 +268,11 @@ def build_document(
                 used.update(a for a in (v4, v6) if a)
             pending.append((declared.name, i, v4, v6))
     need_v4 = [p for p in pending if p[2] is None] if ipv4 is not None else []
+    taken_v4 = used | {p[2] for p in pending if p[2]}
     extra = iter(
-        plan.allocate_ipv4(used | {p[2] for p in pending if p[2]}, len(need_v4)) if need_v4 else []
+        _with_quarantine(lambda q: plan.allocate_ipv4(taken_v4 | q, len(need_v4)), resting)
+        if need_v4
+        else []
     )
     final: dict[tuple[str, int], tuple[str | None, str]] = {}
     for name, i, v4, v6 in pending:
@@ -210,7 +286,19 @@ def build_document(
             InstanceEntry(node=node, ipv4=final[(svc.name, i)][0], ipv6=final[(svc.name, i)][1])
             for i, (node, _, _) in enumerate(kept[svc.name])
         )
-        services.append(ServiceEntry(id=ids[svc.name], name=svc.name, instances=instances))
+        services.append(
+            ServiceEntry(id=ids[svc.name], name=svc.name, instances=instances, owner=svc.owner)
+        )
+    in_use = {a for svc in services for i in svc.instances for a in (i.ipv4, i.ipv6) if a}
+    given_up = {
+        a
+        for entry in (previous.services if previous else ())
+        for inst in entry.instances
+        for a in (inst.ipv4, inst.ipv6)
+        if a and a not in in_use and plan.is_assignable(ip_address(a))
+    }
+    freed = [f for f in resting if f.address not in in_use and f.address not in given_up]
+    freed += [FreedAddress(a, generation, now or 0) for a in sorted(given_up)]
 
     nodes = []
     for name in spec.nodes:
@@ -222,13 +310,43 @@ def build_document(
         id=env_id,
         project=spec.project,
         environment=spec.environment,
-        generation=(previous.generation + 1) if previous else 1,
+        generation=generation,
         ip_mode=spec.ip_mode,
         ipv4_cidr=None if ipv4 is None else str(ipv4),
         domain=spec.domain,
         dns_ttl=spec.dns_ttl,
         nodes=tuple(nodes),
         services=tuple(services),
+        owner=spec.owner,
+        leaving=tuple(sorted(set(leaving) - set(spec.nodes))),
+        freed=tuple(sorted(freed, key=lambda f: (f.generation, f.address))),
     )
     # Round-trip through the validator: what we send is exactly what agents accept.
     return EnvironmentDocument.from_dict(doc.to_dict())
+
+
+def _with_quarantine(
+    allocate: Callable[[set[str]], list[T]], resting: list[FreedAddress]
+) -> list[T]:
+    """``allocate`` avoiding every resting address; when the range runs out, release the
+    longest-resting ones, one at a time, until it fits (``early_reuse`` tells the plan)."""
+    held = list(resting)
+    while True:
+        try:
+            return allocate({f.address for f in held})
+        except InvalidField:
+            if not held:
+                raise
+            held.pop(0)
+
+
+def early_reuse(
+    old: EnvironmentDocument, new: EnvironmentDocument, now: int | None
+) -> list[tuple[str, int]]:
+    """Addresses ``new`` hands out while they should still rest: (address, freed in)."""
+    in_use = {a for s in new.services for i in s.instances for a in (i.ipv4, i.ipv6) if a}
+    return [
+        (f.address, f.generation)
+        for f in old.freed
+        if f.address in in_use and f.resting(new.generation, now, new.dns_ttl)
+    ]

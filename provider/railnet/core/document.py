@@ -30,6 +30,9 @@ FORMAT_VERSION = 1
 DEFAULT_DOMAIN = "railway.internal"
 DEFAULT_DNS_TTL = 5
 MAX_DNS_TTL = 3600
+QUARANTINE_TTLS = 10
+"""A freed address rests for at least this many DNS TTLs (and two generations)."""
+MAX_OWNER = 1024
 
 
 class IpMode(enum.Enum):
@@ -74,6 +77,27 @@ class ServiceEntry:
     name: str
     """The DNS label the service answers to."""
     instances: tuple[InstanceEntry, ...]
+    owner: str = ""
+    """The URN of the resource that declared it (its stack included); empty when unknown."""
+
+
+@dataclass(frozen=True)
+class FreedAddress:
+    """An address that an instance gave up, resting before anyone gets it again."""
+
+    address: str
+    generation: int
+    """The generation that freed it."""
+    at: int
+    """When, in seconds since the epoch."""
+
+    def resting(self, generation: int, now: int | None, ttl: int) -> bool:
+        """Whether it is still out of use in ``generation``: never in the one that freed
+        it or the next, and not before ``QUARANTINE_TTLS`` TTLs have passed (``now`` None:
+        the time is unknown, so it rests)."""
+        if generation <= self.generation + 1:
+            return True
+        return now is None or now < self.at + QUARANTINE_TTLS * max(ttl, 1)
 
 
 @dataclass(frozen=True)
@@ -90,6 +114,13 @@ class EnvironmentDocument:
     dns_ttl: int = DEFAULT_DNS_TTL
     nodes: tuple[NodeEntry, ...] = ()
     services: tuple[ServiceEntry, ...] = field(default=())
+    owner: str = ""
+    """The URN of the Environment resource that owns the settings; empty when unknown."""
+    leaving: tuple[str, ...] = ()
+    """Nodes that held the environment and have not yet removed it (they were unreachable
+    when it left them); the next deploy finishes the removal."""
+    freed: tuple[FreedAddress, ...] = ()
+    """Addresses in quarantine."""
 
     # -- derived views -------------------------------------------------------------------
 
@@ -110,7 +141,7 @@ class EnvironmentDocument:
     # -- serialisation -------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        raw: dict[str, Any] = {
             "format": FORMAT_VERSION,
             "id": self.id,
             "project": self.project,
@@ -135,6 +166,19 @@ class EnvironmentDocument:
                 for s in self.services
             ],
         }
+        # Optional fields are left out when empty, so older documents stay canonical.
+        for s, entry in zip(self.services, raw["services"], strict=True):
+            if s.owner:
+                entry["owner"] = s.owner
+        if self.owner:
+            raw["owner"] = self.owner
+        if self.leaving:
+            raw["leaving"] = list(self.leaving)
+        if self.freed:
+            raw["freed"] = [
+                {"address": f.address, "generation": f.generation, "at": f.at} for f in self.freed
+            ]
+        return raw
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
@@ -202,7 +246,20 @@ class _DocumentReader:
         )
         self._unique("services", [s.name for s in services], "name")
         self._unique("services", [s.id for s in services], "id")
-        self._unique_addresses(services)
+        in_use = self._unique_addresses(services)
+        owner = _owner("owner", doc.get("owner", ""))
+        leaving = tuple(
+            check_node_name(f"leaving[{i}]", n) for i, n in enumerate(self._list("leaving", doc))
+        )
+        self._unique("leaving", list(leaving), "node")
+        for i, name in enumerate(leaving):
+            if name in known_nodes:
+                raise InvalidField(f"leaving[{i}]", name, "still hosts the environment")
+        freed = tuple(
+            self._freed(f"freed[{i}]", f, generation, plan, in_use)
+            for i, f in enumerate(self._list("freed", doc))
+        )
+        self._unique("freed", [f.address for f in freed], "address")
         return EnvironmentDocument(
             id=env_id,
             project=project,
@@ -214,7 +271,36 @@ class _DocumentReader:
             dns_ttl=ttl,
             nodes=nodes,
             services=services,
+            owner=owner,
+            leaving=leaving,
+            freed=freed,
         )
+
+    def _freed(
+        self, path: str, raw: object, generation: int, plan: AddressPlan, in_use: set[str]
+    ) -> FreedAddress:
+        entry = self._mapping(path, raw)
+        value = entry.get("address")
+        try:
+            version = ipaddress.ip_address(str(value)).version
+        except ValueError:
+            raise InvalidField(f"{path}.address", value, "is not an IP address") from None
+        address = self._address(f"{path}.address", value, version, plan)
+        if address in in_use:
+            raise InvalidField(f"{path}.address", address, "is in use by an instance")
+        freed_in = entry.get("generation")
+        if (
+            not isinstance(freed_in, int)
+            or isinstance(freed_in, bool)
+            or not 1 <= freed_in <= generation
+        ):
+            raise InvalidField(
+                f"{path}.generation", freed_in, f"must be an integer from 1 to {generation}"
+            )
+        at = entry.get("at")
+        if not isinstance(at, int) or isinstance(at, bool) or at < 0:
+            raise InvalidField(f"{path}.at", at, "must be seconds since the epoch")
+        return FreedAddress(address=address, generation=freed_in, at=at)
 
     @staticmethod
     def _mapping(path: str, raw: object) -> Mapping[str, Any]:
@@ -289,7 +375,8 @@ class _DocumentReader:
             else:
                 ipv4 = None
             instances.append(InstanceEntry(node=str(node), ipv4=ipv4, ipv6=ipv6))
-        return ServiceEntry(id=sid, name=name, instances=tuple(instances))
+        owner = _owner(f"{path}.owner", svc.get("owner", ""))
+        return ServiceEntry(id=sid, name=name, instances=tuple(instances), owner=owner)
 
     @staticmethod
     def _address(path: str, raw: object, version: int, plan: AddressPlan) -> str:
@@ -309,7 +396,7 @@ class _DocumentReader:
             )
         return str(address)
 
-    def _unique_addresses(self, services: Sequence[ServiceEntry]) -> None:
+    def _unique_addresses(self, services: Sequence[ServiceEntry]) -> set[str]:
         seen: set[str] = set()
         for i, svc in enumerate(services):
             for j, inst in enumerate(svc.instances):
@@ -321,6 +408,14 @@ class _DocumentReader:
                             f"services[{i}].instances[{j}].{family}", value, "is used twice"
                         )
                     seen.add(value)
+        return seen
+
+
+def _owner(path: str, raw: object) -> str:
+    """A resource URN: printable text, bounded (it lands in logs and error messages)."""
+    if not isinstance(raw, str) or len(raw) > MAX_OWNER or not raw.isprintable():
+        raise InvalidField(path, raw, f"must be a printable URN of at most {MAX_OWNER} characters")
+    return raw
 
 
 def _check_endpoint(path: str, raw: object) -> None:

@@ -27,6 +27,11 @@ class InvalidField(RailnetError):
         super().__init__(f"invalid {field} {value!r}: {reason}")
 
 
+class StaleIdentity(InvalidField):
+    """A document carries an old WireGuard identity (key or endpoint) for this node: the
+    node lost its state and made a new one. The writer asks the nodes again."""
+
+
 class StaleGeneration(RailnetError):
     """Someone else changed the environment since the caller read it."""
 

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from railnet.core.desired import early_reuse
 from railnet.core.dns import zone_records
 from railnet.core.document import EnvironmentDocument, IpMode, NodeEntry, ServiceEntry
 from railnet.core.local import LocalEnvironment, local_environment
@@ -184,8 +185,9 @@ def _instances(doc: EnvironmentDocument | None) -> dict[tuple[str, int], tuple[s
 
 
 def plan_change(
-    old: EnvironmentDocument | None, new: EnvironmentDocument | None
+    old: EnvironmentDocument | None, new: EnvironmentDocument | None, now: int | None = None
 ) -> EnvironmentPlan:
+    """The plan of going from ``old`` to ``new``; ``now`` (seconds) judges quarantines."""
     if old is None and new is None:
         raise ValueError("plan_change needs at least one document")
     ref = new if new is not None else old
@@ -194,7 +196,7 @@ def plan_change(
     services = _service_changes(old, new)
     dns = _dns_changes(old, new)
     peers, namespaces = _node_changes(old, new)
-    consequences = _consequences(old, new, services)
+    consequences = _consequences(old, new, services, now)
     if action == "update" and not (services or dns or peers or namespaces or consequences):
         action = "same"
     counts = (
@@ -374,8 +376,19 @@ def _consequences(
     old: EnvironmentDocument | None,
     new: EnvironmentDocument | None,
     services: tuple[ServiceChange, ...],
+    now: int | None = None,
 ) -> tuple[Consequence, ...]:
     found: list[Consequence] = []
+    if old is not None and new is not None:
+        for address, freed_in in early_reuse(old, new, now):
+            found.append(
+                Consequence(
+                    Severity.ADDRESS_CHANGE,
+                    f"{address} was freed in generation {freed_in} and is handed out before "
+                    "its quarantine ends (the range has nothing else left): clients still "
+                    "holding it reach the new instance; use a larger ipv4_cidr",
+                )
+            )
     if old is not None and new is None:
         n = len(old.services)
         found.append(

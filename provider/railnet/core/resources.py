@@ -53,6 +53,11 @@ class Prop:
 
 
 NAME_DOC = "The name; a lower-case DNS label. Defaults to the resource's Pulumi name."
+OWNER_DOC = (
+    "This resource's URN (stack, type and name), set by the SDK: the document records it, "
+    "so a retried create adopts what it made and another stack's declaration is refused."
+)
+UNREACHABLE_DOC = "Nodes of the environment that did not answer the last read (refresh)."
 
 PROPERTIES: dict[Kind, tuple[Prop, ...]] = {
     Kind.PROJECT: (
@@ -87,9 +92,11 @@ PROPERTIES: dict[Kind, tuple[Prop, ...]] = {
             "TTL of the private DNS answers, seconds.",
             default=DEFAULT_DNS_TTL,
         ),
+        Prop("owner", "string", OWNER_DOC, default=""),
         Prop("env_id", "string", "The environment's stable id.", input=False),
         Prop("ipv6_prefix", "string", "The environment's ULA /64.", input=False),
         Prop("resolvers", "array<string>", "The resolver addresses instances use.", input=False),
+        Prop("unreachable_nodes", "array<string>", UNREACHABLE_DOC, input=False),
         Prop("plan", "array<string>", "The network change preview shows.", input=False),
     ),
     Kind.SERVICE: (
@@ -114,6 +121,15 @@ PROPERTIES: dict[Kind, tuple[Prop, ...]] = {
             "array<string>",
             "Explicit placement, one node per instance (instead of replicas).",
         ),
+        Prop("owner", "string", OWNER_DOC, default=""),
+        Prop(
+            "environment_owner",
+            "string",
+            "The URN of the Environment resource this service was declared with; empty when "
+            "it joins an environment of another stack by reference (its settings then come "
+            "from that environment).",
+            default="",
+        ),
         Prop("service_id", "string", "The service's stable id.", input=False),
         Prop("env_id", "string", "The environment's stable id.", input=False),
         Prop(
@@ -128,6 +144,14 @@ PROPERTIES: dict[Kind, tuple[Prop, ...]] = {
         Prop("instances", "array<Instance>", "Each instance's node and addresses.", input=False),
         Prop(
             "env_vars", "map<string>", "RAILWAY_PRIVATE_DOMAIN and friends, for apps.", input=False
+        ),
+        Prop("unreachable_nodes", "array<string>", UNREACHABLE_DOC, input=False),
+        Prop(
+            "pending_removals",
+            "array<string>",
+            "Nodes that must still remove the environment (they were down when it left them); "
+            "the next update finishes it.",
+            input=False,
         ),
         Prop("plan", "array<string>", "The network change preview shows.", input=False),
     ),
@@ -216,6 +240,12 @@ def check_environment_settings(inputs: dict[str, Any], failures: Failures) -> No
         inputs["dns_ttl"] = ttl
 
 
+def _owner(value: Any) -> str:
+    if not isinstance(value, str) or len(value) > 1024 or not value.isprintable():
+        raise InvalidField("owner", value, "must be a resource URN")
+    return value
+
+
 def check_inputs(
     kind: Kind,
     resource_name: str,
@@ -236,6 +266,9 @@ def check_inputs(
         inputs["name"] = resource_name
     failures = Failures()
     failures.run("name", check_dns_label, "name", inputs["name"])
+    for key in ("owner", "environment_owner"):
+        if key in inputs:
+            failures.run(key, _owner, inputs[key])
     if kind is Kind.ENVIRONMENT:
         failures.run("project", check_dns_label, "project", inputs["project"])
         check_environment_settings(inputs, failures)
@@ -263,13 +296,19 @@ def check_inputs(
 
 
 def placement(
-    inputs: Mapping[str, Any], cluster_nodes: list[str], service_id: str
+    inputs: Mapping[str, Any],
+    cluster_nodes: list[str],
+    service_id: str,
+    current: tuple[str, ...] = (),
 ) -> tuple[str, ...]:
-    """Where a service's instances run: its explicit ``nodes``, or replicas spread evenly
-    from a start derived from the service's stable id (so a rename never moves it)."""
+    """Where a service's instances run: its explicit ``nodes``, or its replicas, which stay
+    where they run now (``current``) and are spread from a start derived from the service's
+    stable id when new (so a rename never moves it)."""
     if inputs.get("nodes"):
         return tuple(inputs["nodes"])
-    return place_replicas(int(inputs["replicas"]), cluster_nodes, offset=service_id)
+    return place_replicas(
+        int(inputs["replicas"]), cluster_nodes, offset=service_id, current=current
+    )
 
 
 def private_domain(inputs: Mapping[str, Any]) -> str:

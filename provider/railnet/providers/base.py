@@ -133,6 +133,9 @@ class RailnetProvider(ResourceProvider):
         changed = [
             k for k in watched if k != PROVIDER_KEY and _normal(olds.get(k)) != _normal(news.get(k))
         ]
+        if news.get("pending_removals"):
+            # The environment still has to leave a node that was down: an update finishes it.
+            changed.append("pending_removals")
         replaces = [k for k in changed if k in replace_keys(self.kind)]
         return DiffResult(
             changes=bool(changed),

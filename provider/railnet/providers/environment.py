@@ -7,10 +7,12 @@ from typing import Any, ClassVar
 
 from pulumi.dynamic import CreateResult, ReadResult, UpdateResult
 
+from railnet.control.deployer import Survey
+from railnet.core.desired import EnvironmentSpec
 from railnet.core.document import IpMode
 from railnet.core.names import environment_id
 from railnet.core.resources import Kind, environment_outputs
-from railnet.providers.base import PROVIDER_KEY, RailnetProvider
+from railnet.providers.base import PROVIDER_KEY, ProviderConfigError, RailnetProvider
 
 
 def environment_plan(inputs: dict[str, Any]) -> list[str]:
@@ -37,23 +39,32 @@ class EnvironmentProvider(RailnetProvider):
         outs.update(self.derived(inputs))
         return outs
 
-    def _apply_settings(self, inputs: dict[str, Any]) -> None:
-        """Rewrite the document with new settings, if any node holds one yet."""
+    def _apply_settings(self, inputs: dict[str, Any]) -> list[str]:
+        """Rewrite the document with new settings, if any node holds one yet, and claim the
+        environment for this resource. Another owner's environment is refused by name.
+        Returns the nodes of the environment that did not answer."""
         deployer = self.deployer()
         env_id = environment_id(str(inputs["project"]), str(inputs["name"]))
-        if deployer.latest(deployer.read(env_id)) is None:
-            return  # no service yet: nothing on any node
-        deployer.update(
-            str(inputs["project"]),
-            str(inputs["name"]),
-            lambda base: replace(
+        owner = str(inputs.get("owner") or "")
+        survey = deployer.survey(env_id)
+        held = survey.latest
+        if held is None:
+            return _unreachable(survey)  # no service yet: nothing on any node
+        _check_owner(held.owner, owner, f"{held.project}/{held.environment}")
+
+        def edit(base: EnvironmentSpec) -> EnvironmentSpec:
+            _check_owner(base.owner, owner, f"{base.project}/{base.environment}")
+            return replace(
                 base,
                 ip_mode=IpMode(inputs["ip_mode"]),
                 ipv4_cidr=str(inputs["ipv4_cidr"]),
                 domain=str(inputs["domain"]),
                 dns_ttl=int(inputs["dns_ttl"]),
-            ),
-        )
+                owner=owner or base.owner,
+            )
+
+        deployer.update(str(inputs["project"]), str(inputs["name"]), edit)
+        return []
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         self._apply_settings(props)
@@ -64,15 +75,25 @@ class EnvironmentProvider(RailnetProvider):
         self._apply_settings(news)
         return UpdateResult(self._outputs(news))
 
-    def delete(self, id_: str, _props: dict[str, Any]) -> None:
-        self.deployer().destroy(id_)
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        """Remove the environment. Refused while it still holds services (another stack's
+        that joined it, most likely): deleting it would take them down too."""
+        deployer = self.deployer()
+        held = deployer.survey(id_).latest
+        if held is not None and held.services:
+            listed = ", ".join(f"{s.name} ({s.owner or 'owner unknown'})" for s in held.services)
+            raise ProviderConfigError(
+                f"environment {held.project}/{held.environment} still holds services of "
+                f"other stacks: {listed}; destroy those first"
+            )
+        deployer.destroy(id_)
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        deployer = self.deployer()
-        doc = deployer.latest(deployer.read(id_))
+        survey = self.deployer().survey(id_)
+        doc = survey.latest
         inputs = {
             k: props.get(k)
-            for k in ("name", "project", "ip_mode", "ipv4_cidr", "domain", "dns_ttl")
+            for k in ("name", "project", "ip_mode", "ipv4_cidr", "domain", "dns_ttl", "owner")
         }
         if doc is not None:
             inputs.update(
@@ -81,4 +102,24 @@ class EnvironmentProvider(RailnetProvider):
                 domain=doc.domain,
                 dns_ttl=doc.dns_ttl,
             )
-        return ReadResult(id_, self._outputs({**props, **inputs}), inputs)
+        outs = self._outputs({**props, **inputs})
+        outs["unreachable_nodes"] = _unreachable(survey)
+        return ReadResult(id_, outs, inputs)
+
+
+def _check_owner(held: str, mine: str, name: str) -> None:
+    if held and mine and held != mine:
+        raise ProviderConfigError(
+            f"environment {name} belongs to {held}; declare it in one stack only, and join "
+            f'it from the others by reference (Service(..., environment="{name}"))'
+        )
+
+
+def _stack(urn: str) -> str:
+    """``urn:pulumi:STACK::PROJECT::...`` → ``STACK::PROJECT`` ("" when not a URN)."""
+    parts = urn.removeprefix("urn:pulumi:").split("::")
+    return "::".join(parts[:2]) if urn.startswith("urn:pulumi:") and len(parts) > 2 else ""
+
+
+def _unreachable(survey: Survey) -> list[str]:
+    return [f"{n} ({e.address})" for n, e in sorted(survey.unreachable.items())]

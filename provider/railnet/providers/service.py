@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from typing import Any, ClassVar
 
 from pulumi.dynamic import CreateResult, ReadResult, UpdateResult
 
+from railnet.control.deployer import Survey
 from railnet.core.desired import (
     EnvironmentSpec,
     ServiceSpec,
+    adoptable,
     build_document,
     fresh_service_id,
     spec_from_document,
@@ -18,7 +21,7 @@ from railnet.core.desired import (
 )
 from railnet.core.dns import instance_name
 from railnet.core.document import EnvironmentDocument, IpMode
-from railnet.core.errors import RailnetError
+from railnet.core.errors import InvalidField, RailnetError
 from railnet.core.names import environment_id
 from railnet.core.plan import plan_change, planning_identities
 from railnet.core.plan_render import plan_lines
@@ -33,13 +36,41 @@ from railnet.providers.base import PROVIDER_KEY, RailnetProvider
 
 
 def _settings(spec: EnvironmentSpec, inputs: dict[str, Any]) -> EnvironmentSpec:
+    """``spec`` with the environment settings this service carries, when it was declared
+    with its Environment (``environment_owner``). A service that joins an environment by
+    reference leaves the settings to their owner. Declaring an environment another stack
+    owns is refused, naming that owner."""
+    declared_by = str(inputs.get("environment_owner") or "")
+    if not declared_by:
+        return spec
+    if spec.owner and spec.owner != declared_by:
+        raise InvalidField(
+            "environment",
+            f"{spec.project}/{spec.environment}",
+            f"belongs to {spec.owner}; join it by reference instead "
+            f'(Service(..., environment="{spec.project}/{spec.environment}"))',
+        )
     return replace(
         spec,
         ip_mode=IpMode(inputs["ip_mode"]),
         ipv4_cidr=str(inputs["ipv4_cidr"]),
         domain=str(inputs["domain"]),
         dns_ttl=int(inputs["dns_ttl"]),
+        owner=declared_by,
     )
+
+
+def _hints(*placements: Any) -> list[str]:
+    """Nodes that likely hold the environment: where the service's instances were or go."""
+    return [str(n) for p in placements if isinstance(p, (list, tuple)) for n in p]
+
+
+def _unreachable(survey: Survey) -> list[str]:
+    return [
+        f"{node} ({exc.address})"
+        for node, exc in sorted(survey.unreachable.items())
+        if node in survey.involved()
+    ]
 
 
 def service_plan(inputs: dict[str, Any], nodes: tuple[str, ...] | None) -> list[str]:
@@ -78,21 +109,28 @@ class ServiceProvider(RailnetProvider):
         "plan",
     )
 
-    def _placement(self, inputs: dict[str, Any], sid: str) -> tuple[str, ...]:
+    def _placement(
+        self, inputs: dict[str, Any], sid: str, current: tuple[str, ...] = ()
+    ) -> tuple[str, ...]:
         nodes = self.cluster_nodes()
         if nodes is None:
             return tuple(inputs.get("nodes") or ())
-        return placement(inputs, nodes, sid)
+        return placement(inputs, nodes, sid, current)
 
-    def _planned(self, inputs: dict[str, Any], sid: str) -> tuple[str, ...] | None:
+    def _planned(
+        self, inputs: dict[str, Any], sid: str, current: tuple[str, ...]
+    ) -> tuple[str, ...] | None:
         if self.cluster_nodes() is None and not inputs.get("nodes"):
             return None
-        return self._placement(inputs, sid)
+        return self._placement(inputs, sid, current)
 
     def derived(self, inputs: dict[str, Any], olds: dict[str, Any] | None = None) -> dict[str, Any]:
         env_id, sid = service_ids(inputs)
         sid = str((olds or {}).get("service_id") or sid)
-        planned = self._planned(inputs, sid)
+        current = (olds or {}).get("placement")
+        planned = self._planned(
+            inputs, sid, tuple(str(n) for n in current) if isinstance(current, list) else ()
+        )
         result: dict[str, Any] = {
             "env_id": env_id,
             "service_id": sid,
@@ -103,19 +141,20 @@ class ServiceProvider(RailnetProvider):
             result["placement"] = list(planned)
             network = self._network_plan(inputs, sid if olds else None, planned)
             if network is not None:
-                result["plan"] = network
+                result["plan"], pending = network
+                if pending:
+                    result["pending_removals"] = pending
         return result
 
     def _network_plan(
         self, inputs: dict[str, Any], sid: str | None, nodes: tuple[str, ...]
-    ) -> list[str] | None:
+    ) -> tuple[list[str], list[str]] | None:
         """The change as the network will see it: the environment's document now (read from
         the agents) against the one this service's change makes. No side effects."""
         try:
             deployer = self.deployer()
-            old = deployer.latest(
-                deployer.read(environment_id(inputs["project"], inputs["environment"]))
-            )
+            env_id = environment_id(inputs["project"], inputs["environment"])
+            old = deployer.survey(env_id, _hints(nodes)).latest
         except RailnetError:
             return None  # agents unreachable: preview still shows the declared plan
         base = (
@@ -124,28 +163,46 @@ class ServiceProvider(RailnetProvider):
             else EnvironmentSpec(str(inputs["project"]), str(inputs["environment"]))
         )
         existing = {s.id for s in base.services}
-        chosen = sid or fresh_service_id(base.id, str(inputs["name"]), existing)
+        now = int(time.time())
         try:
+            owner = str(inputs.get("owner") or "")
+            adopted = adoptable(base, str(inputs["name"]), owner) if sid is None else None
+            chosen = sid or (adopted.id if adopted else None)
+            chosen = chosen or fresh_service_id(base.id, str(inputs["name"]), existing)
             spec = with_service(
                 _settings(base, inputs),
-                ServiceSpec(name=str(inputs["name"]), nodes=nodes, id=chosen),
-                create=sid is None,
+                ServiceSpec(name=str(inputs["name"]), nodes=nodes, id=chosen, owner=owner),
+                create=sid is None and adopted is None,
             )
-            new = build_document(spec, old, planning_identities(spec.nodes, old))
+            new = build_document(spec, old, planning_identities(spec.nodes, old), now=now)
         except RailnetError as exc:
-            return [f"plan: {exc}"]
-        return plan_lines(plan_change(old, new))
+            return [f"plan: {exc}"], []
+        lines = plan_lines(plan_change(old, new, now))
+        pending = sorted(old.leaving) if old else []
+        lines += [f"mesh: {n} still holds the environment; this update removes it" for n in pending]
+        return lines, pending
 
     def _outputs(
-        self, inputs: dict[str, Any], doc: EnvironmentDocument, sid: str
+        self,
+        inputs: dict[str, Any],
+        doc: EnvironmentDocument,
+        sid: str,
+        unreachable: list[str] | tuple[str, ...] = (),
     ) -> dict[str, Any]:
         svc = next((s for s in doc.services if s.id == sid), None)
         if svc is None:
             raise RuntimeError(f"service {sid} is missing from generation {doc.generation}")
-        named = {**inputs, "name": svc.name}
+        named = {
+            **inputs,
+            "name": svc.name,
+            "ip_mode": doc.ip_mode.value,
+            "ipv4_cidr": doc.ipv4_cidr or inputs.get("ipv4_cidr"),
+            "domain": doc.domain,
+            "dns_ttl": doc.dns_ttl,
+        }
         ipv4 = [i.ipv4 for i in svc.instances if i.ipv4]
         ipv6 = [i.ipv6 for i in svc.instances]
-        outs = {k: v for k, v in inputs.items() if k != PROVIDER_KEY}
+        outs = {k: v for k, v in named.items() if k != PROVIDER_KEY}
         outs.update(
             name=svc.name,
             env_id=doc.id,
@@ -160,56 +217,85 @@ class ServiceProvider(RailnetProvider):
             env_vars=service_env_vars(named, ipv4, ipv6),
             placement=[i.node for i in svc.instances],
             plan=service_plan(named, tuple(i.node for i in svc.instances)),
+            unreachable_nodes=list(unreachable),
+            pending_removals=list(doc.leaving),
         )
         return outs
 
-    def _write(self, inputs: dict[str, Any], sid: str | None) -> dict[str, Any]:
-        """Add (``sid`` None: a new id is chosen) or change the service in its document."""
+    def _write(self, inputs: dict[str, Any], sid: str | None, hints: list[str]) -> dict[str, Any]:
+        """Add (``sid`` None: a new id is chosen) or change the service in its document. A
+        create finds the service its owner made before (a reply that was lost) and adopts
+        it: same id, same addresses."""
         chosen: list[str] = []
+        owner = str(inputs.get("owner") or "")
 
         def edit(base: EnvironmentSpec) -> EnvironmentSpec:
-            new = sid or fresh_service_id(
+            adopted = adoptable(base, str(inputs["name"]), owner) if sid is None else None
+            new = sid or (adopted.id if adopted else "")
+            new = new or fresh_service_id(
                 base.id, str(inputs["name"]), {s.id for s in base.services}
             )
             chosen[:] = [new]
-            nodes = self._placement(inputs, new)
-            spec = ServiceSpec(name=str(inputs["name"]), nodes=nodes, id=new)
-            return with_service(_settings(base, inputs), spec, create=sid is None)
+            now = next((s.nodes for s in base.services if s.id == new), ())
+            nodes = self._placement(inputs, new, now)
+            spec = ServiceSpec(name=str(inputs["name"]), nodes=nodes, id=new, owner=owner)
+            create = sid is None and adopted is None
+            return with_service(_settings(base, inputs), spec, create=create)
 
-        applied = self.deployer().update(str(inputs["project"]), str(inputs["environment"]), edit)
+        applied = self.deployer().update(
+            str(inputs["project"]), str(inputs["environment"]), edit, hints
+        )
         return self._outputs(inputs, applied.document, chosen[0])
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        outs = self._write(props, None)
+        outs = self._write(props, None, _hints(props.get("placement")))
         return CreateResult(f"{outs['env_id']}/{outs['service_id']}", outs)
 
     def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         sid = str(olds.get("service_id") or id_.rsplit("/", 1)[-1])
-        return UpdateResult(self._write(news, sid))
+        hints = _hints(olds.get("placement"), news.get("placement"))
+        return UpdateResult(self._write(news, sid, hints))
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         sid = str(props.get("service_id") or id_.rsplit("/", 1)[-1])
         deployer = self.deployer()
         env_id = str(props.get("env_id") or id_.split("/", 1)[0])
-        if deployer.latest(deployer.read(env_id)) is None:
-            return  # already gone
+        hints = _hints(props.get("placement"))
+        held = deployer.survey(env_id, hints).latest
+        if held is None or all(s.id != sid for s in held.services):
+            return  # already gone: a retried delete succeeds
         deployer.update(
             str(props["project"]),
             str(props["environment"]),
             lambda base: without_service(base, sid),
+            hints,
         )
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         env_id, _, sid = id_.partition("/")
-        deployer = self.deployer()
-        doc = deployer.latest(deployer.read(env_id))
+        survey = self.deployer().survey(env_id, _hints(props.get("placement")))
+        doc = survey.latest
         svc = None if doc is None else next((s for s in doc.services if s.id == sid), None)
         if doc is None or svc is None:
+            if survey.unreachable and doc is None:
+                # Nothing answered with the environment, and some nodes did not answer at
+                # all: keep the resource and say which nodes, rather than call it gone.
+                down = [f"{n} ({e.address})" for n, e in sorted(survey.unreachable.items())]
+                return ReadResult(id_, {**props, "unreachable_nodes": down})
             return ReadResult("", {})
         nodes = [i.node for i in svc.instances]
         inputs = {
             k: props.get(k)
-            for k in ("project", "environment", "ip_mode", "ipv4_cidr", "domain", "dns_ttl")
+            for k in (
+                "project",
+                "environment",
+                "ip_mode",
+                "ipv4_cidr",
+                "domain",
+                "dns_ttl",
+                "owner",
+                "environment_owner",
+            )
         }
         inputs.update(name=svc.name)
         if props.get("nodes"):
@@ -222,5 +308,5 @@ class ServiceProvider(RailnetProvider):
             domain=doc.domain,
             dns_ttl=doc.dns_ttl,
         )
-        outs = self._outputs({**props, **inputs}, doc, sid)
+        outs = self._outputs({**props, **inputs}, doc, sid, _unreachable(survey))
         return ReadResult(id_, outs, inputs)

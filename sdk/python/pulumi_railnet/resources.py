@@ -23,6 +23,16 @@ def _props(kind: Kind, given: Mapping[str, Any]) -> dict[str, Any]:
     return props
 
 
+def _urn(kind: Kind, resource_name: str) -> str:
+    """The URN Pulumi gives a top-level resource of this program: stack, project, type and
+    name. It is known before the resource registers, so it can be an input: the owner the
+    environment document records."""
+    return (
+        f"urn:pulumi:{pulumi.get_stack()}::{pulumi.get_project()}::"
+        f"{kind.dynamic_token}::{resource_name}"
+    )
+
+
 class Project(pulumi.dynamic.Resource, module="railnet", name="Project"):
     """A project: the unit that owns environments. It holds nothing on the nodes."""
 
@@ -58,6 +68,9 @@ class Environment(pulumi.dynamic.Resource, module="railnet", name="Environment")
     env_id: pulumi.Output[str]
     ipv6_prefix: pulumi.Output[str]
     resolvers: pulumi.Output[list[str]]
+    owner: pulumi.Output[str]
+    """This resource's URN: the owner of the environment's settings."""
+    unreachable_nodes: pulumi.Output[list[str]]
     plan: pulumi.Output[list[str]]
 
     def __init__(
@@ -81,6 +94,7 @@ class Environment(pulumi.dynamic.Resource, module="railnet", name="Environment")
             "ipv4_cidr": ipv4_cidr,
             "domain": domain,
             "dns_ttl": dns_ttl,
+            "owner": _urn(Kind.ENVIRONMENT, resource_name),
         }
         depends = [project] if isinstance(project, Project) else []
         super().__init__(
@@ -115,19 +129,41 @@ class Service(pulumi.dynamic.Resource, module="railnet", name="Service"):
     """One ``{"index", "node", "ipv4", "ipv6"}`` per instance, in instance order."""
     env_vars: pulumi.Output[dict[str, str]]
     """``RAILWAY_PRIVATE_DOMAIN`` and friends, to wire into the app."""
+    owner: pulumi.Output[str]
+    """This resource's URN, recorded in the environment document."""
+    environment_owner: pulumi.Output[str]
+    unreachable_nodes: pulumi.Output[list[str]]
+    """Nodes of the environment that did not answer the last refresh."""
+    pending_removals: pulumi.Output[list[str]]
+    """Nodes that must still remove the environment; the next update finishes it."""
     plan: pulumi.Output[list[str]]
 
     def __init__(
         self,
         resource_name: str,
-        environment: Environment,
+        environment: Environment | str,
         replicas: pulumi.Input[int] | None = None,
         nodes: pulumi.Input[Sequence[pulumi.Input[str]]] | None = None,
         name: pulumi.Input[str] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
+        """``environment`` is an ``Environment`` of this program, or ``"project/env"``: an
+        environment another stack declares, which this service joins by reference (its
+        settings stay that stack's)."""
         if replicas is not None and nodes is not None:
             raise ValueError(f"Service {resource_name}: give either replicas or nodes, not both")
+        if isinstance(environment, Environment):
+            declared = dict(environment.declared)
+            depends: list[pulumi.Resource] = [environment]
+        else:
+            project, _, env = str(environment).partition("/")
+            if not project or not env or "/" in env:
+                raise ValueError(
+                    f"Service {resource_name}: environment {environment!r} must be an "
+                    "Environment or 'project/environment'"
+                )
+            declared = {"project": project, "name": env, "owner": ""}
+            depends = []
         super().__init__(
             ServiceProvider(),
             resource_name,
@@ -135,15 +171,17 @@ class Service(pulumi.dynamic.Resource, module="railnet", name="Service"):
                 Kind.SERVICE,
                 {
                     "name": name or resource_name,
-                    "project": environment.declared["project"],
-                    "environment": environment.declared["name"],
-                    "ip_mode": environment.declared["ip_mode"],
-                    "ipv4_cidr": environment.declared["ipv4_cidr"],
-                    "domain": environment.declared["domain"],
-                    "dns_ttl": environment.declared["dns_ttl"],
+                    "project": declared["project"],
+                    "environment": declared["name"],
+                    "ip_mode": declared.get("ip_mode"),
+                    "ipv4_cidr": declared.get("ipv4_cidr"),
+                    "domain": declared.get("domain"),
+                    "dns_ttl": declared.get("dns_ttl"),
                     "replicas": replicas,
                     "nodes": nodes,
+                    "owner": _urn(Kind.SERVICE, resource_name),
+                    "environment_owner": declared["owner"],
                 },
             ),
-            pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[environment])),
+            pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=depends)),
         )

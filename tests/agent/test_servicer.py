@@ -24,8 +24,7 @@ import pytest
 from railnet.agent.dns import FakeDnsServer
 from railnet.agent.fakes import FakeDevice, FakeKernel, FakeNetwork, FakeWireGuard
 from railnet.agent.reconciler import DEFAULT_PORT_RANGE, Reconciler
-from railnet.agent.server import server_credentials
-from railnet.agent.servicer import NodeAgentServicer
+from railnet.agent.server import serve, server_credentials
 from railnet.agent.state import StateDir
 from railnet.agent.v1 import agent_pb2 as pb
 from railnet.agent.v1 import agent_pb2_grpc as pb_grpc
@@ -97,11 +96,8 @@ def start_agent(
         resolver=resolver,
         port_free=lambda port: True,
     )
-    server = grpc.server(ThreadPoolExecutor(max_workers=8))
-    pb_grpc.add_NodeAgentServicer_to_server(NodeAgentServicer(reconciler), server)
-    port = server.add_secure_port(listen, server_credentials(tls))
+    server, (port,) = serve(reconciler, server_credentials(tls), [listen], workers=8)
     assert port, f"could not listen on {listen}"
-    server.start()
     address = f"127.0.0.1:{port}" if listen == "127.0.0.1:0" else listen
     return RunningAgent(node, state_dir, kernel, resolver, reconciler, server, address)
 

@@ -6,11 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import grpc
 import pytest
 
+from railnet.control.client import AgentAddress, AgentClient, AgentError
 from railnet.core.desired import EnvironmentSpec, ServiceSpec
 from railnet.lab.local_cluster import Lab
 from railnet.linux.netns import list_netns
+from railnet.pki.certs import TlsFiles, mint_certificate
 
 from .conftest import running_lab
 
@@ -59,6 +62,9 @@ def test_lab_command_line_up_and_down(tmp_path: object) -> None:
     try:
         assert up.returncode == 0, up.stderr
         assert "2 nodes ready" in up.stdout
+        # status reads with the operator's certificate: the provider's key is not needed.
+        provider_key = Path(directory) / "tls" / "provider-key.pem"
+        provider_key.rename(provider_key.with_suffix(".away"))
         status = subprocess.run(
             [sys.executable, "-m", "railnet", "status", "--cluster", f"{directory}/cluster.json"],
             capture_output=True,
@@ -66,6 +72,7 @@ def test_lab_command_line_up_and_down(tmp_path: object) -> None:
             timeout=60,
         )
         assert status.returncode == 0 and "node-1" in status.stdout and "node-2" in status.stdout
+        provider_key.with_suffix(".away").rename(provider_key)
     finally:
         down = subprocess.run(
             [sys.executable, "-m", "railnet", "lab", "down", "--dir", directory],
@@ -120,3 +127,47 @@ def test_lab_down_removes_only_what_the_lab_made(tmp_path: Path) -> None:
     lab = Lab.up(existing, 1, dns=False)
     lab.down()
     assert existing.is_dir() and not any(existing.iterdir())
+
+
+def test_a_real_agent_refuses_what_a_role_may_not_do(tmp_path: Path) -> None:
+    with running_lab(2, dns=False) as net:
+        tls = net.lab.directory / "tls"
+        node_2 = net.lab.node(2)
+        cert, key = mint_certificate(
+            (tls / "ca.pem").read_bytes(),
+            (tls / "ca-key.pem").read_bytes(),
+            "stranger",
+            dns_names=[],
+            ip_addresses=[],
+            server=False,
+            client=True,
+        )
+        (tmp_path / "s.pem").write_bytes(cert)
+        (tmp_path / "s-key.pem").write_bytes(key)
+        stranger = TlsFiles(tls / "ca.pem", tmp_path / "s.pem", tmp_path / "s-key.pem")
+        operator = TlsFiles(tls / "ca.pem", tls / "operator.pem", tls / "operator-key.pem")
+        # Over the unix socket, and over TCP from another node's namespace.
+        socket = AgentAddress("node-2", f"unix:{node_2.agent_socket}", stranger)
+        with AgentClient(socket, timeout=10) as nobody, pytest.raises(AgentError) as denied:
+            nobody.ensure("eaaaa")
+        assert denied.value.code == grpc.StatusCode.PERMISSION_DENIED
+        probe = (
+            "import sys\nfrom pathlib import Path\n"
+            "from railnet.control.client import AgentAddress, AgentClient, AgentError\n"
+            "from railnet.pki.certs import TlsFiles\n"
+            "files = TlsFiles(*map(Path, sys.argv[2:5]))\n"
+            "with AgentClient(AgentAddress('node-2', sys.argv[1], files), timeout=10) as c:\n"
+            "    print(len(c.status().environments))\n"
+            "    try:\n"
+            "        c.delete('eaaaa')\n"
+            "    except AgentError as e:\n"
+            "        print(e.code.name)\n"
+        )
+        over_tcp = subprocess.run(
+            ["ip", "netns", "exec", net.lab.node(1).netns, sys.executable, "-c", probe,
+             node_2.agent_tcp, *(str(f) for f in (operator.ca, operator.cert, operator.key))],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert over_tcp.returncode == 0, over_tcp.stderr
+        assert over_tcp.stdout.split() == ["0", "PERMISSION_DENIED"]
+        assert not (node_2.state_dir / "environments" / "eaaaa").exists()

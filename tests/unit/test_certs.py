@@ -110,6 +110,8 @@ def test_keys_are_private_and_no_temporary_files_remain(cluster: ClusterTls) -> 
         "nodes/node-1.pem",
         "nodes/node-2-key.pem",
         "nodes/node-2.pem",
+        "operator-key.pem",
+        "operator.pem",
         "provider-key.pem",
         "provider.pem",
     ]

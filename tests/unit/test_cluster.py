@@ -128,3 +128,43 @@ def test_each_tls_path_is_required(key: str) -> None:
     expect_invalid(raw, f"cluster.tls.{key}")
     raw["tls"][key] = ""
     expect_invalid(raw, f"cluster.tls.{key}")
+
+
+def test_an_operator_certificate_is_used_for_reads_only() -> None:
+    from railnet.control.client import agent_address
+
+    raw = {
+        "nodes": [{"name": "node-1", "agent": "unix:/run/a.sock"}],
+        "tls": {"ca": "ca.pem", "cert": "provider.pem", "key": "provider-key.pem"},
+        "operator": {"cert": "operator.pem", "key": "operator-key.pem"},
+    }
+    cluster = Cluster.from_dict(raw, base="/etc/railnet")
+    write = agent_address(cluster, "node-1")
+    read = agent_address(cluster, "node-1", read_only=True)
+    assert write.tls is not None and read.tls is not None
+    assert str(write.tls.cert) == "/etc/railnet/provider.pem"
+    assert str(read.tls.cert) == "/etc/railnet/operator.pem"
+    assert read.tls.ca == write.tls.ca
+    without = Cluster.from_dict({k: v for k, v in raw.items() if k != "operator"})
+    assert (
+        agent_address(without, "node-1", read_only=True).tls == agent_address(without, "node-1").tls
+    )
+
+
+@pytest.mark.parametrize(
+    "operator, field",
+    [
+        ("op.pem", "cluster.operator"),
+        ({"cert": "op.pem"}, "cluster.operator.key"),
+        ({"cert": "", "key": "k"}, "cluster.operator.cert"),
+    ],
+)
+def test_a_bad_operator_entry_names_the_field(operator: object, field: str) -> None:
+    raw = {
+        "nodes": [{"name": "node-1", "agent": "unix:/run/a.sock"}],
+        "tls": {"ca": "ca.pem", "cert": "p.pem", "key": "p-key.pem"},
+        "operator": operator,
+    }
+    with pytest.raises(InvalidField) as bad:
+        Cluster.from_dict(raw)
+    assert bad.value.field == field

@@ -147,3 +147,15 @@ def test_unit_modules_open_no_sockets_and_start_no_threads(path: Path) -> None:
     modules = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     modules |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert not {m.split(".")[0] for m in modules} & UNIT_FORBIDDEN
+
+
+def test_the_role_table_in_the_docs_is_the_one_in_the_code() -> None:
+    from railnet.agent.authz import RPC_ROLES
+
+    text = (TESTS.parent / "docs" / "security.md").read_text()
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
+        if len(cells) == 2 and cells[0] in RPC_ROLES:
+            rows[cells[0]] = {r.strip() for r in cells[1].split(",")}
+    assert rows == {rpc: {r.value for r in roles} for rpc, roles in RPC_ROLES.items()}

@@ -144,7 +144,14 @@ class Reconciler:
         The document already stored is accepted again (whatever ``expected_generation``
         says) and only repairs drift, so a retried call is harmless.
         """
-        doc = EnvironmentDocument.from_json(document_json)
+        return self.apply_document(
+            EnvironmentDocument.from_json(document_json), expected_generation
+        )
+
+    def apply_document(
+        self, doc: EnvironmentDocument, expected_generation: int
+    ) -> tuple[int, list[str]]:
+        """``apply`` for a document already parsed (and so validated)."""
         with self._locked(doc.id):
             identity = self.state.identity(doc.id)
             if identity is None:

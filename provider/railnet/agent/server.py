@@ -12,12 +12,14 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Sequence
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
+from railnet.agent.authz import RoleInterceptor
 from railnet.agent.backends import ResolverBackend
 from railnet.agent.linux_network import LinuxNetwork
 from railnet.agent.reconciler import Reconciler
@@ -40,6 +42,32 @@ def udp_port_free(port: int) -> bool:
             except OSError:
                 return False
     return True
+
+
+def serve(
+    reconciler: Reconciler,
+    credentials: grpc.ServerCredentials | None,
+    listen: Sequence[str],
+    workers: int = 16,
+) -> tuple[grpc.Server, list[int]]:
+    """The NodeAgent API on every ``listen`` address, behind the role check (which a
+    plaintext server, having no certificates to read, cannot make); started. Returns the
+    server and the port bound for each address (0 for ``unix:`` ones)."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=workers),
+        interceptors=[RoleInterceptor(enforce=credentials is not None)],
+    )
+    pb_grpc.add_NodeAgentServicer_to_server(NodeAgentServicer(reconciler), server)
+    ports = []
+    for address in listen:
+        if address.startswith("unix:"):
+            Path(address[5:]).unlink(missing_ok=True)
+        if credentials is None:
+            ports.append(server.add_insecure_port(address))
+        else:
+            ports.append(server.add_secure_port(address, credentials))
+    server.start()
+    return server, ports
 
 
 def server_credentials(files: TlsFiles) -> grpc.ServerCredentials:
@@ -123,16 +151,7 @@ def run_agent(config: AgentConfig) -> int:
     for env_id, changes in reconciler.reconcile_all().items():
         log.info("environment %s: start-up repair: %s", env_id, "; ".join(changes) or "adopted")
 
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
-    pb_grpc.add_NodeAgentServicer_to_server(NodeAgentServicer(reconciler), server)
-    for address in config.listen:
-        if address.startswith("unix:"):
-            Path(address[5:]).unlink(missing_ok=True)
-        if credentials is None:
-            server.add_insecure_port(address)
-        else:
-            server.add_secure_port(address, credentials)
-    server.start()
+    server, _ = serve(reconciler, credentials, config.listen)
     log.info("listening on %s", ", ".join(config.listen))
 
     stop = threading.Event()

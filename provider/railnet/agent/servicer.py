@@ -8,10 +8,12 @@ from typing import Any, TypeVar
 
 import grpc
 
+from railnet.agent.authz import AuditEntry, audit_log, caller
 from railnet.agent.reconciler import Reconciler
 from railnet.agent.status_codes import code_for
 from railnet.agent.v1 import agent_pb2 as pb
 from railnet.agent.v1 import agent_pb2_grpc as pb_grpc
+from railnet.core.document import EnvironmentDocument
 from railnet.core.errors import RailnetError
 
 log = logging.getLogger("railnet.agent")
@@ -33,16 +35,63 @@ class NodeAgentServicer(pb_grpc.NodeAgentServicer):  # type: ignore[misc]
     def __init__(self, reconciler: Reconciler) -> None:
         self.reconciler = reconciler
 
+    def _held(self, env_id: str) -> int:
+        try:
+            doc = self.reconciler.document(env_id)
+        except RailnetError:
+            return 0
+        return doc.generation if doc else 0
+
+    def _audited(
+        self,
+        context: grpc.ServicerContext,
+        rpc: str,
+        env_id: str,
+        call: Callable[[], R],
+        after: Callable[[R], int],
+    ) -> R:
+        """Run a mutating call and write its audit line, whatever the outcome."""
+        who = caller(context)
+        before = self._held(env_id)
+
+        def audit(generation: int, result: str) -> None:
+            audit_log.info(AuditEntry(rpc, who, env_id, before, generation, result).line())
+
+        try:
+            value = call()
+        except RailnetError as exc:
+            audit(self._held(env_id), f"{code_for(exc).name}: {exc}")
+            context.abort(code_for(exc), str(exc))
+            raise AssertionError("unreachable") from exc  # context.abort raises
+        except Exception as exc:
+            log.exception("unexpected failure")
+            audit(self._held(env_id), f"INTERNAL: {type(exc).__name__}")
+            context.abort(grpc.StatusCode.INTERNAL, f"agent failure: {type(exc).__name__}: {exc}")
+            raise AssertionError("unreachable") from exc
+        audit(after(value), "ok")
+        return value
+
     def EnsureEnvironment(self, request: Any, context: grpc.ServicerContext) -> Any:
-        key, endpoint = _guard(context, lambda: self.reconciler.ensure(request.env_id))
+        env_id = request.env_id
+        key, endpoint = self._audited(
+            context,
+            "EnsureEnvironment",
+            env_id,
+            lambda: self.reconciler.ensure(env_id),
+            lambda _: self._held(env_id),
+        )
         return pb.EnsureEnvironmentResponse(
             node=self.reconciler.node, public_key=key, endpoint=endpoint
         )
 
     def ApplyDocument(self, request: Any, context: grpc.ServicerContext) -> Any:
-        generation, changes = _guard(
+        doc = _guard(context, lambda: EnvironmentDocument.from_json(request.document_json))
+        generation, changes = self._audited(
             context,
-            lambda: self.reconciler.apply(request.document_json, request.expected_generation),
+            "ApplyDocument",
+            doc.id,
+            lambda: self.reconciler.apply_document(doc, request.expected_generation),
+            lambda applied: applied[0],
         )
         return pb.ApplyDocumentResponse(generation=generation, changes=changes)
 
@@ -53,8 +102,12 @@ class NodeAgentServicer(pb_grpc.NodeAgentServicer):  # type: ignore[misc]
         return pb.GetDocumentResponse(found=True, document_json=doc.to_json())
 
     def DeleteEnvironment(self, request: Any, context: grpc.ServicerContext) -> Any:
-        existed = _guard(
-            context, lambda: self.reconciler.delete(request.env_id, request.expected_generation)
+        existed = self._audited(
+            context,
+            "DeleteEnvironment",
+            request.env_id,
+            lambda: self.reconciler.delete(request.env_id, request.expected_generation),
+            lambda _: 0,
         )
         return pb.DeleteEnvironmentResponse(existed=existed)
 

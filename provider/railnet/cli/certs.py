@@ -1,4 +1,5 @@
-"""`railnet certs`: mint the cluster CA, node agent certificates and the provider's.
+"""`railnet certs`: mint the cluster CA, node agent certificates, the provider's (read and
+write) and the operators' (read only).
 
 A thin edge over ``railnet.pki.certs``: it parses arguments, calls it, and reports what it
 wrote. Bad input is reported as one line on stderr with exit code 2, never a traceback.
@@ -113,3 +114,5 @@ def _report(result: ClusterTls) -> None:
         print(f"wrote provider   {result.provider.cert} (key {result.provider.key})")
     else:
         print(f"kept provider    {result.provider.cert} (key {result.provider.key})")
+    if result.operator is not None:
+        print(f"operator (read)  {result.operator.cert} (key {result.operator.key})")

@@ -32,9 +32,10 @@ class AgentAddress:
     """``None`` only for agents started with ``--insecure``."""
 
 
-def agent_address(cluster: Cluster, node: str) -> AgentAddress:
-    """How to reach ``node``'s agent, as the cluster description says."""
-    tls = cluster.tls
+def agent_address(cluster: Cluster, node: str, *, read_only: bool = False) -> AgentAddress:
+    """How to reach ``node``'s agent, as the cluster description says. ``read_only`` picks
+    the operator certificate when the file names one."""
+    tls = cluster.operator if read_only and cluster.operator is not None else cluster.tls
     files = None if tls is None else TlsFiles(Path(tls.ca), Path(tls.cert), Path(tls.key))
     return AgentAddress(node, cluster.node(node).agent, files)
 

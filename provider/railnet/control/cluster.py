@@ -40,8 +40,11 @@ class ClusterTlsPaths:
 class Cluster:
     nodes: tuple[ClusterNode, ...]
     tls: ClusterTlsPaths | None
-    """``None`` means the agents run with ``--insecure``."""
+    """The provider's material; ``None`` means the agents run with ``--insecure``."""
     source: str = ""
+    operator: ClusterTlsPaths | None = None
+    """A read-only (operator) certificate, for ``railnet status`` and ``exec``: they use it
+    when the file names one, so they never need the provider's key."""
 
     def node(self, name: str) -> ClusterNode:
         for n in self.nodes:
@@ -95,7 +98,23 @@ class Cluster:
                     raise InvalidField(f"cluster.tls.{key}", value, "must be a file path")
                 paths.append(str(PurePath(base, value)) if base else value)
             tls = ClusterTlsPaths(*paths)
-        return cls(nodes=tuple(nodes), tls=tls, source=source)
+        operator = None
+        operator_raw = raw.get("operator")
+        if operator_raw is not None:
+            if tls is None:
+                raise InvalidField("cluster.operator", operator_raw, "needs cluster.tls (its CA)")
+            if not isinstance(operator_raw, dict):
+                raise InvalidField(
+                    "cluster.operator", operator_raw, "must be an object with cert, key"
+                )
+            own = []
+            for key in ("cert", "key"):
+                value = operator_raw.get(key)
+                if not isinstance(value, str) or not value:
+                    raise InvalidField(f"cluster.operator.{key}", value, "must be a file path")
+                own.append(str(PurePath(base, value)) if base else value)
+            operator = ClusterTlsPaths(tls.ca, *own)
+        return cls(nodes=tuple(nodes), tls=tls, source=source, operator=operator)
 
 
 class ClusterFileError(RailnetError):

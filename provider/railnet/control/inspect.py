@@ -17,7 +17,11 @@ from railnet.core.names import check_dns_label, environment_id
 
 
 def clients(cluster: Cluster, timeout: float = 30.0) -> list[AgentClient]:
-    return [AgentClient(agent_address(cluster, n), timeout=timeout) for n in cluster.names]
+    """Read-only clients of every node (with the operator certificate, when there is one)."""
+    return [
+        AgentClient(agent_address(cluster, n, read_only=True), timeout=timeout)
+        for n in cluster.names
+    ]
 
 
 @dataclass(frozen=True)

@@ -215,6 +215,7 @@ class Lab:
                 for n in members
             ],
             "tls": {"ca": "tls/ca.pem", "cert": "tls/provider.pem", "key": "tls/provider-key.pem"},
+            "operator": {"cert": "tls/operator.pem", "key": "tls/operator-key.pem"},
         }
         self.cluster_file.write_text(json.dumps(cluster, indent=2) + "\n")
         say(f"lab {self.lab_id}: {count} nodes ready; cluster file {self.cluster_file}")

@@ -14,6 +14,7 @@ replaced atomically, so a crash never leaves a half-written key or a world-reada
 from __future__ import annotations
 
 import datetime
+import enum
 import ipaddress
 import secrets
 from collections.abc import Mapping
@@ -38,10 +39,66 @@ LEAF_VALIDITY = datetime.timedelta(days=825)
 CLOCK_SKEW = datetime.timedelta(minutes=5)
 
 PROVIDER_COMMON_NAME = "railnet-provider"
+OPERATOR_COMMON_NAME = "railnet-operator"
 CA_CERT_FILE = "ca.pem"
 CA_KEY_FILE = "ca-key.pem"
 PROVIDER_CERT_FILE = "provider.pem"
 PROVIDER_KEY_FILE = "provider-key.pem"
+OPERATOR_CERT_FILE = "operator.pem"
+OPERATOR_KEY_FILE = "operator-key.pem"
+ROLE_URI_PREFIX = "spiffe://railnet/"
+
+
+class Role(enum.Enum):
+    """What a certificate's holder may do; the agent checks it on every call. It travels
+    in the certificate as a URI subject alternative name, ``spiffe://railnet/<role>/<name>``."""
+
+    PROVIDER = "provider"
+    """Reads and writes environments: the Pulumi provider."""
+    OPERATOR = "operator"
+    """Reads only: status, documents, and the look-ups ``railnet exec`` needs."""
+    NODE = "node"
+    """Serves the agent API; calls nothing."""
+
+
+def role_uri(role: Role, name: str) -> str:
+    return f"{ROLE_URI_PREFIX}{role.value}/{name}"
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who presented a certificate: its role (None: it carries none), name and serial."""
+
+    role: Role | None
+    name: str
+    subject: str
+    serial: int
+
+
+def holder_of(cert_pem: bytes) -> Holder:
+    """The role, name, subject and serial a certificate carries."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    role: Role | None = None
+    name = ""
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        uris = sans.get_values_for_type(x509.UniformResourceIdentifier)
+    except x509.ExtensionNotFound:
+        uris = []
+    for uri in uris:
+        if not uri.startswith(ROLE_URI_PREFIX):
+            continue
+        kind, _, rest = uri.removeprefix(ROLE_URI_PREFIX).partition("/")
+        try:
+            found = Role(kind)
+        except ValueError:
+            continue
+        if role is not None and found is not role:
+            return Holder(None, "", cert.subject.rfc4514_string(), cert.serial_number)
+        role, name = found, rest
+    return Holder(role, name, cert.subject.rfc4514_string(), cert.serial_number)
+
+
 NODES_DIR = "nodes"
 
 _KEY_MODE = 0o600
@@ -97,11 +154,13 @@ def mint_certificate(
     ip_addresses: list[str],
     server: bool,
     client: bool,
+    role: Role | None = None,
 ) -> tuple[bytes, bytes]:
     """A leaf certificate signed by the CA: ``(certificate PEM, private key PEM)``.
 
     ``server`` and ``client`` choose the extended key usages (serverAuth, clientAuth); at
-    least one must be set. ``dns_names`` and ``ip_addresses`` become the subject
+    least one must be set. ``role`` is what the holder may do (a certificate without one may
+    do nothing). ``dns_names`` and ``ip_addresses`` become the subject
     alternative names, which is what TLS clients check a server against.
     """
     _check_common_name(common_name)
@@ -111,6 +170,8 @@ def mint_certificate(
         )
     ca_cert, ca_key = _load_ca(ca_cert_pem, ca_key_pem)
     sans = _subject_alternative_names(dns_names, ip_addresses)
+    if role is not None:
+        sans.append(x509.UniformResourceIdentifier(role_uri(role, common_name)))
     usages = []
     if server:
         usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
@@ -192,6 +253,8 @@ class ClusterTls:
     """The node agents' server certificates written by this call, by node name."""
     provider_created: bool = True
     """False when an existing provider certificate from the same CA was kept."""
+    operator: TlsFiles | None = None
+    """The operators' read-only client certificate."""
 
 
 def node_tls_files(directory: Path, node_name: str) -> TlsFiles:
@@ -211,6 +274,15 @@ def provider_tls_files(directory: Path) -> TlsFiles:
         ca=directory / CA_CERT_FILE,
         cert=directory / PROVIDER_CERT_FILE,
         key=directory / PROVIDER_KEY_FILE,
+    )
+
+
+def operator_tls_files(directory: Path) -> TlsFiles:
+    """The paths ``write_cluster_tls`` uses for the operators' read-only certificate."""
+    return TlsFiles(
+        ca=directory / CA_CERT_FILE,
+        cert=directory / OPERATOR_CERT_FILE,
+        key=directory / OPERATOR_KEY_FILE,
     )
 
 
@@ -273,25 +345,35 @@ def write_cluster_tls(
             ip_addresses=list(node_ips.get(name, [])),
             server=True,
             client=False,
+            role=Role.NODE,
         )
         write_atomic(files.key, key, _KEY_MODE)
         write_atomic(files.cert, cert, _CERT_MODE)
         nodes[name] = files
 
-    provider = provider_tls_files(directory)
-    provider_created = not _issued_by(provider, ca_cert)
-    if provider_created:
-        cert, key = mint_certificate(
-            ca_cert,
-            ca_key,
-            PROVIDER_COMMON_NAME,
-            dns_names=[],
-            ip_addresses=[],
-            server=False,
-            client=True,
-        )
-        write_atomic(provider.key, key, _KEY_MODE)
-        write_atomic(provider.cert, cert, _CERT_MODE)
+    clients: dict[Role, tuple[TlsFiles, bool]] = {}
+    for role, files, common_name in (
+        (Role.PROVIDER, provider_tls_files(directory), PROVIDER_COMMON_NAME),
+        (Role.OPERATOR, operator_tls_files(directory), OPERATOR_COMMON_NAME),
+    ):
+        # Kept when it is from this CA and carries its role; reissued otherwise (older
+        # certificates carry no role and would be refused by every agent).
+        created = not _issued_by(files, ca_cert, role)
+        if created:
+            cert, key = mint_certificate(
+                ca_cert,
+                ca_key,
+                common_name,
+                dns_names=[],
+                ip_addresses=[],
+                server=False,
+                client=True,
+                role=role,
+            )
+            write_atomic(files.key, key, _KEY_MODE)
+            write_atomic(files.cert, cert, _CERT_MODE)
+        clients[role] = (files, created)
+    provider, provider_created = clients[Role.PROVIDER]
 
     return ClusterTls(
         directory=directory,
@@ -301,6 +383,7 @@ def write_cluster_tls(
         provider=provider,
         nodes=nodes,
         provider_created=provider_created,
+        operator=clients[Role.OPERATOR][0],
     )
 
 
@@ -431,12 +514,16 @@ def _read_pem(role: str, path: Path) -> bytes:
     return data
 
 
-def _issued_by(files: TlsFiles, ca_cert_pem: bytes) -> bool:
-    """Whether ``files`` hold a readable certificate and key signed by this CA."""
+def _issued_by(files: TlsFiles, ca_cert_pem: bytes, role: Role) -> bool:
+    """Whether ``files`` hold a readable certificate and key signed by this CA, for
+    ``role``."""
     try:
-        cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
+        pem = files.cert.read_bytes()
+        cert = x509.load_pem_x509_certificate(pem)
         files.key.read_bytes()
         cert.verify_directly_issued_by(x509.load_pem_x509_certificate(ca_cert_pem))
+        if holder_of(pem).role is not role:
+            return False
     except (OSError, ValueError, TypeError, InvalidSignature):
         return False
     return cert.not_valid_after_utc > _now() + datetime.timedelta(days=30)

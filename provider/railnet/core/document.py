@@ -13,6 +13,7 @@ import binascii
 import enum
 import ipaddress
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -359,7 +360,7 @@ class _DocumentReader:
             ipath = f"{path}.instances[{j}]"
             inst = self._mapping(ipath, inst_raw)
             node = inst.get("node")
-            if node not in known_nodes:
+            if not isinstance(node, str) or node not in known_nodes:
                 raise InvalidField(
                     f"{ipath}.node",
                     node,
@@ -418,15 +419,24 @@ def _owner(path: str, raw: object) -> str:
     return raw
 
 
+ENDPOINT = re.compile(
+    r"(?:(?P<v4>[0-9.]{7,15})|\[(?P<v6>[0-9a-fA-F:.]{2,45})\]):(?P<port>[0-9]{1,5})"
+)
+
+
 def _check_endpoint(path: str, raw: object) -> None:
-    if not isinstance(raw, str) or ":" not in raw:
-        raise InvalidField(path, raw, "must be host:port")
-    host, _, port = raw.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
+    """``host:port`` exactly: an IPv4 address, or an IPv6 one in brackets (no zone), a
+    colon, and the port in ASCII digits, 1 to 65535. Nothing else: these strings reach
+    WireGuard's configuration lines."""
+    match = ENDPOINT.fullmatch(raw) if isinstance(raw, str) else None
+    if match is None:
+        raise InvalidField(path, raw, "must be IPv4:PORT or [IPv6]:PORT")
+    host = match.group("v4") or match.group("v6")
     try:
-        ipaddress.ip_address(host)
-        port_number = int(port)
+        address = ipaddress.ip_address(host)
     except ValueError:
         raise InvalidField(path, raw, "must be an IP address and a port") from None
-    if not 1 <= port_number <= 65535:
+    if address.version != (4 if match.group("v4") else 6):
+        raise InvalidField(path, raw, "must be IPv4:PORT or [IPv6]:PORT")
+    if not 1 <= int(match.group("port")) <= 65535:
         raise InvalidField(path, raw, "has a port outside 1-65535")

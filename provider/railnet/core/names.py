@@ -26,7 +26,7 @@ never needs path-MTU discovery to cross the mesh."""
 
 def check_dns_label(field: str, value: object) -> str:
     """Return ``value`` if it is a lower-case RFC 1123 label, else raise ``InvalidField``."""
-    if not isinstance(value, str) or not DNS_LABEL.match(value):
+    if not isinstance(value, str) or not DNS_LABEL.fullmatch(value):
         raise InvalidField(
             field,
             value,
@@ -41,13 +41,13 @@ def check_domain(field: str, value: object) -> str:
     if not isinstance(value, str) or not value or len(value) > 200:
         raise InvalidField(field, value, "must be a domain such as railway.internal")
     for label in value.split("."):
-        if not DNS_LABEL.match(label):
+        if not DNS_LABEL.fullmatch(label):
             raise InvalidField(field, value, f"label {label!r} is not a lower-case DNS label")
     return value
 
 
 def check_node_name(field: str, value: object) -> str:
-    if not isinstance(value, str) or not NODE_NAME.match(value):
+    if not isinstance(value, str) or not NODE_NAME.fullmatch(value):
         raise InvalidField(
             field, value, "must be 1-32 characters of a-z, 0-9 and '-' (e.g. node-1)"
         )
@@ -55,13 +55,13 @@ def check_node_name(field: str, value: object) -> str:
 
 
 def check_object_id(field: str, value: object) -> str:
-    if not isinstance(value, str) or not OBJECT_ID.match(value):
+    if not isinstance(value, str) or not OBJECT_ID.fullmatch(value):
         raise InvalidField(field, value, "must be 1-16 characters of a-z and 0-9")
     return value
 
 
 def check_netns_prefix(field: str, value: object) -> str:
-    if not isinstance(value, str) or not NETNS_PREFIX.match(value):
+    if not isinstance(value, str) or not NETNS_PREFIX.fullmatch(value):
         raise InvalidField(field, value, "must be 1-24 characters of a-z, 0-9 and '-'")
     return value
 

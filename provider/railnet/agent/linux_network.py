@@ -232,6 +232,7 @@ class LinuxNetwork(NetworkBackend):
             ens.addr("add", index=veth, address=env.gateway6, prefixlen=64)
             for address in sorted(instance.addresses):
                 ens.route("replace", dst=f"{address}/{_prefixlen(address)}", oif=veth)
+            _guard_sources(ens, instance.veth, instance.addresses)
 
         def inside(ins: Any) -> None:
             ins.link("set", index=_link_index(ins, "lo"), state="up")
@@ -274,6 +275,7 @@ class LinuxNetwork(NetworkBackend):
                 ens.addr("del", index=veth, address=address, prefixlen=32)
             if env.gateway4 and env.gateway4 not in gateways:
                 ens.addr("add", index=veth, address=env.gateway4, prefixlen=32)
+            _guard_sources(ens, instance.veth, instance.addresses)
 
         def inside(ins: Any) -> None:
             eth0 = _require_link(ins, "eth0", instance.netns)
@@ -317,3 +319,34 @@ class LinuxNetwork(NetworkBackend):
             if child.startswith(name + "-"):
                 self.remove_instance(child)
         delete_netns(name)
+
+
+SOURCE_GUARD_PRIORITY = 100
+"""After the ``local`` table (0), so packets to the environment's own gateway and resolver
+addresses, and IPv6 neighbour discovery, are delivered; before ``main`` (32766), so nothing
+an instance sends is forwarded unless it comes from that instance's own address. Two rules
+per veth and family: ``from ADDR iif VETH lookup main`` here, ``iif VETH blackhole`` next."""
+MAIN_TABLE = 254
+FR_ACT_TO_TBL = 1
+FR_ACT_BLACKHOLE = 6
+
+
+def _guard_sources(ens: Any, veth: str, addresses: frozenset[str]) -> None:
+    """Anti-spoofing in the environment namespace: a packet that enters from an instance's
+    veth with any source but that instance's own address is dropped (a family the instance
+    has no address in is dropped whole). Rules of veths that no longer exist go too."""
+    links = {link.get_attr("IFLA_IFNAME") for link in ens.get_links()}
+    guard = (SOURCE_GUARD_PRIORITY, SOURCE_GUARD_PRIORITY + 1)
+    for family in (socket.AF_INET, socket.AF_INET6):
+        for rule in ens.get_rules(family=family):
+            iif = rule.get_attr("FRA_IIFNAME")
+            if rule.get_attr("FRA_PRIORITY") in guard and (iif == veth or iif not in links):
+                fields = {"src": rule.get_attr("FRA_SRC"), "src_len": rule["src_len"]}
+                ens.rule("del", family=family, priority=rule.get_attr("FRA_PRIORITY"),
+                         iifname=iif, action=rule["action"], table=rule.get_attr("FRA_TABLE"),
+                         **{k: v for k, v in fields.items() if v})  # fmt: skip
+    for family, length in ((socket.AF_INET, 32), (socket.AF_INET6, 128)):
+        for own in (a for a in addresses if (":" in a) == (family == socket.AF_INET6)):
+            ens.rule("add", family=family, priority=guard[0], iifname=veth, src=own,
+                     src_len=length, table=MAIN_TABLE, action=FR_ACT_TO_TBL)  # fmt: skip
+        ens.rule("add", family=family, priority=guard[1], iifname=veth, action=FR_ACT_BLACKHOLE)

@@ -135,7 +135,7 @@ def test_a_real_agent_refuses_what_a_role_may_not_do(tmp_path: Path) -> None:
         node_2 = net.lab.node(2)
         cert, key = mint_certificate(
             (tls / "ca.pem").read_bytes(),
-            (tls / "ca-key.pem").read_bytes(),
+            (net.lab.directory / "ca" / "ca-key.pem").read_bytes(),
             "stranger",
             dns_names=[],
             ip_addresses=[],

@@ -103,7 +103,6 @@ def test_keys_are_private_and_no_temporary_files_remain(cluster: ClusterTls) -> 
         p.relative_to(cluster.directory).as_posix() for p in cluster.directory.rglob("*")
     )
     assert names == [
-        "ca-key.pem",
         "ca.pem",
         "nodes",
         "nodes/node-1-key.pem",
@@ -254,3 +253,44 @@ def test_cli_rejects_a_bad_address(tmp_path: Path, capsys: pytest.CaptureFixture
 
     assert code == 2
     assert "not-an-ip" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- CA custody
+
+
+def test_the_ca_key_lives_in_its_own_private_directory(cluster: ClusterTls) -> None:
+    ca_dir = cluster.ca_key.parent
+    assert ca_dir != cluster.directory and not (cluster.directory / "ca-key.pem").exists()
+    assert mode(ca_dir) == 0o700 and mode(cluster.ca_key) == 0o600
+    assert sorted(p.name for p in ca_dir.iterdir()) == ["ca-key.pem", "ca.pem"]
+    # The cluster's trust bundle is the CA certificate, copied next to the leaves.
+    assert cluster.ca_cert.read_bytes() == (ca_dir / "ca.pem").read_bytes()
+
+
+def test_minting_without_the_ca_key_says_where_it_is_expected(
+    cluster: ClusterTls, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "not-the-ca"
+    with pytest.raises(RailnetError) as missing:
+        write_cluster_tls(cluster.directory, ["node-3"], ca_dir=elsewhere)
+    assert str(elsewhere / "ca-key.pem") in str(missing.value)
+    assert not (cluster.directory / "nodes" / "node-3.pem").exists()
+
+
+def test_an_encrypted_ca_key_needs_its_passphrase(tmp_path: Path) -> None:
+    tls = write_cluster_tls(tmp_path / "tls", ["node-1"], passphrase=b"correct horse")
+    assert b"ENCRYPTED" in tls.ca_key.read_bytes()
+    with pytest.raises(RailnetError, match="encrypted; give its passphrase"):
+        write_cluster_tls(tmp_path / "tls", ["node-2"])
+    with pytest.raises(RailnetError, match="does not open"):
+        write_cluster_tls(tmp_path / "tls", ["node-2"], passphrase=b"wrong")
+    again = write_cluster_tls(tmp_path / "tls", ["node-2"], passphrase=b"correct horse")
+    assert load_cert(again.nodes["node-2"].cert).issuer == load_cert(again.ca_cert).subject
+
+
+def test_a_ca_key_next_to_the_certificates_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "tls").mkdir()
+    _, key = mint_ca()
+    (tmp_path / "tls" / "ca-key.pem").write_bytes(key)
+    with pytest.raises(RailnetError, match="must not sit next to"):
+        write_cluster_tls(tmp_path / "tls", ["node-1"])

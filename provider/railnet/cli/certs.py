@@ -37,6 +37,7 @@ def add_certs_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         ),
     )
     init.add_argument("--dir", type=Path, required=True, help="directory for the files")
+    _add_ca_flags(init)
     init.add_argument(
         "--node",
         dest="nodes",
@@ -61,6 +62,7 @@ def add_certs_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         description="Issue (or reissue) one node's certificate with the CA already in DIR.",
     )
     node.add_argument("--dir", type=Path, required=True, help="directory holding ca.pem")
+    _add_ca_flags(node)
     node.add_argument("--node", required=True, metavar="NAME", help="the node name")
     node.add_argument(
         "--ip",
@@ -72,6 +74,32 @@ def add_certs_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     )
 
 
+def _add_ca_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ca-dir",
+        type=Path,
+        help="the CA's own directory, which holds its key (default: DIR-ca beside DIR); "
+        "keep it off the machines that run pulumi, or offline",
+    )
+    parser.add_argument(
+        "--ca-passphrase-file",
+        type=Path,
+        help="a file whose first line is the passphrase that encrypts the CA key",
+    )
+
+
+def _passphrase(path: Path | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        text = path.read_text().splitlines()
+    except OSError as exc:
+        raise RailnetError(f"--ca-passphrase-file {path} cannot be read: {exc.strerror}") from None
+    if not text or not text[0]:
+        raise RailnetError(f"--ca-passphrase-file {path} is empty")
+    return text[0].encode()
+
+
 def run_certs(args: argparse.Namespace) -> int:
     """Run ``railnet certs init`` or ``railnet certs node``; return the exit code."""
     try:
@@ -79,7 +107,13 @@ def run_certs(args: argparse.Namespace) -> int:
             node_ips: dict[str, list[str]] = {}
             for name, ip in args.node_ips:
                 node_ips.setdefault(name, []).append(ip)
-            result = write_cluster_tls(args.dir, list(args.nodes), node_ips)
+            result = write_cluster_tls(
+                args.dir,
+                list(args.nodes),
+                node_ips,
+                ca_dir=args.ca_dir,
+                passphrase=_passphrase(args.ca_passphrase_file),
+            )
         elif args.certs_command == "node":
             directory: Path = args.dir
             if not (directory / "ca.pem").exists():
@@ -87,7 +121,13 @@ def run_certs(args: argparse.Namespace) -> int:
                     f"no CA in {directory}; create one first with "
                     f"`railnet certs init --dir {directory} --node {args.node}`"
                 )
-            result = write_cluster_tls(directory, [args.node], {args.node: list(args.ips)})
+            result = write_cluster_tls(
+                directory,
+                [args.node],
+                {args.node: list(args.ips)},
+                ca_dir=args.ca_dir,
+                passphrase=_passphrase(args.ca_passphrase_file),
+            )
         else:
             print("railnet certs: choose a command: init or node", file=sys.stderr)
             return EXIT_BAD_INPUT

@@ -5,7 +5,8 @@
 * ``rl<id>-ul``: the underlay namespace with bridge ``br0``;
 * ``rl<id>-n<i>``: node *i*'s host namespace, with ``ul0`` on the underlay at
   ``198.18.0.<i>/24`` (RFC 2544 benchmark range) and the node's agent running in it;
-* ``DIR/cluster.json`` and ``DIR/tls/`` (mutual TLS material).
+* ``DIR/cluster.json`` and ``DIR/tls/`` (mutual TLS material); the CA that signed it
+  keeps its key in ``DIR/ca/``, which ``cluster.json`` does not reference.
 
 Every name the lab or its agents create starts with ``rl<id>``, so ``Lab.down`` removes
 exactly those and nothing else, and two labs never collide.
@@ -154,6 +155,7 @@ class Lab:
             self.directory / "tls",
             [n.name for n in members],
             {n.name: [n.underlay] for n in members},
+            ca_dir=self.directory / "ca",  # its own directory: cluster.json names only tls/
         )
         say(f"lab {self.lab_id}: underlay {UNDERLAY_PREFIX}0/24 in {self.underlay_netns}")
         create_netns(self.underlay_netns)
@@ -369,6 +371,7 @@ class Lab:
             shutil.rmtree(self.directory / node.name, ignore_errors=True)
             node.agent_socket.unlink(missing_ok=True)
         shutil.rmtree(self.directory / "tls", ignore_errors=True)
+        shutil.rmtree(self.directory / "ca", ignore_errors=True)
         (self.directory / "cluster.json").unlink(missing_ok=True)
         (self.directory / "lab.json").unlink(missing_ok=True)
         if created:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime
 import enum
 import ipaddress
+import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -244,7 +245,9 @@ class ClusterTls:
 
     directory: Path
     ca_cert: Path
+    """The CA certificate the cluster trusts, in ``directory``."""
     ca_key: Path
+    """The CA's key, in its own directory."""
     ca_created: bool
     """False when an existing CA in the directory was reused."""
     provider: TlsFiles
@@ -286,17 +289,30 @@ def operator_tls_files(directory: Path) -> TlsFiles:
     )
 
 
+def default_ca_dir(directory: Path) -> Path:
+    """Where the CA lives unless told otherwise: a sibling of the cluster's TLS directory
+    (``tls`` → ``tls-ca``), which no cluster file references."""
+    return directory.parent / f"{directory.name}-ca"
+
+
 def write_cluster_tls(
     directory: Path,
     node_names: list[str],
     node_ips: dict[str, list[str]] | None = None,
+    *,
+    ca_dir: Path | None = None,
+    passphrase: bytes | None = None,
 ) -> ClusterTls:
-    """Write a cluster's TLS material into ``directory``.
+    """Write a cluster's TLS material into ``directory``, signed by the CA in ``ca_dir``.
 
-    The CA in the directory is reused when there is one, so running this again to add a
-    node keeps every certificate already handed out valid. The listed nodes' certificates
-    are (re)issued; the provider's is issued only when missing or not from this CA.
+    The CA's key lives only in ``ca_dir`` (mode 0700, the key 0600, encrypted when a
+    ``passphrase`` is given); ``directory`` gets its certificate (the trust bundle) and
+    every leaf. A CA already in ``ca_dir`` is reused, so running this again to add a node
+    keeps every certificate already handed out valid. The listed nodes' certificates are
+    (re)issued; the provider's and the operators' only when missing, not from this CA, or
+    without their role.
     """
+    ca_dir = ca_dir if ca_dir is not None else default_ca_dir(directory)
     node_ips = dict(node_ips or {})
     for name in node_names:
         check_node_name("node", name)
@@ -313,9 +329,25 @@ def write_cluster_tls(
     directory.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
     (directory / NODES_DIR).mkdir(mode=_DIR_MODE, exist_ok=True)
 
-    ca_cert_path = directory / CA_CERT_FILE
-    ca_key_path = directory / CA_KEY_FILE
+    legacy_key = directory / CA_KEY_FILE
+    if legacy_key.exists():
+        raise RailnetError(
+            f"{legacy_key}: the CA key must not sit next to the certificates the cluster file "
+            f"points at; move it and {directory / CA_CERT_FILE} to {ca_dir}/ (mode 0700) "
+            "and run again"
+        )
+    ca_dir.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+    os.chmod(ca_dir, _DIR_MODE)
+    ca_cert_path = ca_dir / CA_CERT_FILE
+    ca_key_path = ca_dir / CA_KEY_FILE
+    bundle = directory / CA_CERT_FILE
     ca_created = not (ca_cert_path.exists() or ca_key_path.exists())
+    if ca_created and bundle.exists():
+        raise RailnetError(
+            f"{directory} trusts a CA whose key is expected at {ca_key_path}, which does not "
+            "exist; point --ca-dir at the directory that holds it (it may be offline: mount "
+            "it for this command), rather than starting a new CA"
+        )
     if ca_cert_path.exists() != ca_key_path.exists():
         present, absent = (
             (ca_cert_path, ca_key_path) if ca_cert_path.exists() else (ca_key_path, ca_cert_path)
@@ -326,13 +358,15 @@ def write_cluster_tls(
         )
     if ca_created:
         ca_cert, ca_key = mint_ca()
+        stored_key = ca_key if passphrase is None else _encrypted(ca_key, passphrase)
         # The key first: a certificate without its key would look like a usable CA.
-        write_atomic(ca_key_path, ca_key, _KEY_MODE)
+        write_atomic(ca_key_path, stored_key, _KEY_MODE)
         write_atomic(ca_cert_path, ca_cert, _CERT_MODE)
     else:
         ca_cert = _read_pem("CA certificate", ca_cert_path)
-        ca_key = _read_pem("CA private key", ca_key_path)
+        ca_key = _unlocked(ca_key_path, passphrase)
         _load_ca(ca_cert, ca_key)
+    write_atomic(bundle, ca_cert, _CERT_MODE)
 
     nodes: dict[str, TlsFiles] = {}
     for name in node_names:
@@ -377,7 +411,7 @@ def write_cluster_tls(
 
     return ClusterTls(
         directory=directory,
-        ca_cert=ca_cert_path,
+        ca_cert=bundle,
         ca_key=ca_key_path,
         ca_created=ca_created,
         provider=provider,
@@ -419,6 +453,38 @@ def _redacted(pem: bytes) -> str:
 def _check_common_name(common_name: str) -> None:
     if not isinstance(common_name, str) or not 1 <= len(common_name) <= 64:
         raise InvalidField("common_name", common_name, "must be 1-64 characters")
+
+
+def _encrypted(key_pem: bytes, passphrase: bytes) -> bytes:
+    if not passphrase:
+        raise InvalidField("passphrase", "", "must not be empty")
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(passphrase),
+    )
+
+
+def _unlocked(path: Path, passphrase: bytes | None) -> bytes:
+    """The CA key at ``path`` as unencrypted PEM (in memory only)."""
+    pem = _read_pem("CA private key", path)
+    encrypted = b"ENCRYPTED" in pem.split(b"\n", 1)[0]
+    if encrypted and passphrase is None:
+        raise RailnetError(
+            f"the CA key {path} is encrypted; give its passphrase (--ca-passphrase-file)"
+        )
+    if not encrypted:
+        return pem
+    try:
+        key = serialization.load_pem_private_key(pem, password=passphrase)
+    except (ValueError, TypeError):
+        raise RailnetError(f"the passphrase does not open the CA key {path}") from None
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
 
 
 def _load_ca(

@@ -11,7 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from railnet.agent.server import server_credentials
+from railnet.agent.credentials import ServingCredentials
 from railnet.control.client import channel_credentials, channel_options
 from railnet.pki.certs import ClusterTls, TlsFiles, write_cluster_tls
 
@@ -48,10 +48,10 @@ def echo_server(cluster: ClusterTls, tmp_path: Path) -> Iterator[EchoServer]:
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler("railnet.test.Echo", {"Echo": handler}),)
     )
-    credentials = server_credentials(cluster.nodes["node-1"])
-    port = server.add_secure_port("127.0.0.1:0", credentials)
+    identity = ServingCredentials(cluster.nodes["node-1"])
+    port = server.add_secure_port("127.0.0.1:0", identity.credentials())
     socket_path = tmp_path / "agent.sock"
-    assert server.add_secure_port(f"unix:{socket_path}", credentials) != 0
+    assert server.add_secure_port(f"unix:{socket_path}", identity.credentials()) != 0
     server.start()
     try:
         yield EchoServer(tcp=f"127.0.0.1:{port}", unix=f"unix:{socket_path}")

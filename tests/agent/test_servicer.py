@@ -21,10 +21,11 @@ from typing import Any
 import grpc
 import pytest
 
+from railnet.agent.credentials import ServingCredentials
 from railnet.agent.dns import FakeDnsServer
 from railnet.agent.fakes import FakeDevice, FakeKernel, FakeNetwork, FakeWireGuard
 from railnet.agent.reconciler import DEFAULT_PORT_RANGE, Reconciler
-from railnet.agent.server import serve, server_credentials
+from railnet.agent.server import serve
 from railnet.agent.state import StateDir
 from railnet.agent.v1 import agent_pb2 as pb
 from railnet.agent.v1 import agent_pb2_grpc as pb_grpc
@@ -96,7 +97,7 @@ def start_agent(
         resolver=resolver,
         port_free=lambda port: True,
     )
-    server, (port,) = serve(reconciler, server_credentials(tls), [listen], workers=8)
+    server, (port,) = serve(reconciler, ServingCredentials(tls), [listen], workers=8)
     assert port, f"could not listen on {listen}"
     address = f"127.0.0.1:{port}" if listen == "127.0.0.1:0" else listen
     return RunningAgent(node, state_dir, kernel, resolver, reconciler, server, address)

@@ -5,6 +5,7 @@ Real mutual TLS over gRPC with this material is in ``tests/agent/test_mtls.py``.
 from __future__ import annotations
 
 import argparse
+import datetime
 import ipaddress
 import stat
 from pathlib import Path
@@ -294,3 +295,50 @@ def test_a_ca_key_next_to_the_certificates_is_refused(tmp_path: Path) -> None:
     (tmp_path / "tls" / "ca-key.pem").write_bytes(key)
     with pytest.raises(RailnetError, match="must not sit next to"):
         write_cluster_tls(tmp_path / "tls", ["node-1"])
+
+
+# --------------------------------------------------------------------------- lifetimes
+
+
+def test_leaf_certificates_live_90_days_by_default(cluster: ClusterTls) -> None:
+    for path in (cluster.provider.cert, cluster.nodes["node-1"].cert):
+        cert = load_cert(path)
+        days = (cert.not_valid_after_utc - cert.not_valid_before_utc).days
+        assert days == 90  # 90 days from five minutes before issue, rounded down
+
+
+def test_renew_reissues_every_leaf_keeping_names_and_addresses(
+    cluster: ClusterTls, tmp_path: Path
+) -> None:
+    from railnet.pki.certs import issued_nodes
+
+    before = {
+        p: load_cert(p).serial_number
+        for p in cluster.directory.rglob("*.pem")
+        if not p.name.endswith("-key.pem")
+    }
+    nodes = issued_nodes(cluster.directory)
+    assert nodes == {"node-1": ["10.0.0.1", "fd00::1"], "node-2": []}
+    again = write_cluster_tls(
+        cluster.directory, sorted(nodes), nodes, renew=True, validity=datetime.timedelta(days=7)
+    )
+    assert issued_nodes(cluster.directory) == nodes
+    for path in (again.provider.cert, again.nodes["node-1"].cert):
+        assert load_cert(path).serial_number != before[path]
+        cert = load_cert(path)
+        assert (cert.not_valid_after_utc - cert.not_valid_before_utc).days == 7
+    assert load_cert(again.ca_cert).serial_number == before[cluster.ca_cert]
+
+
+def test_the_revocation_list_is_serials_in_hex(tmp_path: Path) -> None:
+    from railnet.agent.credentials import read_revoked
+    from railnet.pki.certs import revoke
+
+    path = revoke(tmp_path, 0xABC)
+    revoke(tmp_path, 0xABC)  # once is enough
+    revoke(tmp_path, 17)
+    assert read_revoked(path) == {0xABC, 17}
+    assert read_revoked(tmp_path / "none.txt") == frozenset()
+    path.write_text("abc\nnot-a-serial\n")
+    with pytest.raises(RailnetError, match=r"revoked.txt:2: 'not-a-serial'"):
+        read_revoked(path)

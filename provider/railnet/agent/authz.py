@@ -87,8 +87,11 @@ class RoleInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     lets every call through.
     """
 
-    def __init__(self, enforce: bool = True) -> None:
+    def __init__(
+        self, enforce: bool = True, revoked: Callable[[], frozenset[int]] = frozenset
+    ) -> None:
         self.enforce = enforce
+        self.revoked = revoked
 
     def intercept_service(
         self, continuation: Callable[[Any], Any], details: grpc.HandlerCallDetails
@@ -102,6 +105,11 @@ class RoleInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
         def checked(request: Any, context: grpc.ServicerContext) -> Any:
             holder = caller(context)
+            if holder.serial in self.revoked():
+                context.abort(
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    f"certificate {format(holder.serial, 'x')} ({holder.subject}) is revoked",
+                )
             if holder.role not in allowed:
                 role = holder.role.value if holder.role else "none"
                 context.abort(

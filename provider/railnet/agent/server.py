@@ -12,6 +12,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from concurrent import futures
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import grpc
 
 from railnet.agent.authz import RoleInterceptor
 from railnet.agent.backends import ResolverBackend
+from railnet.agent.credentials import ServingCredentials
 from railnet.agent.linux_network import LinuxNetwork
 from railnet.agent.reconciler import Reconciler
 from railnet.agent.servicer import NodeAgentServicer
@@ -32,6 +34,8 @@ from railnet.core.names import check_netns_prefix, check_node_name
 from railnet.pki.certs import TlsFiles
 
 log = logging.getLogger("railnet.agent")
+TLS_POLL_SECONDS = 2.0
+"""How often the agent looks whether its TLS files (or the revocation list) changed."""
 
 
 def udp_port_free(port: int) -> bool:
@@ -46,36 +50,30 @@ def udp_port_free(port: int) -> bool:
 
 def serve(
     reconciler: Reconciler,
-    credentials: grpc.ServerCredentials | None,
+    credentials: ServingCredentials | None,
     listen: Sequence[str],
     workers: int = 16,
 ) -> tuple[grpc.Server, list[int]]:
     """The NodeAgent API on every ``listen`` address, behind the role check (which a
     plaintext server, having no certificates to read, cannot make); started. Returns the
     server and the port bound for each address (0 for ``unix:`` ones)."""
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=workers),
-        interceptors=[RoleInterceptor(enforce=credentials is not None)],
-    )
+    identity = credentials
+    if identity is not None:
+        check = RoleInterceptor(revoked=lambda: identity.revoked)
+    else:
+        check = RoleInterceptor(enforce=False)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), interceptors=[check])
     pb_grpc.add_NodeAgentServicer_to_server(NodeAgentServicer(reconciler), server)
     ports = []
     for address in listen:
         if address.startswith("unix:"):
             Path(address[5:]).unlink(missing_ok=True)
-        if credentials is None:
+        if identity is None:
             ports.append(server.add_insecure_port(address))
         else:
-            ports.append(server.add_secure_port(address, credentials))
+            ports.append(server.add_secure_port(address, identity.credentials()))
     server.start()
     return server, ports
-
-
-def server_credentials(files: TlsFiles) -> grpc.ServerCredentials:
-    """Server credentials that accept only clients with a certificate from the CA."""
-    ca, cert, key = files.load()
-    return grpc.ssl_server_credentials(
-        [(key, cert)], root_certificates=ca, require_client_auth=True
-    )
 
 
 @dataclass(frozen=True)
@@ -102,6 +100,8 @@ class AgentConfig:
     """Where names outside the private domain are forwarded (``host:port``)."""
     reconcile_interval: float = 30.0
     """Seconds between full repairs."""
+    tls_revoked: Path | None = None
+    """The revocation list (serials, hex); checked on every call, reread with the rest."""
     log_level: str = "info"
 
 
@@ -131,7 +131,7 @@ def run_agent(config: AgentConfig) -> int:
                 ", ".join(config.listen),
             )
         else:
-            credentials = server_credentials(config.tls)
+            credentials = ServingCredentials(config.tls, config.tls_revoked)
         state = StateDir(config.state_dir)
         wireguard = select_backend(config.wireguard, config.state_dir / "logs")
         reconciler = Reconciler(
@@ -157,7 +157,16 @@ def run_agent(config: AgentConfig) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    while not stop.wait(config.reconcile_interval):
+    if credentials is not None:
+        tls = credentials
+        signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=tls.reload).start())
+    next_repair = time.monotonic() + config.reconcile_interval
+    while not stop.wait(min(TLS_POLL_SECONDS, config.reconcile_interval)):
+        if credentials is not None:
+            credentials.reload_if_changed()
+        if time.monotonic() < next_repair:
+            continue
+        next_repair = time.monotonic() + config.reconcile_interval
         for env_id, changes in reconciler.reconcile_all().items():
             if changes:
                 log.warning("environment %s: repaired drift: %s", env_id, "; ".join(changes))

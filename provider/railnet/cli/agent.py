@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from railnet.agent.credentials import REVOKED_FILE
 from railnet.agent.server import AgentConfig, run_agent
 from railnet.core.errors import RailnetError
 from railnet.pki.certs import TlsFiles
@@ -34,6 +35,13 @@ def add_agent_parser(subparsers: Any) -> None:
     p.add_argument("--tls-cert", type=Path)
     p.add_argument("--tls-key", type=Path)
     p.add_argument(
+        "--tls-revoked",
+        type=Path,
+        help="revocation list: certificate serials in hex, one per line (default: "
+        "revoked.txt beside --tls-ca); checked on every call. SIGHUP, or a change to any TLS "
+        "file, reloads them all without a restart",
+    )
+    p.add_argument(
         "--insecure",
         action="store_true",
         help="serve plaintext gRPC without client authentication (never in production)",
@@ -48,6 +56,7 @@ def add_agent_parser(subparsers: Any) -> None:
 def agent_config(args: argparse.Namespace) -> AgentConfig:
     """The agent's configuration from its flags; TLS is required unless ``--insecure``."""
     tls = None
+    revoked = None
     if not args.insecure:
         missing = [f for f in TLS_FLAGS if getattr(args, f) is None]
         if missing:
@@ -57,6 +66,7 @@ def agent_config(args: argparse.Namespace) -> AgentConfig:
                 "--insecure serves plaintext instead"
             )
         tls = TlsFiles(args.tls_ca, args.tls_cert, args.tls_key)
+        revoked = args.tls_revoked or args.tls_ca.parent / REVOKED_FILE
     return AgentConfig(
         node=args.node,
         listen=tuple(args.listen),
@@ -69,6 +79,7 @@ def agent_config(args: argparse.Namespace) -> AgentConfig:
         dns_upstreams=tuple(args.dns_upstream),
         reconcile_interval=args.reconcile_interval,
         log_level=args.log_level,
+        tls_revoked=revoked,
     )
 
 

@@ -8,11 +8,20 @@ wrote. Bad input is reported as one line on stderr with exit code 2, never a tra
 from __future__ import annotations
 
 import argparse
+import datetime
 import sys
 from pathlib import Path
+from typing import Any
 
 from railnet.core.errors import RailnetError
-from railnet.pki.certs import ClusterTls, write_cluster_tls
+from railnet.pki.certs import (
+    LEAF_VALIDITY,
+    ClusterTls,
+    holder_of,
+    issued_nodes,
+    revoke,
+    write_cluster_tls,
+)
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -26,7 +35,7 @@ def add_certs_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         description="Mint the TLS material for the agents' mutual-TLS gRPC endpoints.",
     )
     certs.set_defaults(func=run_certs, certs_command=None)
-    actions = certs.add_subparsers(dest="certs_command", metavar="{init,node}")
+    actions = certs.add_subparsers(dest="certs_command", metavar="{init,node,renew,revoke}")
 
     init = actions.add_parser(
         "init",
@@ -72,6 +81,28 @@ def add_certs_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         metavar="IP",
         help="an address the node's agent is dialled at (repeatable)",
     )
+    _add_lifecycle_parsers(actions)
+
+
+def _add_lifecycle_parsers(actions: Any) -> None:
+    renew = actions.add_parser(
+        "renew",
+        help="reissue every certificate in DIR (nodes, provider, operator) with the CA",
+        description="Reissue every leaf certificate in DIR, keeping names and addresses. "
+        "Agents pick up theirs on SIGHUP or when the files change, without a restart.",
+    )
+    renew.add_argument("--dir", type=Path, required=True, help="directory holding ca.pem")
+    _add_ca_flags(renew)
+    revoke = actions.add_parser(
+        "revoke",
+        help="add a certificate to the revocation list agents check on every call",
+        description="Append the certificate's serial to DIR/revoked.txt. Agents reload it "
+        "on SIGHUP or when it changes, and refuse the certificate from then on.",
+    )
+    revoke.add_argument("--dir", type=Path, required=True, help="directory holding ca.pem")
+    which = revoke.add_mutually_exclusive_group(required=True)
+    which.add_argument("--cert", type=Path, help="the certificate file to revoke")
+    which.add_argument("--serial", help="the serial to revoke, in hex")
 
 
 def _add_ca_flags(parser: argparse.ArgumentParser) -> None:
@@ -85,6 +116,12 @@ def _add_ca_flags(parser: argparse.ArgumentParser) -> None:
         "--ca-passphrase-file",
         type=Path,
         help="a file whose first line is the passphrase that encrypts the CA key",
+    )
+    parser.add_argument(
+        "--days",
+        type=int,
+        default=LEAF_VALIDITY.days,
+        help=f"how long leaf certificates live (default {LEAF_VALIDITY.days} days)",
     )
 
 
@@ -100,6 +137,24 @@ def _passphrase(path: Path | None) -> bytes | None:
     return text[0].encode()
 
 
+def _days(days: int) -> datetime.timedelta:
+    if days < 1:
+        raise RailnetError(f"--days {days}: a certificate must live at least one day")
+    return datetime.timedelta(days=days)
+
+
+def _serial_of(cert: Path | None, serial: str | None) -> int:
+    if cert is not None:
+        try:
+            return holder_of(cert.read_bytes()).serial
+        except (OSError, ValueError) as exc:
+            raise RailnetError(f"--cert {cert} is not a readable certificate ({exc})") from None
+    try:
+        return int(str(serial).lower().removeprefix("0x"), 16)
+    except ValueError:
+        raise RailnetError(f"--serial {serial!r} is not a serial in hex") from None
+
+
 def run_certs(args: argparse.Namespace) -> int:
     """Run ``railnet certs init`` or ``railnet certs node``; return the exit code."""
     try:
@@ -113,6 +168,7 @@ def run_certs(args: argparse.Namespace) -> int:
                 node_ips,
                 ca_dir=args.ca_dir,
                 passphrase=_passphrase(args.ca_passphrase_file),
+                validity=_days(args.days),
             )
         elif args.certs_command == "node":
             directory: Path = args.dir
@@ -127,7 +183,26 @@ def run_certs(args: argparse.Namespace) -> int:
                 {args.node: list(args.ips)},
                 ca_dir=args.ca_dir,
                 passphrase=_passphrase(args.ca_passphrase_file),
+                validity=_days(args.days),
             )
+        elif args.certs_command == "renew":
+            nodes = issued_nodes(args.dir)
+            if not (args.dir / "ca.pem").exists():
+                raise RailnetError(f"no CA in {args.dir}; nothing to renew")
+            result = write_cluster_tls(
+                args.dir,
+                sorted(nodes),
+                nodes,
+                ca_dir=args.ca_dir,
+                passphrase=_passphrase(args.ca_passphrase_file),
+                validity=_days(args.days),
+                renew=True,
+            )
+        elif args.certs_command == "revoke":
+            serial = _serial_of(args.cert, args.serial)
+            path = revoke(args.dir, serial)
+            print(f"revoked {serial:x} in {path}; agents refuse it once they reload (SIGHUP)")
+            return EXIT_OK
         else:
             print("railnet certs: choose a command: init or node", file=sys.stderr)
             return EXIT_BAD_INPUT

@@ -35,7 +35,8 @@ from railnet.linux.files import write_atomic
 CA_VALIDITY = datetime.timedelta(days=3650)
 # Leaf certificates are cheap to reissue (`railnet certs node`), so they live shorter than
 # the CA: a leaked node key stops being useful on its own.
-LEAF_VALIDITY = datetime.timedelta(days=825)
+LEAF_VALIDITY = datetime.timedelta(days=90)
+REVOKED_FILE = "revoked.txt"
 # Tolerate clocks a little behind the machine that minted the certificate.
 CLOCK_SKEW = datetime.timedelta(minutes=5)
 
@@ -156,6 +157,7 @@ def mint_certificate(
     server: bool,
     client: bool,
     role: Role | None = None,
+    validity: datetime.timedelta = LEAF_VALIDITY,
 ) -> tuple[bytes, bytes]:
     """A leaf certificate signed by the CA: ``(certificate PEM, private key PEM)``.
 
@@ -181,7 +183,9 @@ def mint_certificate(
 
     key = ec.generate_private_key(ec.SECP256R1())
     now = _now()
-    not_after = min(now + LEAF_VALIDITY, ca_cert.not_valid_after_utc)
+    if validity <= datetime.timedelta(0):
+        raise InvalidField("validity", str(validity), "must be positive")
+    not_after = min(now + validity, ca_cert.not_valid_after_utc)
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
@@ -289,6 +293,35 @@ def operator_tls_files(directory: Path) -> TlsFiles:
     )
 
 
+def issued_nodes(directory: Path) -> dict[str, list[str]]:
+    """The nodes ``directory`` holds certificates for, with the IP addresses they name."""
+    found: dict[str, list[str]] = {}
+    nodes = directory / NODES_DIR
+    for path in sorted(nodes.glob("*.pem")) if nodes.exists() else []:
+        if path.name.endswith("-key.pem"):
+            continue
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+        try:
+            sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            ips = [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)]
+        except x509.ExtensionNotFound:
+            ips = []
+        found[path.name.removesuffix(".pem")] = ips
+    return found
+
+
+def revoke(directory: Path, serial: int) -> Path:
+    """Add ``serial`` to the cluster's revocation list (``DIR/revoked.txt``), which agents
+    reload with their TLS files; returns the list's path."""
+    path = directory / REVOKED_FILE
+    lines = path.read_text().splitlines() if path.exists() else ["# revoked serials, hex"]
+    entry = format(serial, "x")
+    if entry not in (line.split("#", 1)[0].strip() for line in lines):
+        lines.append(entry)
+    write_atomic(path, ("\n".join(lines) + "\n").encode(), _CERT_MODE)
+    return path
+
+
 def default_ca_dir(directory: Path) -> Path:
     """Where the CA lives unless told otherwise: a sibling of the cluster's TLS directory
     (``tls`` → ``tls-ca``), which no cluster file references."""
@@ -302,6 +335,8 @@ def write_cluster_tls(
     *,
     ca_dir: Path | None = None,
     passphrase: bytes | None = None,
+    validity: datetime.timedelta = LEAF_VALIDITY,
+    renew: bool = False,
 ) -> ClusterTls:
     """Write a cluster's TLS material into ``directory``, signed by the CA in ``ca_dir``.
 
@@ -310,7 +345,7 @@ def write_cluster_tls(
     every leaf. A CA already in ``ca_dir`` is reused, so running this again to add a node
     keeps every certificate already handed out valid. The listed nodes' certificates are
     (re)issued; the provider's and the operators' only when missing, not from this CA, or
-    without their role.
+    without their role (or always, with ``renew``). Leaves live ``validity``.
     """
     ca_dir = ca_dir if ca_dir is not None else default_ca_dir(directory)
     node_ips = dict(node_ips or {})
@@ -380,6 +415,7 @@ def write_cluster_tls(
             server=True,
             client=False,
             role=Role.NODE,
+            validity=validity,
         )
         write_atomic(files.key, key, _KEY_MODE)
         write_atomic(files.cert, cert, _CERT_MODE)
@@ -392,7 +428,7 @@ def write_cluster_tls(
     ):
         # Kept when it is from this CA and carries its role; reissued otherwise (older
         # certificates carry no role and would be refused by every agent).
-        created = not _issued_by(files, ca_cert, role)
+        created = renew or not _issued_by(files, ca_cert, role)
         if created:
             cert, key = mint_certificate(
                 ca_cert,
@@ -403,6 +439,7 @@ def write_cluster_tls(
                 server=False,
                 client=True,
                 role=role,
+                validity=validity,
             )
             write_atomic(files.key, key, _KEY_MODE)
             write_atomic(files.cert, cert, _CERT_MODE)

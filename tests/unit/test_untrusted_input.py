@@ -170,3 +170,14 @@ def test_any_datagram_gets_a_reply_or_silence(query: bytes) -> None:
 def test_the_property_tests_ran() -> None:
     # A guard against a silently disabled property run (e.g. max_examples=0).
     assert EXAMPLES.max_examples >= 100 and json.dumps(PATHS)
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan"), 2.5, True])
+def test_numbers_that_are_not_whole_are_refused_by_property(value: float) -> None:
+    # Found by the property test above: infinity used to crash check with OverflowError.
+    _, failures = check_inputs(Kind.ENVIRONMENT, "env", {"project": "shop", "dns_ttl": value})
+    assert [p for p, _ in failures] == ["dns_ttl"]
+    _, failures = check_inputs(
+        Kind.SERVICE, "svc", {"project": "shop", "environment": "prod", "replicas": value}
+    )
+    assert [p for p, _ in failures] == ["replicas"]

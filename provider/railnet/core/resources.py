@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -204,8 +205,15 @@ def _mode(value: Any) -> IpMode:
         raise InvalidField("ip_mode", value, "must be 'dual' or 'ipv6'") from None
 
 
+def _whole(value: Any) -> bool:
+    """A whole number: an int, or a finite float without a fraction (JSON has no ints)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return isinstance(value, int) or (math.isfinite(value) and value.is_integer())
+
+
 def _ttl(value: Any) -> int:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or int(value) != value:
+    if not _whole(value):
         raise InvalidField("dns_ttl", value, "must be a whole number of seconds")
     if not 0 <= int(value) <= MAX_DNS_TTL:
         raise InvalidField("dns_ttl", value, f"must be from 0 to {MAX_DNS_TTL}")
@@ -213,7 +221,7 @@ def _ttl(value: Any) -> int:
 
 
 def _replicas(value: Any) -> int:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or int(value) != value:
+    if not _whole(value):
         raise InvalidField("replicas", value, "must be a whole number")
     if not 0 <= int(value) <= MAX_REPLICAS:
         raise InvalidField("replicas", value, f"must be from 0 to {MAX_REPLICAS}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -19,45 +18,18 @@ from railnet.pki.certs import (
     Role,
     TlsFiles,
     holder_of,
-    mint_certificate,
-    write_cluster_tls,
 )
+from tests.certs import roleless_client
 
-from .test_servicer import ENV, RPC_TIMEOUT, SPEC, RunningAgent, build, refused, start_agent
+from .test_servicer import ENV, RPC_TIMEOUT, SPEC, RunningAgent, agent, build, refused, tls
+
+__all__ = ["agent", "tls"]  # the fixtures this module shares with test_servicer
 
 pytestmark = pytest.mark.agent
 
 
-@pytest.fixture
-def tls(tmp_path: Path) -> ClusterTls:
-    return write_cluster_tls(tmp_path / "tls", ["node-1", "node-2"])
-
-
-@pytest.fixture
-def agent(tmp_path: Path, tls: ClusterTls) -> Iterator[RunningAgent]:
-    running = start_agent("node-1", tmp_path / "state", tls.nodes["node-1"])
-    yield running
-    running.stop()
-
-
 def client_for(agent: RunningAgent, files: TlsFiles) -> AgentClient:
     return AgentClient(AgentAddress("node-1", agent.address, files), timeout=RPC_TIMEOUT)
-
-
-def stranger(tls: ClusterTls, tmp_path: Path) -> TlsFiles:
-    """A client certificate the cluster CA signed, with no role at all."""
-    cert, key = mint_certificate(
-        tls.ca_cert.read_bytes(),
-        tls.ca_key.read_bytes(),
-        "stranger",
-        dns_names=[],
-        ip_addresses=[],
-        server=False,
-        client=True,
-    )
-    (tmp_path / "s.pem").write_bytes(cert)
-    (tmp_path / "s-key.pem").write_bytes(key)
-    return TlsFiles(tls.ca_cert, tmp_path / "s.pem", tmp_path / "s-key.pem")
 
 
 def test_every_certificate_carries_its_role(tls: ClusterTls) -> None:
@@ -108,7 +80,7 @@ def test_a_certificate_without_a_role_may_do_nothing(
     with client_for(agent, tls.provider) as provider:
         doc = build(provider)
         provider.apply(doc.to_json(), 0)
-    with client_for(agent, stranger(tls, tmp_path)) as nobody:
+    with client_for(agent, roleless_client(tls.ca_cert, tls.ca_key, tmp_path)) as nobody:
         for call in (
             lambda: nobody.document(ENV),
             lambda: nobody.status(),

@@ -16,7 +16,7 @@ from railnet.core.names import environment_id
 from railnet.core.resources import Kind
 from railnet.lab.local_cluster import Lab, LabNode
 
-from ..provider.harness import Declared, DynamicProvider, Engine, ProviderError
+from ..provider.harness import Declared, DynamicProvider, Engine, ProviderError, engine_on
 from ..provider.test_engine_protocol import program, props
 from .conftest import LabNet, running_lab
 
@@ -33,18 +33,13 @@ def lab() -> Iterator[LabNet]:
 
 @pytest.fixture()
 def engine(lab: LabNet) -> Iterator[Engine]:
-    provider = DynamicProvider({"railnet:cluster": str(lab.lab.cluster_file)})
-    eng = Engine(provider)
-    try:
-        yield eng
-    finally:
-        for node in lab.lab.nodes():
-            if lab.lab.agent_pid(node) is None:
-                lab.lab.restart_agent(node)
+    with engine_on(str(lab.lab.cluster_file)) as eng:
         try:
-            eng.destroy()
+            yield eng
         finally:
-            provider.close()
+            for node in lab.lab.nodes():  # a test that killed an agent leaves it running
+                if lab.lab.agent_pid(node) is None:
+                    lab.lab.restart_agent(node)
 
 
 def node(lab: Lab, name: str) -> LabNode:
@@ -220,15 +215,8 @@ def joined(*names: str) -> list[Declared]:
 
 @pytest.fixture()
 def second(lab: LabNet) -> Iterator[Engine]:
-    provider = DynamicProvider({"railnet:cluster": str(lab.lab.cluster_file)})
-    eng = Engine(provider, stack="second")
-    try:
+    with engine_on(str(lab.lab.cluster_file), stack="second") as eng:
         yield eng
-    finally:
-        try:
-            eng.destroy()
-        finally:
-            provider.close()
 
 
 def test_stacks_that_share_an_environment_never_remove_each_others_services(

@@ -13,7 +13,8 @@ from railnet.control.client import AgentAddress, AgentClient, AgentError
 from railnet.core.desired import EnvironmentSpec, ServiceSpec
 from railnet.lab.local_cluster import Lab
 from railnet.linux.netns import list_netns
-from railnet.pki.certs import TlsFiles, mint_certificate
+from railnet.pki.certs import TlsFiles
+from tests.certs import roleless_client
 
 from .conftest import running_lab
 
@@ -133,18 +134,9 @@ def test_a_real_agent_refuses_what_a_role_may_not_do(tmp_path: Path) -> None:
     with running_lab(2, dns=False) as net:
         tls = net.lab.directory / "tls"
         node_2 = net.lab.node(2)
-        cert, key = mint_certificate(
-            (tls / "ca.pem").read_bytes(),
-            (net.lab.directory / "ca" / "ca-key.pem").read_bytes(),
-            "stranger",
-            dns_names=[],
-            ip_addresses=[],
-            server=False,
-            client=True,
+        stranger = roleless_client(
+            tls / "ca.pem", net.lab.directory / "ca" / "ca-key.pem", tmp_path
         )
-        (tmp_path / "s.pem").write_bytes(cert)
-        (tmp_path / "s-key.pem").write_bytes(key)
-        stranger = TlsFiles(tls / "ca.pem", tmp_path / "s.pem", tmp_path / "s-key.pem")
         operator = TlsFiles(tls / "ca.pem", tls / "operator.pem", tls / "operator-key.pem")
         # Over the unix socket, and over TCP from another node's namespace.
         socket = AgentAddress("node-2", f"unix:{node_2.agent_socket}", stranger)

@@ -12,7 +12,8 @@ create/update/replace, read for refresh, delete for destroy, and unknowns in pre
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -169,3 +170,18 @@ class Engine:
         for name in self._dependents_first(list(self.state)):
             st = self.state.pop(name)
             self.provider.delete(st.id, self.urn(st.kind, name), st.outputs)
+
+
+@contextmanager
+def engine_on(cluster: str, stack: str = "test") -> Iterator[Engine]:
+    """An ``Engine`` over a fresh provider process configured with ``cluster`` (a path or
+    inline JSON); on exit it destroys what is left in its state and stops the provider."""
+    provider = DynamicProvider({"railnet:cluster": cluster})
+    engine = Engine(provider, stack=stack)
+    try:
+        yield engine
+    finally:
+        try:
+            engine.destroy()
+        finally:
+            engine.provider.close()

@@ -19,7 +19,7 @@ from railnet.core.resources import PROPERTIES, Kind
 from railnet.lab.local_cluster import Lab
 
 from ..linux.conftest import LabNet, running_lab
-from .harness import Declared, DynamicProvider, Engine, ProviderError, State, Unknown
+from .harness import Declared, DynamicProvider, Engine, ProviderError, State, Unknown, engine_on
 
 pytestmark = pytest.mark.provider
 
@@ -92,15 +92,8 @@ def lab() -> Iterator[LabNet]:
 
 @pytest.fixture()
 def engine(lab: LabNet) -> Iterator[Engine]:
-    provider = DynamicProvider({"railnet:cluster": str(lab.lab.cluster_file)})
-    eng = Engine(provider)
-    try:
+    with engine_on(str(lab.lab.cluster_file)) as eng:
         yield eng
-    finally:
-        try:
-            eng.destroy()
-        finally:
-            provider.close()
 
 
 def environments_on_nodes(lab: Lab) -> dict[str, list[str]]:

@@ -50,26 +50,27 @@ class NodeAgentServicer(pb_grpc.NodeAgentServicer):  # type: ignore[misc]
         call: Callable[[], R],
         after: Callable[[R], int],
     ) -> R:
-        """Run a mutating call and write its audit line, whatever the outcome."""
+        """Run a mutating call (errors mapped as ``_guard`` maps them) and write its audit
+        line, whatever the outcome."""
         who = caller(context)
         before = self._held(env_id)
 
         def audit(generation: int, result: str) -> None:
             audit_log.info(AuditEntry(rpc, who, env_id, before, generation, result).line())
 
-        try:
-            value = call()
-        except RailnetError as exc:
-            audit(self._held(env_id), f"{code_for(exc).name}: {exc}")
-            context.abort(code_for(exc), str(exc))
-            raise AssertionError("unreachable") from exc  # context.abort raises
-        except Exception as exc:
-            log.exception("unexpected failure")
-            audit(self._held(env_id), f"INTERNAL: {type(exc).__name__}")
-            context.abort(grpc.StatusCode.INTERNAL, f"agent failure: {type(exc).__name__}: {exc}")
-            raise AssertionError("unreachable") from exc
-        audit(after(value), "ok")
-        return value
+        def audited() -> R:
+            try:
+                value = call()
+            except RailnetError as exc:
+                audit(self._held(env_id), f"{code_for(exc).name}: {exc}")
+                raise
+            except Exception as exc:
+                audit(self._held(env_id), f"INTERNAL: {type(exc).__name__}")
+                raise
+            audit(after(value), "ok")
+            return value
+
+        return _guard(context, audited)
 
     def EnsureEnvironment(self, request: Any, context: grpc.ServicerContext) -> Any:
         env_id = request.env_id

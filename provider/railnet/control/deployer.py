@@ -65,8 +65,7 @@ class Survey:
 
     @property
     def latest(self) -> EnvironmentDocument | None:
-        docs = [d for d in self.held.values() if d is not None]
-        return max(docs, key=lambda d: d.generation) if docs else None
+        return newest(self.held)
 
     def involved(self) -> set[str]:
         """Every node any held document names: hosting, or still to be cleaned up."""
@@ -76,6 +75,22 @@ class Survey:
                 found.update(n.name for n in doc.nodes)
                 found.update(doc.leaving)
         return found
+
+    def silent(self, involved_only: bool = False) -> list[str]:
+        """The nodes that did not answer, as ``NAME (ADDRESS)``; with ``involved_only``,
+        only those the documents found name."""
+        involved = self.involved() if involved_only else None
+        return [
+            f"{node} ({exc.address})"
+            for node, exc in sorted(self.unreachable.items())
+            if involved is None or node in involved
+        ]
+
+
+def newest(held: dict[str, EnvironmentDocument | None]) -> EnvironmentDocument | None:
+    """The highest generation among the documents nodes hold."""
+    docs = [d for d in held.values() if d is not None]
+    return max(docs, key=lambda d: d.generation) if docs else None
 
 
 @dataclass(frozen=True)
@@ -119,13 +134,13 @@ class EnvironmentDeployer:
             return client
 
     def _each(self, nodes: list[str], call: Callable[[AgentClient], T]) -> dict[str, T]:
-        def run(node: str) -> T:
-            return call(self._client(node))
-
-        if not nodes:
-            return {}
-        with ThreadPoolExecutor(max_workers=min(16, len(nodes))) as pool:
-            return dict(zip(nodes, pool.map(run, nodes), strict=True))
+        """``call`` on every node in parallel; the first node (in order) that does not
+        answer fails the whole call."""
+        answers, down = self._ask(nodes, call)
+        for node in nodes:
+            if node in down:
+                raise down[node]
+        return answers
 
     def _ask(
         self, nodes: list[str], call: Callable[[AgentClient], T]
@@ -190,8 +205,7 @@ class EnvironmentDeployer:
 
     @staticmethod
     def latest(held: dict[str, EnvironmentDocument | None]) -> EnvironmentDocument | None:
-        docs = [d for d in held.values() if d is not None]
-        return max(docs, key=lambda d: d.generation) if docs else None
+        return newest(held)
 
     def apply(self, spec: EnvironmentSpec) -> Applied:
         """Make the environment exactly ``spec``."""

@@ -7,7 +7,6 @@ from typing import Any, ClassVar
 
 from pulumi.dynamic import CreateResult, ReadResult, UpdateResult
 
-from railnet.control.deployer import Survey
 from railnet.core.desired import EnvironmentSpec
 from railnet.core.document import IpMode
 from railnet.core.names import environment_id
@@ -39,17 +38,16 @@ class EnvironmentProvider(RailnetProvider):
         outs.update(self.derived(inputs))
         return outs
 
-    def _apply_settings(self, inputs: dict[str, Any]) -> list[str]:
+    def _apply_settings(self, inputs: dict[str, Any]) -> None:
         """Rewrite the document with new settings, if any node holds one yet, and claim the
-        environment for this resource. Another owner's environment is refused by name.
-        Returns the nodes of the environment that did not answer."""
+        environment for this resource. Another owner's environment is refused by name."""
         deployer = self.deployer()
         env_id = environment_id(str(inputs["project"]), str(inputs["name"]))
         owner = str(inputs.get("owner") or "")
         survey = deployer.survey(env_id)
         held = survey.latest
         if held is None:
-            return _unreachable(survey)  # no service yet: nothing on any node
+            return  # no service yet: nothing on any node
         _check_owner(held.owner, owner, f"{held.project}/{held.environment}")
 
         def edit(base: EnvironmentSpec) -> EnvironmentSpec:
@@ -64,7 +62,6 @@ class EnvironmentProvider(RailnetProvider):
             )
 
         deployer.update(str(inputs["project"]), str(inputs["name"]), edit)
-        return []
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         self._apply_settings(props)
@@ -103,7 +100,7 @@ class EnvironmentProvider(RailnetProvider):
                 dns_ttl=doc.dns_ttl,
             )
         outs = self._outputs({**props, **inputs})
-        outs["unreachable_nodes"] = _unreachable(survey)
+        outs["unreachable_nodes"] = survey.silent()
         return ReadResult(id_, outs, inputs)
 
 
@@ -119,7 +116,3 @@ def _stack(urn: str) -> str:
     """``urn:pulumi:STACK::PROJECT::...`` → ``STACK::PROJECT`` ("" when not a URN)."""
     parts = urn.removeprefix("urn:pulumi:").split("::")
     return "::".join(parts[:2]) if urn.startswith("urn:pulumi:") and len(parts) > 2 else ""
-
-
-def _unreachable(survey: Survey) -> list[str]:
-    return [f"{n} ({e.address})" for n, e in sorted(survey.unreachable.items())]

@@ -8,7 +8,6 @@ from typing import Any, ClassVar
 
 from pulumi.dynamic import CreateResult, ReadResult, UpdateResult
 
-from railnet.control.deployer import Survey
 from railnet.core.desired import (
     EnvironmentSpec,
     ServiceSpec,
@@ -63,14 +62,6 @@ def _settings(spec: EnvironmentSpec, inputs: dict[str, Any]) -> EnvironmentSpec:
 def _hints(*placements: Any) -> list[str]:
     """Nodes that likely hold the environment: where the service's instances were or go."""
     return [str(n) for p in placements if isinstance(p, (list, tuple)) for n in p]
-
-
-def _unreachable(survey: Survey) -> list[str]:
-    return [
-        f"{node} ({exc.address})"
-        for node, exc in sorted(survey.unreachable.items())
-        if node in survey.involved()
-    ]
 
 
 def service_plan(inputs: dict[str, Any], nodes: tuple[str, ...] | None) -> list[str]:
@@ -280,8 +271,7 @@ class ServiceProvider(RailnetProvider):
             if survey.unreachable and doc is None:
                 # Nothing answered with the environment, and some nodes did not answer at
                 # all: keep the resource and say which nodes, rather than call it gone.
-                down = [f"{n} ({e.address})" for n, e in sorted(survey.unreachable.items())]
-                return ReadResult(id_, {**props, "unreachable_nodes": down})
+                return ReadResult(id_, {**props, "unreachable_nodes": survey.silent()})
             return ReadResult("", {})
         nodes = [i.node for i in svc.instances]
         inputs = {
@@ -308,5 +298,5 @@ class ServiceProvider(RailnetProvider):
             domain=doc.domain,
             dns_ttl=doc.dns_ttl,
         )
-        outs = self._outputs({**props, **inputs}, doc, sid, _unreachable(survey))
+        outs = self._outputs({**props, **inputs}, doc, sid, survey.silent(involved_only=True))
         return ReadResult(id_, outs, inputs)

@@ -21,6 +21,7 @@ from railnet.core.desired import (
     EnvironmentSpec,
     ServiceSpec,
     build_document,
+    keepers_of,
     service_id,
     with_service,
 )
@@ -100,15 +101,20 @@ def addresses(doc: EnvironmentDocument, name: str) -> list[tuple[str | None, str
 
 
 def assert_mesh(lab: FakeCluster, doc: EnvironmentDocument) -> None:
-    """Every node holds exactly what ``doc`` says, and the nodes agree with each other."""
+    """Every node holds exactly what ``doc`` says, and the nodes agree with each other: a
+    hosting node builds it, a keeper that hosts nothing stores only the document, and any
+    other node has nothing of it."""
     hosting = {n.name for n in doc.nodes}
+    assert set(doc.keepers) == set(keepers_of(doc.id, list(lab.agents)))
     for node, agent in lab.agents.items():
         netns = environment_netns(agent.prefix, doc.id)
         k = agent.kernel
         if node not in hosting:
             assert netns not in k.namespaces, node
             assert k.instances_of(netns) == {}, node
-            assert agent.reconciler.state.document(doc.id) is None, node
+            assert agent.reconciler.state.identity(doc.id) is None, node
+            kept = doc if node in doc.keepers else None
+            assert agent.reconciler.state.document(doc.id) == kept, node
             continue
         assert agent.reconciler.state.document(doc.id) == doc, node
         me = doc.node(node)
@@ -163,10 +169,13 @@ def test_apply_builds_the_mesh_on_every_hosting_node(lab: FakeCluster) -> None:
     doc = applied.document
     assert doc.generation == 1
     assert [n.name for n in doc.nodes] == ["node-1", "node-2"]
-    assert set(applied.changes) == {"node-1", "node-2"}
-    assert all(applied.changes.values())
+    # Three nodes: every one keeps the document; node-3 hosts nothing and builds nothing.
+    assert doc.keepers == keepers_of(BASE.id, list(NODES))
+    assert set(applied.changes) == {"node-1", "node-2", "node-3"}
+    assert applied.changes["node-1"] and applied.changes["node-2"]
+    assert applied.changes["node-3"] == []
     assert applied.removed_from == ()
-    assert held(lab, BASE.id) == {"node-1": doc, "node-2": doc, "node-3": None}
+    assert held(lab, BASE.id) == {"node-1": doc, "node-2": doc, "node-3": doc}
     assert_mesh(lab, doc)
     assert lab.agents["node-3"].kernel.mutations == 0
 
@@ -176,7 +185,7 @@ def test_reapplying_the_same_spec_changes_nothing(lab: FakeCluster) -> None:
     before = lab.mutations()
     again = lab.deployer.apply(BASE)
     assert again.document == first  # no generation bump
-    assert again.changes == {"node-1": [], "node-2": []}
+    assert again.changes == {"node-1": [], "node-2": [], "node-3": []}
     assert lab.mutations() == before
     assert held(lab, BASE.id)["node-1"] == first
 
@@ -201,10 +210,13 @@ def test_moving_an_instance_keeps_its_addresses_and_frees_the_old_node(lab: Fake
     assert addresses(moved, "api") == addresses(first, "api")
     api = moved.service("api")
     assert api is not None and api.instances[1].node == "node-3"
-    assert applied.removed_from == ("node-2",)
+    # node-2 keeps the document (every node of three does) and hosts nothing any more.
+    assert applied.removed_from == ()
+    assert any("remove" in c for c in applied.changes["node-2"])
     node2 = lab.agents["node-2"]
     assert node2.kernel.namespaces == {} and node2.kernel.devices == {}
     assert node2.reconciler.state.environment_ids() == []
+    assert node2.reconciler.state.document(BASE.id) == moved
     assert moved.node("node-1") == old_key  # node-1's identity is stable
     assert_mesh(lab, moved)
 

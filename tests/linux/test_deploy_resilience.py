@@ -5,12 +5,17 @@ addresses are freed. See docs/failure-model.md."""
 from __future__ import annotations
 
 import json
+import shutil
+import socket
+import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from railnet.core.desired import keepers_of
 from railnet.core.document import EnvironmentDocument
 from railnet.core.names import environment_id
 from railnet.core.resources import Kind
@@ -85,13 +90,38 @@ def test_scaling_up_leaves_the_existing_replica_where_it_is(engine: Engine) -> N
 def test_a_dead_node_outside_the_environment_never_fails_a_deploy(
     lab: LabNet, engine: Engine
 ) -> None:
-    lab.lab.kill_agent(node(lab.lab, "node-4"))
-    engine.up(program({"api": {"nodes": ["node-1", "node-2"]}}))
-    engine.up(program({"api": {"nodes": ["node-1", "node-2"]}, "db": {"nodes": ["node-3"]}}))
-    assert instances_on(lab.lab, "node-3") == ["db#0"]
+    names = [n.name for n in lab.lab.nodes()]
+    outside = next(n for n in names if n not in keepers_of(ENV, names))
+    inside = [n for n in names if n != outside]
+    lab.lab.kill_agent(node(lab.lab, outside))
+    engine.up(program({"api": {"nodes": inside[:2]}}))
+    engine.up(program({"api": {"nodes": inside[:2]}, "db": {"nodes": inside[2:]}}))
+    assert instances_on(lab.lab, inside[2]) == ["db#0"]
     engine.refresh()
     engine.destroy()
-    assert all(held(lab.lab, n) is None for n in ("node-1", "node-2", "node-3"))
+    assert all(held(lab.lab, n) is None for n in inside)
+
+
+def test_a_dead_keeper_that_hosts_nothing_never_fails_a_deploy(lab: LabNet, engine: Engine) -> None:
+    names = [n.name for n in lab.lab.nodes()]
+    keeper = keepers_of(ENV, names)[0]
+    others = [n for n in names if n != keeper]
+    engine.up(program({"api": {"nodes": others[:1]}}))
+    lab.lab.kill_agent(node(lab.lab, keeper))
+    engine.up(program({"api": {"nodes": others[:1]}, "db": {"nodes": others[1:2]}}))
+    engine.up(program({"api": {"nodes": others[:1]}}))
+    assert instances_on(lab.lab, others[1]) == []
+    seen = engine.refresh()
+    assert keeper in " ".join(seen["production"][1].get("unreachable_nodes") or [])
+    # Removing the environment's record needs every copy of it, or a stale one could come
+    # back later as the environment: the destroy names the silent keeper ...
+    with pytest.raises(ProviderError) as failed:
+        engine.destroy()
+    assert keeper in failed.value.details
+    # ... and the next one, once it answers, completes.
+    lab.lab.restart_agent(node(lab.lab, keeper))
+    engine.destroy()
+    assert all(held(lab.lab, n) is None for n in names)
 
 
 def test_a_dead_hosting_node_fails_the_run_by_name_and_the_next_run_converges(
@@ -147,6 +177,31 @@ def test_moving_every_replica_off_a_dead_node_succeeds_and_completes_later(
     assert instances_on(lab.lab, "node-3") == []
     doc = held(lab.lab, "node-1")
     assert doc is not None and "node-3" not in {n.name for n in doc.nodes}
+
+
+def test_moving_every_replica_off_a_dead_keeper_completes_when_it_answers(
+    lab: LabNet, engine: Engine
+) -> None:
+    names = [n.name for n in lab.lab.nodes()]
+    keeper = keepers_of(ENV, names)[0]
+    other = next(n for n in names if n != keeper)
+    engine.up(program({"api": {"nodes": [other]}, "db": {"nodes": [keeper]}}))
+    lab.lab.kill_agent(node(lab.lab, keeper))
+    engine.up(program({"api": {"nodes": [other]}, "db": {"nodes": [other]}}))
+    doc = held(lab.lab, other)
+    assert doc is not None and doc.leaving == (keeper,)
+    assert outputs(engine, "db")["pending_removals"] == [keeper]
+
+    lab.lab.restart_agent(node(lab.lab, keeper))
+    assert instances_on(lab.lab, keeper) == ["db#0"]  # stale until a deploy tells it
+    engine.up(program({"api": {"nodes": [other]}, "db": {"nodes": [other]}}))
+    # The keeper still keeps the document, and hosts nothing of the environment.
+    kept = held(lab.lab, keeper)
+    assert kept is not None and kept == held(lab.lab, other)
+    assert kept.leaving == () and keeper not in {n.name for n in kept.nodes}
+    assert instances_on(lab.lab, keeper) == []
+    state = node(lab.lab, keeper).state_dir / "environments" / ENV
+    assert not (state / "private.key").exists()
 
 
 # -- lost replies ----------------------------------------------------------------------------
@@ -286,3 +341,78 @@ def test_a_node_joining_the_cluster_moves_nothing(lab: LabNet, tmp_path: Path) -
             engine.destroy()
         finally:
             engine.provider.close()
+
+
+# -- nodes outside the environment -----------------------------------------------------------
+
+
+class CountingSocket:
+    """A unix socket standing in for an agent that must never be asked: it counts every
+    connection and closes it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.connections = 0
+        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._server.bind(str(path))
+        self._server.listen(16)
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                peer, _ = self._server.accept()
+            except OSError:
+                return
+            self.connections += 1
+            peer.close()
+
+    def close(self) -> None:
+        self._server.shutdown(socket.SHUT_RDWR)
+        self._server.close()
+        self._thread.join(timeout=5)
+
+
+def test_a_deploy_never_asks_a_node_outside_the_environment(lab: LabNet) -> None:
+    """Two more nodes join the cluster file, neither hosting nor keeping shop/production:
+    a new environment, a service placed on a node the environment never had, a refresh, a
+    second stack joining, and the destroy, all leave them unasked."""
+    whole = json.loads(lab.lab.cluster_file.read_text())
+    for key, value in whole["tls"].items():
+        whole["tls"][key] = str(lab.lab.directory / value)
+    real = [n["name"] for n in whole["nodes"]]
+    # Outsiders: names that the environment's keepers never include.
+    outsiders = [
+        name
+        for name in (f"far-{i}" for i in range(40))
+        if name not in keepers_of(ENV, [*real, name])
+    ][:2]
+    keep = keepers_of(ENV, [*real, *outsiders])
+    assert not set(outsiders) & set(keep)
+    directory = Path(tempfile.mkdtemp(prefix="rn-far-", dir="/tmp"))
+    traps = [CountingSocket(directory / f"{name}.sock") for name in outsiders]
+    cluster = dict(
+        whole,
+        nodes=whole["nodes"]
+        + [{"name": n, "agent": f"unix:{t.path}"} for n, t in zip(outsiders, traps, strict=True)],
+    )
+    first = Engine(DynamicProvider({"railnet:cluster": json.dumps(cluster)}))
+    other = Engine(DynamicProvider({"railnet:cluster": json.dumps(cluster)}), stack="second")
+    try:
+        first.up(program({"api": {"nodes": ["node-1"]}}))
+        # A node that never had the environment: the survey cannot start from it.
+        fresh = next(n for n in real if n != "node-1")
+        first.up(program({"api": {"nodes": ["node-1"]}, "db": {"nodes": [fresh]}}))
+        first.refresh()
+        other.up(joined("worker"))
+        other.destroy()
+        first.destroy()
+        assert all(held(lab.lab, n) is None for n in real)
+    finally:
+        for provider in (first.provider, other.provider):
+            provider.close()
+        for trap in traps:
+            trap.close()
+        shutil.rmtree(directory, ignore_errors=True)
+    assert [t.connections for t in traps] == [0, 0], "a node outside the environment was asked"

@@ -168,8 +168,9 @@ class Engine:
 
     def destroy(self) -> None:
         for name in self._dependents_first(list(self.state)):
-            st = self.state.pop(name)
+            st = self.state[name]
             self.provider.delete(st.id, self.urn(st.kind, name), st.outputs)
+            del self.state[name]  # as the engine does: a failed delete stays in the state
 
 
 @contextmanager

@@ -11,10 +11,12 @@ import pytest
 
 from railnet.core.addressing import ula_prefix
 from railnet.core.desired import (
+    KEEPERS,
     EnvironmentSpec,
     ServiceSpec,
     build_document,
     fresh_service_id,
+    keepers_of,
     place_replicas,
     service_id,
     spec_from_document,
@@ -466,3 +468,37 @@ def test_new_replicas_go_to_the_least_loaded_nodes() -> None:
     assert placed[:2] == ("node-1", "node-1")
     load = {n: placed.count(n) for n in [*NODES, "node-4"]}
     assert max(load.values()) - min(load.values()) <= 1
+
+
+# -- keepers ---------------------------------------------------------------------------------
+
+
+def test_keepers_are_a_stable_few_of_the_cluster() -> None:
+    env = environment_id("shop", "production")
+    nodes = [f"node-{i}" for i in range(1, 11)]
+    keep = keepers_of(env, nodes)
+    assert len(keep) == KEEPERS == len(set(keep)) and set(keep) <= set(nodes)
+    assert keepers_of(env, list(reversed(nodes))) == keep  # the file's order does not matter
+    assert set(keepers_of(env, nodes[:2])) == set(nodes[:2])  # fewer nodes than keepers
+    assert keepers_of(env, []) == ()
+
+
+def test_keepers_differ_between_environments() -> None:
+    nodes = [f"node-{i}" for i in range(1, 21)]
+    chosen = {keepers_of(environment_id("shop", f"env{i}"), nodes) for i in range(30)}
+    assert len(chosen) > 20
+    first = Counter(k[0] for k in chosen)
+    assert max(first.values()) < 10, first  # no node keeps every environment
+
+
+def test_a_node_joining_or_leaving_changes_at_most_one_keeper() -> None:
+    nodes = [f"node-{i}" for i in range(1, 13)]
+    for i in range(50):
+        env = environment_id("shop", f"env{i}")
+        keep = set(keepers_of(env, nodes))
+        joined = set(keepers_of(env, [*nodes, "node-99"]))
+        assert len(keep - joined) <= 1 and joined - keep <= {"node-99"}
+        for gone in nodes:
+            left = set(keepers_of(env, [n for n in nodes if n != gone]))
+            assert keep - left <= {gone}
+            assert len(left - keep) <= 1

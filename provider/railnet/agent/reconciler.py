@@ -151,15 +151,26 @@ class Reconciler:
     def apply_document(
         self, doc: EnvironmentDocument, expected_generation: int
     ) -> tuple[int, list[str]]:
-        """``apply`` for a document already parsed (and so validated)."""
+        """``apply`` for a document already parsed (and so validated).
+
+        A node the document lists among its ``nodes`` hosts the environment: the document
+        is built here. A node listed only among its ``keepers`` stores the document and
+        hosts nothing: whatever it built for the environment before is removed."""
         with self._locked(doc.id):
+            hosting = self.node in {n.name for n in doc.nodes}
             identity = self.state.identity(doc.id)
-            if identity is None:
-                raise EnvironmentNotFound(doc.id, self.node)
-            self._check_self(doc, identity)
+            if hosting:
+                if identity is None:
+                    raise EnvironmentNotFound(doc.id, self.node)
+                self._check_self(doc, identity)
+            elif self.node not in doc.keepers:
+                names = [n.name for n in doc.nodes]
+                raise InvalidField(
+                    "nodes", names, f"does not include this node ({self.node}), nor do keepers"
+                )
             stored = self.state.document(doc.id)
             if stored == doc:
-                return doc.generation, self._reconcile(doc, identity, stored)
+                return doc.generation, self._settle(doc, identity, stored)
             stored_generation = stored.generation if stored else 0
             if stored_generation != expected_generation:
                 raise StaleGeneration(doc.id, stored_generation, expected_generation)
@@ -170,11 +181,39 @@ class Reconciler:
                     f"must be higher than the stored generation {stored_generation}",
                 )
             self.state.save_document(doc)
-            changes = self._reconcile(doc, identity, stored)
+            changes = self._settle(doc, identity, stored)
             log.info(
-                "environment %s: generation %d, %d changes", doc.id, doc.generation, len(changes)
+                "environment %s: generation %d, %d changes%s",
+                doc.id,
+                doc.generation,
+                len(changes),
+                "" if hosting else " (kept, not hosted)",
             )
             return doc.generation, changes
+
+    def _settle(
+        self,
+        doc: EnvironmentDocument,
+        identity: Identity | None,
+        previous: EnvironmentDocument | None,
+    ) -> list[str]:
+        """Make the node what a stored ``doc`` says: built when it hosts the environment,
+        empty when it only keeps the document (the key pair goes last, so a removal cut
+        short runs again on the next apply)."""
+        if self.node in {n.name for n in doc.nodes}:
+            assert identity is not None
+            return self._reconcile(doc, identity, previous)
+        if identity is None:
+            return []
+        removal = plan_removal(
+            doc.id,
+            environment_netns(self.netns_prefix, doc.id),
+            wireguard_ifname(self.netns_prefix, doc.id),
+        )
+        self._execute(removal, None, None)
+        self.state.forget_identity(doc.id)
+        log.info("environment %s: no longer hosted here; its document is kept", doc.id)
+        return [change.describe() for change in removal]
 
     def _check_self(self, doc: EnvironmentDocument, identity: Identity) -> None:
         names = [n.name for n in doc.nodes]
@@ -205,7 +244,9 @@ class Reconciler:
         (not 0), only if the node still holds that generation (compare-and-set)."""
         check_object_id("env_id", env_id)
         with self._locked(env_id):
-            existed = self.state.identity(env_id) is not None
+            existed = (
+                self.state.identity(env_id) is not None or self.state.document(env_id) is not None
+            )
             if expected_generation:
                 stored = self.state.document(env_id)
                 held = stored.generation if stored else 0

@@ -6,6 +6,9 @@ Layout::
     STATE/environments/<env_id>/identity.json   {"listen_port": N}
     STATE/environments/<env_id>/private.key     the WireGuard private key, mode 0600
 
+A node that only keeps an environment's document (a keeper that hosts none of it) has the
+document and neither of the other two files.
+
 Every write is atomic (temporary file, fsync, rename), so a crash leaves the old or the
 new version, never half of one. The private key never leaves this directory.
 """
@@ -82,6 +85,13 @@ class StateDir:
     def save_document(self, doc: EnvironmentDocument) -> None:
         write_atomic(self._env(doc.id) / "document.json", doc.to_json().encode())
         self._documents[doc.id] = doc
+
+    def forget_identity(self, env_id: str) -> None:
+        """Drop the environment's key pair and port, keeping its document (the node keeps
+        the document and hosts nothing)."""
+        directory = self._env(env_id)
+        (directory / "private.key").unlink(missing_ok=True)
+        (directory / "identity.json").unlink(missing_ok=True)
 
     def forget(self, env_id: str) -> None:
         self._documents.pop(env_id, None)

@@ -2,17 +2,20 @@
 
 ``EnvironmentDeployer.apply(spec)`` surveys the nodes that hold the environment, builds the
 next document in the pure core, ensures the environment on every new hosting node, applies
-the document to all hosting nodes in parallel, and removes the environment from nodes that
-no longer host it. A conflict (another writer got there first) restarts the round from the
-survey, after a jittered back-off. When it returns, every node has applied the document:
-names resolve and instances connect.
+the document to all hosting nodes and keepers in parallel, and removes the environment from
+nodes that no longer host or keep it. A conflict (another writer got there first) restarts
+the round from the survey, after a jittered back-off. When it returns, every hosting node
+has applied the document: names resolve and instances connect.
 
-Only the nodes that host the environment before or after the change are asked (a node
-outside it may be down without harm), except when no asked node knows the environment:
-then the rest of the cluster is scanned, and nodes that do not answer are skipped. A
-hosting node that does not answer fails the run, by name and address, after every other
-node has applied; the next run converges it. A node the change leaves while it does not
-answer is recorded in the document (``leaving``) and cleaned up by a later run.
+Only the nodes that host or keep the environment before or after the change are asked. The
+keepers (``railnet.core.desired.keepers_of``, a few nodes chosen by rendezvous hash of the
+environment) hold a copy of the document whatever they host, so the survey always has a
+place to start, even for a service placed on nodes the environment never had; a node
+outside the environment is never asked and may be down without harm. A hosting node that
+does not answer fails the run, by name and address, after every other node has applied;
+the next run converges it. A keeper that hosts nothing and does not answer is skipped. A
+node the change leaves while it does not answer is recorded in the document (``leaving``)
+and cleaned up by a later run.
 """
 
 from __future__ import annotations
@@ -31,7 +34,12 @@ import grpc
 
 from railnet.control.client import AgentClient, AgentError, agent_address
 from railnet.control.cluster import Cluster
-from railnet.core.desired import EnvironmentSpec, build_document, spec_from_document
+from railnet.core.desired import (
+    EnvironmentSpec,
+    build_document,
+    keepers_of,
+    spec_from_document,
+)
 from railnet.core.document import EnvironmentDocument
 from railnet.core.errors import AgentUnreachable, RailnetError
 from railnet.core.names import check_object_id, environment_id
@@ -68,7 +76,18 @@ class Survey:
         return newest(self.held)
 
     def involved(self) -> set[str]:
-        """Every node any held document names: hosting, or still to be cleaned up."""
+        """Every node any held document names: hosting, keeping, or still to be cleaned
+        up."""
+        found: set[str] = set()
+        for doc in self.held.values():
+            if doc is not None:
+                found.update(n.name for n in doc.nodes)
+                found.update(doc.leaving)
+                found.update(doc.keepers)
+        return found
+
+    def hosted(self) -> set[str]:
+        """Every node any held document has (or had, ``leaving``) build the environment."""
         found: set[str] = set()
         for doc in self.held.values():
             if doc is not None:
@@ -168,36 +187,28 @@ class EnvironmentDeployer:
         return answers, down
 
     def survey(self, env_id: str, hints: Iterable[str] = ()) -> Survey:
-        """What the nodes of the environment hold. Starts from ``hints`` (and the nodes this
-        deployer last saw hosting it), follows the node lists of the documents found, and
-        scans the rest of the cluster only when none of those knows the environment."""
+        """What the nodes of the environment hold. Starts from the environment's keepers,
+        ``hints`` and the nodes this deployer last saw hosting it, and follows the node
+        lists of the documents found; no other node is asked."""
         check_object_id("env_id", env_id)
         names = self.cluster.names
         with self._clients_lock:
             remembered = self._hosting.get(env_id, ())
-        frontier = [n for n in dict.fromkeys([*hints, *remembered]) if n in names]
+        start = [*keepers_of(env_id, names), *hints, *remembered]
+        frontier = [n for n in dict.fromkeys(start) if n in names]
         held: dict[str, EnvironmentDocument | None] = {}
         down: dict[str, AgentUnreachable] = {}
         parsed: dict[str, EnvironmentDocument] = {}  # nodes in sync hold the same text
-        scanned = False
-        while True:
-            if frontier:
-                texts, unreachable = self._ask(frontier, lambda c: c.document(env_id))
-                down.update(unreachable)
-                for node, text in texts.items():
-                    if text is not None and text not in parsed:
-                        parsed[text] = EnvironmentDocument.from_json(text)
-                    held[node] = None if text is None else parsed[text]
+        while frontier:
+            texts, unreachable = self._ask(frontier, lambda c: c.document(env_id))
+            down.update(unreachable)
+            for node, text in texts.items():
+                if text is not None and text not in parsed:
+                    parsed[text] = EnvironmentDocument.from_json(text)
+                held[node] = None if text is None else parsed[text]
             survey = Survey(held, down)
             frontier = sorted(survey.involved() & set(names) - held.keys() - down.keys())
-            if frontier:
-                continue
-            if survey.latest is None and not scanned:
-                scanned = True
-                frontier = [n for n in names if n not in held and n not in down]
-                if frontier:
-                    continue
-            return survey
+        return Survey(held, down)
 
     def read(self, env_id: str, hints: Iterable[str] = ()) -> dict[str, EnvironmentDocument | None]:
         """What the nodes that answered hold for the environment (see ``survey``)."""
@@ -261,9 +272,14 @@ class EnvironmentDeployer:
         for node in spec.nodes:
             self.cluster.node(node)  # names the unknown node before anything changes
         hosting = spec.nodes
-        # Everything that held the environment and will not host it.
+        # An environment with neither services nor an owning Environment resource leaves
+        # no record behind; any other keeps its document (settings, owner, resting
+        # addresses) on its keepers.
+        keep = keepers_of(spec.id, self.cluster.names) if spec.services or spec.owner else ()
+        holders = list(dict.fromkeys([*hosting, *keep]))
+        # Everything that held the environment and will neither host nor keep it.
         leaving = sorted(
-            (survey.involved() | {n for n, d in held.items() if d is not None}) - set(hosting)
+            (survey.involved() | {n for n, d in held.items() if d is not None}) - set(holders)
         )
         # Nodes already in the held document have their identity there; only new ones are
         # asked (EnsureEnvironment creates it on first call).
@@ -276,15 +292,22 @@ class EnvironmentDeployer:
                 raise survey.unreachable[node]  # nothing has changed yet
         asked = self._each(new_nodes, lambda c: c.ensure(spec.id))
         identities = {n: known.get(n) or asked[n] for n in hosting}
-        # Recorded: the leaving nodes that cannot be told now. The others are told right
-        # after the apply; should one of those fail, the run fails and its retry finds the
-        # node again (it is where the service was).
+        # Recorded: the nodes that cannot be told now and must still remove something:
+        # what they built, if they stop hosting it, or their copy of the document, if they
+        # stop keeping it. The others are told right after the apply; should one of those
+        # fail, the run fails and its retry finds the node again (it is where it was).
+        hosted, involved = survey.hosted(), survey.involved()
         doc = build_document(
             spec,
             previous,
             identities,
             now=int(time.time()),
-            leaving=tuple(n for n in leaving if n in survey.unreachable),
+            leaving=tuple(
+                n
+                for n in sorted(survey.unreachable)
+                if (n in hosted and n not in hosting) or (n in involved and n not in holders)
+            ),
+            keepers=keep,
         )
         if (
             previous is not None
@@ -293,45 +316,55 @@ class EnvironmentDeployer:
                 held.get(n) is None
                 or held[n] == previous
                 or held[n].generation < previous.generation  # type: ignore[union-attr]
-                for n in hosting
+                for n in holders
             )
         ):
             # Nothing changed: re-apply the held document, which only repairs drift. (Not
             # when racing writers left another document at the same generation somewhere:
             # then the next generation settles it.)
             doc = previous
-        if not hosting and any(n in survey.unreachable for n in leaving):
-            # The last instance is leaving: no node would keep the record of the removal.
+        if not holders and any(n in survey.unreachable for n in leaving):
+            # The record itself is going: no node would keep the removal to finish later.
             raise next(survey.unreachable[n] for n in leaving if n in survey.unreachable)
+        if holders and all(n in survey.unreachable for n in holders):
+            # No node could record the change.
+            raise survey.unreachable[holders[0]]
         text = doc.to_json()
 
         def expected(node: str) -> int:
             stored = held.get(node)
             return 0 if stored is None else stored.generation
 
-        reachable = [n for n in hosting if n not in survey.unreachable]
+        reachable = [n for n in holders if n not in survey.unreachable]
         applied, down = self._ask(reachable, lambda c: c.apply(text, expected(c.target.node))[1])
         gone = [n for n in leaving if held.get(n) is not None]
         _, leave_down = self._ask(gone, lambda c: c.delete(spec.id, expected(c.target.node)))
         with self._clients_lock:
-            self._hosting[env_id] = tuple(hosting) + tuple(leaving)
+            self._hosting[env_id] = tuple(holders) + tuple(leaving)
         for node in hosting:
             failure = survey.unreachable.get(node) or down.get(node)
             if failure is not None:
                 raise failure  # every other node has applied; the next run converges it
+        for node in keep:
+            failure = survey.unreachable.get(node) or down.get(node)
+            if failure is not None:
+                log.warning("environment %s: keeper %s did not answer", env_id, failure)
         if leave_down:
             raise leave_down[min(leave_down)]
         return Applied(document=doc, changes=applied, removed_from=tuple(gone))
 
     def destroy(self, env_id: str, hints: Iterable[str] = ()) -> list[str]:
-        """Remove the environment from every node that holds it; return those nodes. A node
-        that holds it and does not answer fails the call, by name and address."""
+        """Remove the environment from every node that holds it; return those nodes.
+
+        A node the environment names (hosting, keeping, or still to clean up) that does not
+        answer fails the call, by name and address, before anything is removed: a copy of
+        the document left on it would come back as the environment later."""
         check_object_id("env_id", env_id)
         with environment_lock(env_id):
             survey = self.survey(env_id, hints)
-            holders = sorted(n for n, d in survey.held.items() if d is not None)
-            removed = self._each(holders, lambda c: c.delete(env_id))
             missing = sorted(survey.involved() & survey.unreachable.keys())
             if missing:
                 raise survey.unreachable[missing[0]]
+            holders = sorted(n for n, d in survey.held.items() if d is not None)
+            removed = self._each(holders, lambda c: c.delete(env_id))
         return [n for n, existed in removed.items() if existed]

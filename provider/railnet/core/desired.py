@@ -179,6 +179,22 @@ def place_replicas(
     return tuple(n for n in chosen if n is not None)
 
 
+KEEPERS = 3
+"""How many nodes keep a copy of every environment's document, hosting or not."""
+
+
+def keepers_of(env_id: str, nodes: list[str], count: int = KEEPERS) -> tuple[str, ...]:
+    """The nodes that keep the environment's document whatever it hosts: the first
+    ``count`` of the cluster ranked by rendezvous hash of (environment, node).
+
+    They are where a deploy starts looking for an environment, so it never has to ask the
+    rest of the cluster (a new service may be placed on nodes the environment never had).
+    Rendezvous ranking keeps them stable: a node joining or leaving the cluster changes at
+    most one keeper, so the others still hold the document the next deploy reads."""
+    ranked = sorted(nodes, key=lambda n: (short_hash("keeper", env_id, n, length=16), n))
+    return tuple(ranked[:count])
+
+
 def build_document(
     spec: EnvironmentSpec,
     previous: EnvironmentDocument | None,
@@ -186,6 +202,7 @@ def build_document(
     *,
     now: int | None = None,
     leaving: tuple[str, ...] = (),
+    keepers: tuple[str, ...] = (),
 ) -> EnvironmentDocument:
     """The next document: ``previous.generation + 1`` (or 1), with stable addresses.
 
@@ -193,7 +210,7 @@ def build_document(
     instances give up rest in quarantine (see ``FreedAddress.resting``; ``now`` is the time
     in seconds, None when unknown) before they are handed out again; when the range has
     nothing else left, the longest-resting go first. ``leaving`` lists the nodes that must
-    still remove the environment.
+    still remove the environment, ``keepers`` those that keep a copy of the document.
     """
     check_dns_label("project", spec.project)
     check_dns_label("environment", spec.environment)
@@ -320,6 +337,7 @@ def build_document(
         owner=spec.owner,
         leaving=tuple(sorted(set(leaving) - set(spec.nodes))),
         freed=tuple(sorted(freed, key=lambda f: (f.generation, f.address))),
+        keepers=tuple(keepers),
     )
     # Round-trip through the validator: what we send is exactly what agents accept.
     return EnvironmentDocument.from_dict(doc.to_dict())

@@ -122,6 +122,9 @@ class EnvironmentDocument:
     when it left them); the next deploy finishes the removal."""
     freed: tuple[FreedAddress, ...] = ()
     """Addresses in quarantine."""
+    keepers: tuple[str, ...] = ()
+    """Nodes that keep a copy of the document whether or not they host the environment
+    (see ``railnet.core.desired.keepers_of``): where a deploy starts looking for it."""
 
     # -- derived views -------------------------------------------------------------------
 
@@ -175,6 +178,8 @@ class EnvironmentDocument:
             raw["owner"] = self.owner
         if self.leaving:
             raw["leaving"] = list(self.leaving)
+        if self.keepers:
+            raw["keepers"] = list(self.keepers)
         if self.freed:
             raw["freed"] = [
                 {"address": f.address, "generation": f.generation, "at": f.at} for f in self.freed
@@ -256,6 +261,10 @@ class _DocumentReader:
         for i, name in enumerate(leaving):
             if name in known_nodes:
                 raise InvalidField(f"leaving[{i}]", name, "still hosts the environment")
+        keepers = tuple(
+            check_node_name(f"keepers[{i}]", n) for i, n in enumerate(self._list("keepers", doc))
+        )
+        self._unique("keepers", list(keepers), "node")
         freed = tuple(
             self._freed(f"freed[{i}]", f, generation, plan, in_use)
             for i, f in enumerate(self._list("freed", doc))
@@ -275,6 +284,7 @@ class _DocumentReader:
             owner=owner,
             leaving=leaving,
             freed=freed,
+            keepers=keepers,
         )
 
     def _freed(

@@ -75,7 +75,8 @@ class NodeAgentServicer:
     def ApplyDocument(self, request, context):
         """Applies a document. Compare-and-set: it is accepted only when the node holds
         expected_generation (0: nothing yet) and the document's generation is higher. The
-        document already stored is accepted again and changes nothing.
+        document already stored is accepted again and changes nothing. A node the document
+        lists only among its keepers stores it and hosts nothing of the environment.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -76,6 +76,11 @@ def measure(config: Config, *, dns: bool) -> Result:
         agents = [pid for pid in (lab.agent_pid(node) for node in lab.nodes()) if pid]
         if len(agents) != config.nodes:
             raise BenchError("an agent of the lab is not running")
+        # A node's control plane is its agent and, with DNS, its resolver process.
+        per_node = [
+            [pid] + ([r] if (r := lab.resolver_pid(node)) else [])
+            for pid, node in zip(agents, lab.nodes(), strict=True)
+        ]
         deployer = EnvironmentDeployer(cluster)
         base = tuple(
             ServiceSpec(f"svc-{i:03d}", (node_of(i, config.nodes),)) for i in range(config.services)
@@ -92,13 +97,16 @@ def measure(config: Config, *, dns: bool) -> Result:
             with_new = EnvironmentSpec(
                 PROJECT, ENVIRONMENT, services=(*base, ServiceSpec(name, (node,)))
             )
-            before = [cpu_seconds(pid) for pid in agents]
+            before = [sum(cpu_seconds(p) for p in pids) for pids in per_node]
             mine = time.process_time()
             t0 = time.perf_counter()
             applied = deployer.apply(with_new)
             elapsed = time.perf_counter() - t0
             mine = time.process_time() - mine
-            used = [cpu_seconds(pid) - b for pid, b in zip(agents, before, strict=True)]
+            used = [
+                sum(cpu_seconds(p) for p in pids) - b
+                for pids, b in zip(per_node, before, strict=True)
+            ]
             cpu.append((sum(used), max(used), mine))
             if sorted(applied.changes) != sorted(cluster.names):
                 raise BenchError(f"adding {name}: only {sorted(applied.changes)} answered")

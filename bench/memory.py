@@ -77,7 +77,9 @@ def _sample(lab: Lab, envs: int) -> Sample:
         pid = lab.agent_pid(node)
         if pid is None:
             raise BenchError(f"the agent of {node.name} is not running")
-        agents.append(memory_of(pid))
+        # The agent and, with DNS, the resolver process that serves its views.
+        own = [memory_of(p) for p in (pid, lab.resolver_pid(node)) if p is not None]
+        agents.append(Memory(*(sum(getattr(m, f) for m in own) for f in ("rss", "anon", "hwm"))))
         pids = lab.wireguard_pids(node)
         if len(pids) != envs:
             raise BenchError(f"{node.name} runs {len(pids)} wireguard-go for {envs} environments")
@@ -131,10 +133,12 @@ def measure(config: Config, *, dns: bool) -> Result:
         "```",
         f"python -m bench.memory{'' if config == FULL else ' --quick'}",
         "# per node: VmRSS / RssAnon from /proc/<pid>/status of",
-        "#   the agent (lab.agent_pid(node)) and each wireguard-go (lab.wireguard_pids(node))",
+        "#   the agent (lab.agent_pid(node)) with its resolver (lab.resolver_pid(node)), and",
+        "#   each wireguard-go (lab.wireguard_pids(node))",
         "```",
         "",
-        "| environments | agent VmRSS (mean per node) | agent RssAnon | wireguard-go per node "
+        "| environments | agent + resolver VmRSS (mean per node) | agent + resolver RssAnon "
+        "| wireguard-go per node "
         "| wireguard-go VmRSS (mean per process) | wireguard-go RssAnon | node total VmRSS |",
         "|---:|---:|---:|---:|---:|---:|---:|",
     ]

@@ -33,7 +33,7 @@ SPEC = EnvironmentSpec(
 
 @pytest.fixture(scope="module")
 def net() -> Iterator[LabNet]:
-    with running_lab(2, dns=False) as lab:
+    with running_lab(2) as lab:  # DNS on: the resolver is data plane too
         lab.deploy(SPEC)
         yield lab
 
@@ -272,8 +272,12 @@ def test_simulated_reboot_rebuilds_everything_from_state(net: LabNet) -> None:
     before = kernel_snapshot(net)
     node = net.lab.node(2)
     old_wg = net.lab.wireguard_pids(node)
-    # Reboot node-2: agent, wireguard-go processes and every namespace it made are gone.
+    old_resolver = net.lab.resolver_pid(node)
+    assert old_resolver is not None
+    # Reboot node-2: agent, resolver, wireguard-go processes and every namespace it made
+    # are gone.
     net.lab.kill_agent(node, signal.SIGKILL)
+    os.kill(old_resolver, signal.SIGKILL)
     for name in list_netns():
         if name.startswith(node.netns_prefix + "-"):
             subprocess.run(["ip", "netns", "delete", name], check=True)
@@ -293,3 +297,7 @@ def test_simulated_reboot_rebuilds_everything_from_state(net: LabNet) -> None:
     assert wait_until(lambda: net.tcp(client, target, PORT + 2, timeout=2).ok, timeout=15)
     probe = net.tcp(client, target, PORT + 2)
     assert probe.output == "srv3:ping"
+    # A new resolver serves the rebuilt namespaces, by name.
+    assert net.lab.resolver_pid(node) not in (None, old_resolver)
+    named = net.run(server, "getent", "ahosts", "client.railway.internal")
+    assert named.returncode == 0 and net.tcp(client, "server.railway.internal", PORT + 2).ok

@@ -259,6 +259,11 @@ class DnsServer(ResolverBackend):
         binding = self._bindings.get(env_id)
         return None if binding is None else binding.view
 
+    def views(self) -> dict[str, ResolverView]:
+        """Every view served, by environment."""
+        with self._lock:
+            return {env_id: b.view for env_id, b in self._bindings.items()}
+
     def endpoints(self, env_id: str) -> tuple[tuple[str, int], ...]:
         """(address, port) pairs ``env_id`` listens on, for UDP and TCP alike."""
         binding = self._bindings.get(env_id)

@@ -7,7 +7,10 @@ repeats that repair periodically. Stopping the agent leaves the data plane runni
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
+import os
 import signal
 import socket
 import sys
@@ -17,6 +20,7 @@ from collections.abc import Sequence
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import grpc
 
@@ -25,6 +29,7 @@ from railnet.agent.backends import ResolverBackend
 from railnet.agent.credentials import ServingCredentials
 from railnet.agent.linux_network import LinuxNetwork
 from railnet.agent.reconciler import Reconciler
+from railnet.agent.resolver import ResolverProcess
 from railnet.agent.servicer import NodeAgentServicer
 from railnet.agent.state import StateDir
 from railnet.agent.v1 import agent_pb2_grpc as pb_grpc
@@ -34,6 +39,8 @@ from railnet.core.names import check_netns_prefix, check_node_name
 from railnet.pki.certs import TlsFiles
 
 log = logging.getLogger("railnet.agent")
+HANDOVER_TIMEOUT = 30.0
+"""Seconds a new agent waits for the one it replaces to stop."""
 TLS_POLL_SECONDS = 2.0
 """How often the agent looks whether its TLS files (or the revocation list) changed."""
 
@@ -106,13 +113,69 @@ class AgentConfig:
 
 
 def build_resolver(config: AgentConfig) -> ResolverBackend | None:
+    """The node's resolver process (adopted when it runs, started detached when not), or
+    None without DNS."""
     if not config.dns:
         return None
-    from railnet.agent.dns import DnsServer
+    from railnet.agent.resolver import ResolverProcess
 
-    server = DnsServer(upstreams=list(config.dns_upstreams))
-    server.start()
-    return server
+    resolver = ResolverProcess(
+        config.state_dir / "resolver.sock",
+        config.dns_upstreams,
+        log_file=config.state_dir / "logs" / "resolver.log",
+    )
+    resolver.start()
+    return resolver
+
+
+class StateLock:
+    """One agent per state directory. A second agent started on it (an upgrade) asks the
+    one holding it to hand over (SIGTERM: it stops serving and exits, leaving the data
+    plane running) and takes over when it has gone."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / "agent.lock"
+        self._file: IO[str] | None = None
+
+    def acquire(self, timeout: float = HANDOVER_TIMEOUT) -> int | None:
+        """Hold the lock; returns the pid of the agent that handed over, if one did."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")  # noqa: SIM115 - held for the agent's life
+        previous: int | None = None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            text = handle.read().strip()
+            previous = int(text) if text.isdigit() else None
+            if previous is not None:
+                log.info("agent pid %d holds %s; asking it to hand over", previous, self.path)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(previous, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        handle.close()
+                        raise RailnetError(
+                            f"another agent (pid {previous}) holds {self.path} and did not "
+                            f"hand over within {timeout:.0f} s; stop it first"
+                        ) from None
+                    time.sleep(0.05)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._file = handle
+        return previous
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing the descriptor releases the lock
+            self._file = None
 
 
 def run_agent(config: AgentConfig) -> int:
@@ -133,7 +196,12 @@ def run_agent(config: AgentConfig) -> int:
         else:
             credentials = ServingCredentials(config.tls, config.tls_revoked)
         state = StateDir(config.state_dir)
+        lock = StateLock(config.state_dir)  # held until this function returns
+        previous = lock.acquire()
+        if previous is not None:
+            log.info("took over from agent pid %d", previous)
         wireguard = select_backend(config.wireguard, config.state_dir / "logs")
+        resolver = build_resolver(config)
         reconciler = Reconciler(
             node=node,
             netns_prefix=prefix,
@@ -141,7 +209,7 @@ def run_agent(config: AgentConfig) -> int:
             state=state,
             network=LinuxNetwork(),
             wireguard=wireguard,
-            resolver=build_resolver(config),
+            resolver=resolver,
             port_free=udp_port_free,
         )
     except RailnetError as exc:
@@ -151,6 +219,16 @@ def run_agent(config: AgentConfig) -> int:
     for env_id, changes in reconciler.reconcile_all().items():
         log.info("environment %s: start-up repair: %s", env_id, "; ".join(changes) or "adopted")
 
+    if isinstance(resolver, ResolverProcess):
+
+        def resolver_restarted() -> None:
+            # A resolver that exited is started again and handed every view at once.
+            for env_id, changes in reconciler.reconcile_all().items():
+                log.warning(
+                    "environment %s: DNS view handed over again (%d changes)", env_id, len(changes)
+                )
+
+        resolver.on_restart = resolver_restarted
     server, _ = serve(reconciler, credentials, config.listen)
     log.info("listening on %s", ", ".join(config.listen))
 
@@ -171,5 +249,8 @@ def run_agent(config: AgentConfig) -> int:
             if changes:
                 log.warning("environment %s: repaired drift: %s", env_id, "; ".join(changes))
     server.stop(grace=2).wait()
+    if isinstance(resolver, ResolverProcess):
+        resolver.close()  # it keeps serving: it is the data plane
     log.info("stopped; the data plane keeps running")
+    lock.release()
     return 0

@@ -10,6 +10,7 @@ from railnet.cli.certs import add_certs_parser
 from railnet.cli.demo import add_demo_parser
 from railnet.cli.lab import add_lab_parser
 from railnet.cli.plan import add_plan_parser
+from railnet.cli.resolver import add_resolver_parser
 from railnet.cli.runtime import add_exec_parsers, add_status_parser
 from railnet.core.errors import RailnetError
 
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_status_parser(sub)
     add_plan_parser(sub)
     add_demo_parser(sub)
+    add_resolver_parser(sub)
     return parser
 
 

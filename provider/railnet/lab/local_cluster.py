@@ -29,6 +29,7 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
+from railnet.agent.resolver import resolver_pid
 from railnet.agent.wireguard import Uapi
 from railnet.control.client import AgentAddress, AgentClient
 from railnet.core.errors import AgentUnreachable, RailnetError
@@ -303,6 +304,22 @@ class Lab:
         self._wait_ready(node)
         return pid
 
+    def upgrade_agent(self, node: LabNode) -> int:
+        """Start a new agent for ``node`` while the old one runs, as an upgrade does: the
+        new one asks the old one to hand over, waits for it to stop, and takes over."""
+        old = self.agent_pid(node)
+        pid = self._start_agent(node)
+        meta = self._meta()
+        agents = dict(meta.get("agents", {}))  # type: ignore[call-overload]
+        agents[node.name] = pid  # recorded at once, so that down stops it whatever happens
+        meta["agents"] = agents
+        (self.directory / "lab.json").write_text(json.dumps(meta))
+        if old is not None and not _wait_gone(old, timeout=30.0):
+            os.kill(old, signal.SIGKILL)
+            raise RailnetError(f"agent of {node.name} (pid {old}) did not hand over")
+        self._wait_ready(node)
+        return pid
+
     def wireguard_pids(self, node: LabNode) -> list[int]:
         pids = []
         envs = node.state_dir / "environments"
@@ -311,6 +328,10 @@ class Lab:
             if uapi.alive():
                 pids.append(uapi.pid())
         return pids
+
+    def resolver_pid(self, node: LabNode) -> int | None:
+        """The node's DNS resolver process (it outlives the agent), if one runs."""
+        return resolver_pid(node.state_dir / "resolver.sock")
 
     # -- down ------------------------------------------------------------------------------
 
@@ -336,6 +357,15 @@ class Lab:
                 os.kill(pid, signal.SIGKILL)
                 _wait_gone(pid)
                 removed.append(f"agent {name} (pid {pid})")
+        for node in members:
+            pid = self.resolver_pid(node)
+            if pid is not None and _is_process(pid, b"resolver"):
+                os.kill(pid, signal.SIGTERM)
+                if not _wait_gone(pid, timeout=3.0):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                    _wait_gone(pid)
+                removed.append(f"resolver {node.name} (pid {pid})")
         wg_pids = [pid for node in members for pid in self.wireguard_pids(node)]
         for name in list_netns():
             if name.startswith(self.prefix):
@@ -403,18 +433,20 @@ def _is_agent(pid: int) -> bool:
     return b"railnet" in parts and b"agent" in parts
 
 
-def _wait_gone(pid: int, timeout: float = 5.0) -> None:
+def _wait_gone(pid: int, timeout: float = 5.0) -> bool:
+    """Wait until ``pid`` has exited (reaping it if it is our child); False on timeout."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            return
+            return True
         if Path(f"/proc/{pid}/stat").exists():
             state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
             if state == "Z":
                 try:
                     os.waitpid(pid, os.WNOHANG)
                 except ChildProcessError:
-                    return
+                    return True
         time.sleep(0.02)
+    return False

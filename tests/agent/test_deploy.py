@@ -11,10 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import pytest
 
 import railnet.control.deployer
-from railnet.control.client import AgentAddress, AgentClient
+from railnet.control.client import AgentAddress, AgentClient, AgentError
 from railnet.control.cluster import Cluster, ClusterNode, ClusterTlsPaths
 from railnet.control.deployer import Applied, EnvironmentDeployer, Survey
 from railnet.core.desired import (
@@ -409,3 +410,28 @@ def test_destroy_of_an_unknown_environment(lab: FakeCluster) -> None:
     with pytest.raises(InvalidField) as caught:
         lab.deployer.destroy("../x")  # refused locally, before any node is asked
     assert caught.value.field == "env_id"
+
+
+# -- damaged state -------------------------------------------------------------------------------
+
+
+def test_a_damaged_identity_harms_only_its_own_environment(lab: FakeCluster) -> None:
+    doc = lab.deployer.apply(BASE).document
+    other = lab.deployer.apply(spec(svc("api", "node-1"), environment="staging")).document
+    agent = lab.agents["node-1"]
+    damaged = agent.state_dir / "environments" / doc.id / "identity.json"
+    damaged.write_text("{not json")
+    before = lab.mutations()
+
+    reports = {r.env_id: r for r in agent.reconciler.status()}
+    assert reports[other.id].drift == () and reports[other.id].generation == other.generation
+    assert str(damaged) in " ".join(reports[doc.id].drift)
+    repaired = agent.reconciler.reconcile_all()
+    assert repaired[other.id] == []
+    assert str(damaged) in repaired[doc.id][0]
+    assert lab.mutations() == before  # nothing of the damaged environment was touched
+    assert damaged.read_text() == "{not json"  # kept for the operator
+    with pytest.raises(AgentError) as refused:
+        lab.deployer.apply(spec(*BASE.services, svc("more", "node-2")))
+    assert refused.value.code == grpc.StatusCode.DATA_LOSS
+    assert str(damaged) in refused.value.detail

@@ -19,6 +19,7 @@ from railnet.agent.wireguard import generate_private_key, public_key_of
 from railnet.core.dns import ResolverView
 from railnet.core.document import EnvironmentDocument
 from railnet.core.errors import (
+    DamagedState,
     DataPlaneError,
     EnvironmentNotFound,
     InvalidField,
@@ -168,7 +169,7 @@ class Reconciler:
                 raise InvalidField(
                     "nodes", names, f"does not include this node ({self.node}), nor do keepers"
                 )
-            stored = self.state.document(doc.id)
+            stored = self._stored(doc.id)
             if stored == doc:
                 return doc.generation, self._settle(doc, identity, stored)
             stored_generation = stored.generation if stored else 0
@@ -239,16 +240,23 @@ class Reconciler:
         check_object_id("env_id", env_id)
         return self.state.document(env_id)
 
+    def _stored(self, env_id: str) -> EnvironmentDocument | None:
+        """The stored document; None when there is none, or when its file is damaged (the
+        file is kept, and the document being applied replaces it)."""
+        try:
+            return self.state.document(env_id)
+        except DamagedState as exc:
+            log.error("environment %s: %s", env_id, exc)
+            return None
+
     def delete(self, env_id: str, expected_generation: int = 0) -> bool:
         """Remove everything of the environment on this node; with ``expected_generation``
         (not 0), only if the node still holds that generation (compare-and-set)."""
         check_object_id("env_id", env_id)
         with self._locked(env_id):
-            existed = (
-                self.state.identity(env_id) is not None or self.state.document(env_id) is not None
-            )
+            existed = self.state.identity(env_id) is not None or self._stored(env_id) is not None
             if expected_generation:
-                stored = self.state.document(env_id)
+                stored = self._stored(env_id)
                 held = stored.generation if stored else 0
                 if held != expected_generation:
                     raise StaleGeneration(env_id, held, expected_generation)
@@ -267,8 +275,13 @@ class Reconciler:
         """Repair one environment from the stored document (start-up and periodic)."""
         check_object_id("env_id", env_id)
         with self._locked(env_id):
-            identity = self.state.identity(env_id)
-            doc = self.state.document(env_id)
+            try:
+                identity = self.state.identity(env_id)
+                doc = self.state.document(env_id)
+            except DamagedState as exc:
+                # Nothing is touched: what runs keeps running, DNS keeps its last view.
+                log.error("environment %s: %s", env_id, exc)
+                return [f"not repaired: {exc}"]
             if identity is None or doc is None:
                 return []
             return self._reconcile(doc, identity, doc, deep=True)
@@ -358,6 +371,25 @@ class Reconciler:
             self.wireguard.configure(local, peer_changes)
 
     def _report(self, env_id: str) -> EnvironmentReport | None:
+        try:
+            return self._report_locked(env_id)
+        except DamagedState as exc:
+            records = tuple(self.resolver.records(env_id)) if self.resolver else ()
+            return EnvironmentReport(
+                env_id,
+                "",
+                "",
+                0,
+                environment_netns(self.netns_prefix, env_id),
+                0,
+                "",
+                (),
+                None,
+                (str(exc),),
+                records,
+            )
+
+    def _report_locked(self, env_id: str) -> EnvironmentReport | None:
         with self._locked(env_id):
             identity = self.state.identity(env_id)
             if identity is None:

@@ -14,7 +14,7 @@ from railnet.agent.status_codes import code_for
 from railnet.agent.v1 import agent_pb2 as pb
 from railnet.agent.v1 import agent_pb2_grpc as pb_grpc
 from railnet.core.document import EnvironmentDocument
-from railnet.core.errors import RailnetError
+from railnet.core.errors import DamagedState, RailnetError
 
 log = logging.getLogger("railnet.agent")
 R = TypeVar("R")
@@ -97,7 +97,15 @@ class NodeAgentServicer(pb_grpc.NodeAgentServicer):  # type: ignore[misc]
         return pb.ApplyDocumentResponse(generation=generation, changes=changes)
 
     def GetDocument(self, request: Any, context: grpc.ServicerContext) -> Any:
-        doc = _guard(context, lambda: self.reconciler.document(request.env_id))
+        def held() -> EnvironmentDocument | None:
+            try:
+                return self.reconciler.document(request.env_id)
+            except DamagedState as exc:
+                # As if nothing were held: the writer's next apply replaces the file.
+                log.error("environment %s: %s", request.env_id, exc)
+                return None
+
+        doc = _guard(context, held)
         if doc is None:
             return pb.GetDocumentResponse(found=False)
         return pb.GetDocumentResponse(found=True, document_json=doc.to_json())

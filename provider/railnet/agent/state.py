@@ -18,11 +18,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from railnet.core.document import EnvironmentDocument
-from railnet.core.errors import RailnetError
+from railnet.core.errors import DamagedState, InvalidField
 from railnet.linux.files import write_atomic
 
 
@@ -56,10 +57,8 @@ class StateDir:
             key = (directory / "private.key").read_text().strip()
         except FileNotFoundError:
             return None
-        except ValueError as exc:
-            raise RailnetError(
-                f"state file {directory / 'identity.json'} is corrupt: {exc}"
-            ) from exc
+        except (ValueError, OSError) as exc:
+            raise DamagedState(env_id, str(directory / "identity.json"), str(exc)) from None
         return Identity(private_key=key, listen_port=int(meta["listen_port"]))
 
     def save_identity(self, env_id: str, identity: Identity) -> None:
@@ -79,11 +78,19 @@ class StateDir:
             doc = EnvironmentDocument.from_json(path.read_bytes())
         except FileNotFoundError:
             return None
+        except (InvalidField, OSError) as exc:
+            raise DamagedState(env_id, str(path), str(exc)) from None
         self._documents[env_id] = doc
         return doc
 
     def save_document(self, doc: EnvironmentDocument) -> None:
-        write_atomic(self._env(doc.id) / "document.json", doc.to_json().encode())
+        path = self._env(doc.id) / "document.json"
+        try:
+            self.document(doc.id)
+        except DamagedState:
+            # The damaged file is kept beside the new one, for the operator to look at.
+            shutil.copy2(path, path.with_name(f"document.json.damaged-{int(time.time())}"))
+        write_atomic(path, doc.to_json().encode())
         self._documents[doc.id] = doc
 
     def forget_identity(self, env_id: str) -> None:

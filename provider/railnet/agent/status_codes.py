@@ -6,6 +6,7 @@ import grpc
 
 from railnet.core.errors import (
     AgentUnreachable,
+    DamagedState,
     DataPlaneError,
     EnvironmentNotFound,
     InvalidField,
@@ -20,6 +21,7 @@ ERROR_CODES: tuple[tuple[type[RailnetError], grpc.StatusCode], ...] = (
     (InvalidField, grpc.StatusCode.INVALID_ARGUMENT),
     (StaleGeneration, grpc.StatusCode.ABORTED),
     (EnvironmentNotFound, grpc.StatusCode.NOT_FOUND),
+    (DamagedState, grpc.StatusCode.DATA_LOSS),
     (DataPlaneError, grpc.StatusCode.INTERNAL),
     (AgentUnreachable, grpc.StatusCode.UNAVAILABLE),
     (RailnetError, grpc.StatusCode.UNKNOWN),

@@ -59,6 +59,20 @@ class DataPlaneError(RailnetError):
     """The node could not build or change part of its network."""
 
 
+class DamagedState(RailnetError):
+    """A file in the agent's state directory cannot be read; it is kept as it is."""
+
+    def __init__(self, env_id: str, path: str, reason: str) -> None:
+        self.env_id = env_id
+        self.path = path
+        self.reason = reason
+        super().__init__(
+            f"state file {path} of environment {env_id} is damaged ({reason}); it is kept "
+            "as it is, the environment keeps running, and the provider's next apply of it "
+            "replaces the file"
+        )
+
+
 class AgentUnreachable(RailnetError):
     """A node agent could not be reached."""
 

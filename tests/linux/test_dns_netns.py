@@ -22,7 +22,7 @@ import dns.message
 import dns.rrset
 import pytest
 
-from railnet.agent.dns import DnsServer
+from railnet.agent.dns import STUB_ATTEMPTS, STUB_TIMEOUT, DnsServer
 from railnet.core.addressing import ula_prefix
 from railnet.core.dns import ResolverView
 from railnet.core.document import EnvironmentDocument
@@ -106,7 +106,8 @@ def give_resolver_addresses(netns: str, view: ResolverView) -> None:
     directory = NETNS_ETC / netns
     directory.mkdir(parents=True, exist_ok=True)
     lines = [f"nameserver {address}" for address in view.listen]
-    (directory / "resolv.conf").write_text("\n".join(lines) + "\noptions timeout:1 attempts:2\n")
+    options = f"options timeout:{STUB_TIMEOUT} attempts:{STUB_ATTEMPTS}"
+    (directory / "resolv.conf").write_text("\n".join(lines) + "\n" + options + "\n")
 
 
 def inside(netns: str, script: str, *args: str) -> dict[str, list[object]]:

@@ -28,6 +28,7 @@ from railnet.agent.backends import ResolverBackend
 from railnet.core.dns import (
     DEFAULT_MAX_UDP,
     MAX_QUERY,
+    MIN_UDP,
     REFUSED,
     SERVFAIL,
     Answerer,
@@ -40,10 +41,21 @@ from railnet.core.errors import DataPlaneError, InvalidField, RailnetError
 from railnet.linux.netns import netns_path, run_in_netns
 
 DNS_PORT = 53
-FORWARD_TIMEOUT = 2.0
-"""Seconds a forwarded query may take over all upstreams before the client gets SERVFAIL."""
-MAX_FORWARDS = 256
-"""Forwarded queries in flight at once; beyond that, SERVFAIL at once instead of queueing."""
+STUB_TIMEOUT = 2
+"""Seconds an instance's libc waits for one try (``options timeout:`` in resolv.conf)."""
+STUB_ATTEMPTS = 2
+"""Rounds of tries over the nameservers (``options attempts:`` in resolv.conf)."""
+FORWARD_SLACK = 0.5
+"""Seconds left between the end of the forwarding budget and the end of a stub's try, for
+the SERVFAIL to travel back and the loop to be busy: see docs/dns.md, "Timeouts"."""
+FORWARD_TIMEOUT = STUB_TIMEOUT - FORWARD_SLACK
+"""Seconds a forwarded query may take over all upstreams before the client gets SERVFAIL.
+Shorter than one try of the stub resolver, so the stub always hears the outcome of the
+forward it asked for, and never sends the same question again while it is in flight."""
+MAX_FORWARDS_PER_ENV = 128
+"""Forwarded queries in flight at once, per environment; beyond that the environment's
+clients get SERVFAIL at once instead of a queue. Each environment has its own, so one that
+floods the upstreams with outside names cannot starve the others."""
 TCP_IDLE_TIMEOUT = 10.0
 MAX_TCP_CONNECTIONS = 128
 """TCP connections per environment; further ones are closed at once."""
@@ -108,6 +120,8 @@ class _Binding:
     """(device, inode) of the namespace the sockets were bound in."""
     servers: list[asyncio.Server] = field(default_factory=list)
     connections: set[asyncio.StreamWriter] = field(default_factory=set)
+    forwards: int = 0
+    """This environment's forwarded queries in flight (at most ``MAX_FORWARDS_PER_ENV``)."""
 
     @property
     def endpoints(self) -> tuple[tuple[str, int], ...]:
@@ -135,8 +149,13 @@ class DnsServer(ResolverBackend):
         )
         if not 0 <= port <= 65535:
             raise InvalidField("port", port, "must be 0-65535 (0 picks a free port)")
-        if not 512 <= max_udp <= 65535:
-            raise InvalidField("max_udp", max_udp, "must be 512-65535 bytes")
+        if not MIN_UDP <= max_udp <= MAX_QUERY:
+            raise InvalidField(
+                "max_udp",
+                max_udp,
+                f"must be {MIN_UDP}-{MAX_QUERY} bytes: replies advertise it as the size the "
+                f"server accepts, and it reads no query over {MAX_QUERY}",
+            )
         if forward_timeout <= 0:
             raise InvalidField("forward_timeout", forward_timeout, "must be positive seconds")
         self._port = port
@@ -147,7 +166,6 @@ class DnsServer(ResolverBackend):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._forwards = 0
 
     @property
     def upstreams(self) -> tuple[Upstream, ...]:
@@ -361,12 +379,23 @@ class DnsServer(ResolverBackend):
                 except OSError:
                     pass  # a full socket buffer drops the reply, as UDP may
             elif reply is not None:
-                self._spawn(self._forward_udp(sock, query, client))
+                if not self._upstreams or binding.forwards >= MAX_FORWARDS_PER_ENV:
+                    # Answered here and now: no task, no socket, nothing queued.
+                    refusal = self._refusal(query)
+                    if refusal is not None:
+                        with contextlib.suppress(OSError):
+                            sendto(refusal, client)
+                    continue
+                binding.forwards += 1  # taken now, so one batch cannot overshoot the bound
+                self._spawn(self._forward_udp(binding, sock, query, client))
 
     async def _forward_udp(
-        self, sock: socket.socket, query: bytes, client: tuple[str, int]
+        self, binding: _Binding, sock: socket.socket, query: bytes, client: tuple[str, int]
     ) -> None:
-        reply = await self._forward(query, Transport.UDP)
+        try:
+            reply = await self._forward(query, Transport.UDP)
+        finally:
+            binding.forwards -= 1
         if reply is not None:
             with contextlib.suppress(OSError):
                 sock.sendto(reply, client)
@@ -393,7 +422,14 @@ class DnsServer(ResolverBackend):
                     _log.exception("DNS view %s failed to answer a query", binding.view.env_id)
                     return
                 if isinstance(reply, Forward):
-                    reply = await self._forward(query, Transport.TCP)
+                    if not self._upstreams or binding.forwards >= MAX_FORWARDS_PER_ENV:
+                        reply = self._refusal(query)
+                    else:
+                        binding.forwards += 1
+                        try:
+                            reply = await self._forward(query, Transport.TCP)
+                        finally:
+                            binding.forwards -= 1
                 if reply is None:
                     return  # silence over TCP: drop the connection rather than stall it
                 writer.write(len(reply).to_bytes(2, "big") + reply)
@@ -414,17 +450,17 @@ class DnsServer(ResolverBackend):
 
     # -- forwarding ----------------------------------------------------------------------
 
-    async def _forward(self, query: bytes, transport: Transport) -> bytes | None:
-        """The upstream's reply to ``query``, or REFUSED / SERVFAIL made here."""
+    def _refusal(self, query: bytes) -> bytes | None:
+        """What a query that cannot be forwarded gets at once: REFUSED without upstreams,
+        SERVFAIL when its environment's forwarding budget is spent."""
         if not self._upstreams:
             return failure_reply(query, REFUSED, recursion_available=False)
-        if self._forwards >= MAX_FORWARDS:
-            return failure_reply(query, SERVFAIL, recursion_available=True)
-        self._forwards += 1
-        try:
-            reply = await self._ask_upstreams(query, transport)
-        finally:
-            self._forwards -= 1
+        return failure_reply(query, SERVFAIL, recursion_available=True)
+
+    async def _forward(self, query: bytes, transport: Transport) -> bytes | None:
+        """The upstream's reply to ``query``, or SERVFAIL made here. The caller holds one
+        of its environment's forwarding slots."""
+        reply = await self._ask_upstreams(query, transport)
         if reply is None:
             return failure_reply(query, SERVFAIL, recursion_available=True)
         return reply
@@ -444,6 +480,10 @@ class DnsServer(ResolverBackend):
                 if transport is Transport.TCP and len(reply) > 2 and reply[2] & 0x02:
                     remaining = deadline - loop.time()
                     reply = await asyncio.wait_for(_exchange_tcp(upstream, query), remaining)
+                    restored = _with_query_case(query, reply)
+                    if restored is None:
+                        raise OSError("the TCP reply does not answer the question")
+                    reply = restored
                 return reply
             except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
                 _log.debug("upstream %s:%d failed: %r", upstream.host, upstream.port, exc)
@@ -503,17 +543,26 @@ def _socket(
     return sock
 
 
-def _question_matches(query: bytes, reply: bytes) -> bool:
-    """Whether ``reply`` answers ``query``: same ID, a response, the same question."""
+def _with_query_case(query: bytes, reply: bytes) -> bytes | None:
+    """``reply`` with the question exactly as ``query`` asked it, letter case included;
+    ``None`` unless it answers ``query`` (same ID, a response, the same question).
+
+    An upstream may answer in another case than it was asked (some lower-case every name),
+    and a client that randomises the case (0x20) would then drop the reply. The question
+    differs only in case, so the bytes swap one for one, and any name in the reply that
+    points at the question follows it."""
     if len(reply) < 12 or reply[:2] != query[:2] or not reply[2] & 0x80:
-        return False
+        return None
     if reply[4:6] == b"\x00\x00":
-        return True  # e.g. FORMERR without a question
+        return reply  # e.g. FORMERR without a question
     end = 12
     while end < len(query) and query[end]:
         end += query[end] + 1
     end += 5
-    return reply[12:end].lower() == query[12:end].lower()
+    asked = query[12:end]
+    if reply[12:end].lower() != asked.lower():
+        return None
+    return reply[:12] + asked + reply[end:]
 
 
 async def _exchange_udp(upstream: Upstream, query: bytes) -> bytes:
@@ -525,8 +574,9 @@ async def _exchange_udp(upstream: Upstream, query: bytes) -> bytes:
         await loop.sock_sendall(sock, query)
         while True:
             reply = await loop.sock_recv(sock, 65535)
-            if _question_matches(query, reply):
-                return reply
+            restored = _with_query_case(query, reply)
+            if restored is not None:
+                return restored
     finally:
         sock.close()
 

@@ -133,7 +133,8 @@ class FakeUpstream:
             if self.silent:
                 continue
             reply = self.reply(wire)
-            if len(reply) > 512:
+            asked = dns.message.from_wire(wire)
+            if len(reply) > (asked.payload if asked.edns >= 0 else 512):
                 # TC, no records, the question as reply() wrote it.
                 end = 12
                 while reply[end]:
@@ -698,3 +699,27 @@ def test_resolv_conf_waits_longer_than_the_forwarding_budget(
     dead_upstream = attempts * len(nameservers) * FORWARD_TIMEOUT
     dead_resolver = attempts * len(nameservers) * timeout
     assert (dead_upstream, dead_resolver) == (6.0, 8)  # the figures docs/dns.md gives
+
+
+def test_forwarded_replies_are_sized_by_this_servers_limit(
+    upstream_factory: Callable[..., FakeUpstream],
+) -> None:
+    """The upstream answers up to the client's 4096 bytes and advertises its own size;
+    the client still sees this server's limit, in the OPT and in where it truncates."""
+    upstream = upstream_factory()
+    server = DnsServer([upstream.address], port=0, max_udp=1232)
+    try:
+        port = serve(server, make_document({"api": 1}))
+        small = udp("www.example", "A", port, use_edns=0, payload=4096)
+        assert small.payload == 1232 and addresses(small) == ["192.0.2.53"]
+        big = udp("bIg.ExAmPlE", "AAAA", port, use_edns=0, payload=4096)  # 60 AAAA, ~1.7 kB
+        assert big.flags & dns.flags.TC and big.answer == []
+        assert big.payload == 1232
+        assert question_labels(big) == (b"bIg", b"ExAmPlE", b"")
+        plain = udp("big.example", "AAAA", port)  # no EDNS: 512
+        assert plain.flags & dns.flags.TC and plain.edns == -1
+        query = dns.message.make_query("big.example", "AAAA", use_edns=0, payload=4096)
+        full = dns.query.tcp(query, "127.0.0.1", port=port, timeout=3)
+        assert len(addresses(full)) == 60 and full.payload == 1232
+    finally:
+        server.close()

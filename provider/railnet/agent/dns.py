@@ -19,6 +19,7 @@ import ipaddress
 import logging
 import os
 import socket
+import struct
 import threading
 from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from railnet.core.dns import (
     MIN_UDP,
     REFUSED,
     SERVFAIL,
+    TYPE_OPT,
     Answerer,
     Forward,
     ResolverView,
@@ -458,12 +460,12 @@ class DnsServer(ResolverBackend):
         return failure_reply(query, SERVFAIL, recursion_available=True)
 
     async def _forward(self, query: bytes, transport: Transport) -> bytes | None:
-        """The upstream's reply to ``query``, or SERVFAIL made here. The caller holds one
-        of its environment's forwarding slots."""
+        """The upstream's reply to ``query`` sized by this server's limit, or SERVFAIL made
+        here. The caller holds one of its environment's forwarding slots."""
         reply = await self._ask_upstreams(query, transport)
         if reply is None:
             return failure_reply(query, SERVFAIL, recursion_available=True)
-        return reply
+        return _fit_forwarded(query, reply, transport, self._max_udp)
 
     async def _ask_upstreams(self, query: bytes, transport: Transport) -> bytes | None:
         loop = asyncio.get_running_loop()
@@ -563,6 +565,62 @@ def _with_query_case(query: bytes, reply: bytes) -> bytes | None:
     if reply[12:end].lower() != asked.lower():
         return None
     return reply[:12] + asked + reply[end:]
+
+
+def _skip_name(wire: bytes, position: int) -> int:
+    """The offset just past the (possibly compressed) name at ``position``."""
+    while True:
+        length = wire[position]
+        if length >= 0xC0:
+            return position + 2
+        if length == 0:
+            return position + 1
+        position += length + 1
+
+
+def _opt_size_offset(wire: bytes) -> int:
+    """Where the OPT record's UDP size (its CLASS) sits in a message; -1 when it has none
+    or the message does not parse."""
+    try:
+        qdcount, ancount, nscount, arcount = struct.unpack_from(">HHHH", wire, 4)
+        position = 12
+        for _ in range(qdcount):
+            position = _skip_name(wire, position) + 4
+        for index in range(ancount + nscount + arcount):
+            position = _skip_name(wire, position)
+            rtype, _, _, rdlength = struct.unpack_from(">HHIH", wire, position)
+            if rtype == TYPE_OPT and index >= ancount + nscount:
+                return position + 2
+            position += 10 + rdlength
+    except (IndexError, struct.error):
+        return -1
+    return -1
+
+
+def _fit_forwarded(query: bytes, reply: bytes, transport: Transport, max_udp: int) -> bytes:
+    """An upstream's reply sized by this server's rules, as if it had answered itself: the
+    OPT advertises this server's UDP limit, and a UDP reply larger than the client may
+    take (its EDNS size, at most ``max_udp``; 512 without EDNS) becomes a truncated one,
+    which the client retries over TCP, where the reply is fetched whole."""
+    opt_at = _opt_size_offset(reply)
+    if opt_at >= 0:
+        reply = reply[:opt_at] + max_udp.to_bytes(2, "big") + reply[opt_at + 2 :]
+    if transport is Transport.TCP:
+        return reply
+    asked = _opt_size_offset(query)
+    if asked < 0:
+        limit = MIN_UDP
+    else:
+        limit = max(MIN_UDP, min(int.from_bytes(query[asked : asked + 2], "big"), max_udp))
+    if len(reply) <= limit:
+        return reply
+    end = _skip_name(query, 12) + 4
+    opt = b""
+    if opt_at >= 0:  # our OPT without options: root, OPT, our size, the reply's flags
+        opt = b"\x00" + struct.pack(">HH", TYPE_OPT, max_udp) + reply[opt_at + 2 : opt_at + 6]
+        opt += b"\x00\x00"
+    counts = struct.pack(">HHHH", 1, 0, 0, 1 if opt else 0)
+    return reply[:2] + bytes((reply[2] | 0x02, reply[3])) + counts + query[12:end] + opt
 
 
 async def _exchange_udp(upstream: Upstream, query: bytes) -> bytes:

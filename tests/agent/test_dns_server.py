@@ -3,25 +3,38 @@
 from __future__ import annotations
 
 import dataclasses
+import heapq
+import inspect
+import select
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import dns.exception
 import dns.flags
 import dns.message
+import dns.name
 import dns.query
 import dns.rcode
 import dns.resolver
 import dns.rrset
 import pytest
 
-from railnet.agent.dns import DnsServer, FakeDnsServer, Upstream
+from railnet.agent import linux_network
+from railnet.agent.dns import (
+    FORWARD_TIMEOUT,
+    MAX_FORWARDS_PER_ENV,
+    DnsServer,
+    FakeDnsServer,
+    Upstream,
+)
 from railnet.core.addressing import ula_prefix
 from railnet.core.dns import FORWARD, ResolverView, Transport
 from railnet.core.document import EnvironmentDocument
 from railnet.core.errors import DataPlaneError, InvalidField
+from railnet.core.local import local_environment
 from tests.documents import make_document
 
 pytestmark = pytest.mark.agent
@@ -68,8 +81,9 @@ class FakeUpstream:
     """A resolver on loopback for the forwarder: answers every A query with 192.0.2.53,
     or stays silent; ``big.example`` gets 60 AAAA records (truncated over UDP)."""
 
-    def __init__(self, *, silent: bool = False) -> None:
+    def __init__(self, *, silent: bool = False, lower_case: bool = False) -> None:
         self.silent = silent
+        self.lower_case = lower_case
         self.queries: list[str] = []
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.udp.bind(("127.0.0.1", 0))
@@ -97,12 +111,16 @@ class FakeUpstream:
         self.queries.append(query.question[0].name.to_text())
         response = dns.message.make_response(query)
         name = query.question[0].name
-        if name.to_text() == "big.example.":
+        if name == dns.name.from_text("big.example"):
             rdatas = [f"2001:db8::{i:x}" for i in range(1, 61)]
             response.answer.append(dns.rrset.from_text_list(name, 30, "IN", "AAAA", rdatas))
         else:
             response.answer.append(dns.rrset.from_text(name, 30, "IN", "A", "192.0.2.53"))
-        return response.to_wire()
+        wire = response.to_wire()
+        if self.lower_case:  # as some resolvers do: the question comes back lower-cased
+            end = 12 + len(name.to_wire() or b"") + 4
+            wire = wire[:12] + wire[12:end].lower() + wire[end:]
+        return wire
 
     def _serve_udp(self) -> None:
         while not self._stop.is_set():
@@ -115,11 +133,15 @@ class FakeUpstream:
             if self.silent:
                 continue
             reply = self.reply(wire)
-            if len(reply) > 512:
-                message = dns.message.from_wire(wire)
-                truncated = dns.message.make_response(message)
-                truncated.flags |= dns.flags.TC
-                reply = truncated.to_wire()
+            asked = dns.message.from_wire(wire)
+            if len(reply) > (asked.payload if asked.edns >= 0 else 512):
+                # TC, no records, the question as reply() wrote it.
+                end = 12
+                while reply[end]:
+                    end += reply[end] + 1
+                end += 5
+                header = reply[:2] + bytes((reply[2] | 0x02, reply[3])) + b"\x00\x01" + bytes(6)
+                reply = header + reply[12:end]
             self.udp.sendto(reply, client)
 
     def _serve_tcp(self) -> None:
@@ -147,11 +169,53 @@ class FakeUpstream:
         self.tcp.close()
 
 
+class SlowUpstream:
+    """A resolver on loopback that answers every query with 192.0.2.53, ``delay`` seconds
+    late, many at once: an upstream under load, or far away."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.received = 0
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        due: list[tuple[float, int, bytes, tuple[str, int]]] = []
+        while not self._stop.is_set():
+            wait = 0.05 if not due else max(0.0, min(0.05, due[0][0] - time.monotonic()))
+            readable, _, _ = select.select([self.sock], [], [], wait)
+            while readable:
+                try:
+                    wire, client = self.sock.recvfrom(65535)
+                except BlockingIOError:
+                    break
+                self.received += 1
+                query = dns.message.from_wire(wire)
+                response = dns.message.make_response(query)
+                name = query.question[0].name
+                response.answer.append(dns.rrset.from_text(name, 30, "IN", "A", "192.0.2.53"))
+                item = (time.monotonic() + self.delay, self.received, response.to_wire(), client)
+                heapq.heappush(due, item)
+            while due and due[0][0] <= time.monotonic():
+                _, _, reply, client = heapq.heappop(due)
+                self.sock.sendto(reply, client)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+
+
 @pytest.fixture
 def upstream_factory() -> Iterator[Callable[..., FakeUpstream]]:
     made: list[FakeUpstream] = []
 
-    def make(**kwargs: bool) -> FakeUpstream:
+    def make(**kwargs: bool) -> FakeUpstream:  # silent=, lower_case=
         upstream = FakeUpstream(**kwargs)
         made.append(upstream)
         return upstream
@@ -478,3 +542,184 @@ def test_fake_server_keeps_views_and_answers_like_the_real_one() -> None:
     fake.remove("e1")
     assert fake.records("e1") == [] and fake.view("e1") is None
     assert fake.answer("e1", outside) is None
+
+
+# -- forwarding budget, case, sizes ------------------------------------------------------------
+
+
+def test_one_environment_flooding_outside_names_cannot_starve_another() -> None:
+    """Blue sends far more outside names than its budget at a slow upstream; green's
+    outside name is still forwarded and answered, and blue's excess is told at once."""
+    upstream = SlowUpstream(delay=1.0)
+    server = DnsServer([upstream.address], port=0, forward_timeout=4.0)
+    flood = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    flood.settimeout(0.2)
+    flooded = 400  # more than any one environment may have in flight, and then some
+    rcodes: dict[int, list[float]] = {}
+    started = time.monotonic()
+
+    def collect() -> None:  # drains the replies as they come, so none is dropped here
+        deadline = time.monotonic() + 5
+        while sum(map(len, rcodes.values())) < flooded and time.monotonic() < deadline:
+            try:
+                reply = dns.message.from_wire(flood.recv(65535))
+            except (TimeoutError, OSError):
+                continue
+            rcodes.setdefault(reply.rcode(), []).append(time.monotonic() - started)
+
+    collector = threading.Thread(target=collect, daemon=True)
+    try:
+        blue_port = serve(server, make_document({"api": 1}, env_id="blue"), ("127.0.0.2",))
+        green_port = serve(server, make_document({"api": 1}, env_id="green"), ("127.0.0.3",))
+        flood.bind(("127.0.0.1", 0))
+        collector.start()
+        started = time.monotonic()
+        for number in range(flooded):
+            query = dns.message.make_query(f"flood{number}.example", "A")
+            query.id = number
+            flood.sendto(query.to_wire(), ("127.0.0.2", blue_port))
+        deadline = time.monotonic() + 3
+        while upstream.received < MAX_FORWARDS_PER_ENV and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # Blue's budget is all in flight now (the upstream holds each for a second).
+        green = udp("www.example", "A", green_port, "127.0.0.3")
+        assert green.rcode() == dns.rcode.NOERROR
+        assert addresses(green) == ["192.0.2.53"]
+        over_tcp = dns.query.tcp(
+            dns.message.make_query("www2.example", "A"), "127.0.0.3", port=green_port, timeout=3
+        )
+        assert addresses(over_tcp) == ["192.0.2.53"]
+        # Green's own names never wait for anyone.
+        assert addresses(udp("api.railway.internal", "A", green_port, "127.0.0.3"))
+        collector.join(6)
+        assert len(rcodes[dns.rcode.NOERROR]) == MAX_FORWARDS_PER_ENV
+        assert len(rcodes[dns.rcode.SERVFAIL]) == flooded - MAX_FORWARDS_PER_ENV
+        assert max(rcodes[dns.rcode.SERVFAIL]) < 0.9  # told at once, not after the upstream
+    finally:
+        server.close()
+        upstream.close()
+        if collector.is_alive():
+            collector.join(6)
+        flood.close()
+
+
+def question_labels(message: dns.message.Message) -> tuple[bytes, ...]:
+    return message.question[0].name.labels  # bytes as sent: case-sensitive, unlike ==
+
+
+def test_forwarded_replies_keep_the_case_of_the_question(
+    upstream_factory: Callable[..., FakeUpstream],
+) -> None:
+    upstream = upstream_factory(lower_case=True)
+    server = DnsServer([upstream.address], port=0)
+    try:
+        port = serve(server, make_document({"api": 1}))
+        for name, rdtype in (("WwW.ExAmPlE", "A"), ("BiG.eXaMpLe", "AAAA")):
+            query = dns.message.make_query(name, rdtype)
+            sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                sender.settimeout(2)
+                sender.sendto(query.to_wire(), ("127.0.0.1", port))
+                wire = sender.recv(65535)
+            finally:
+                sender.close()
+            asked = query.to_wire()[12:]
+            assert wire[12 : 12 + len(asked)] == asked, name  # byte for byte
+            over_tcp = dns.query.tcp(dns.message.make_query(name, rdtype), "127.0.0.1", port=port)
+            assert question_labels(over_tcp) == query.question[0].name.labels
+            assert over_tcp.rcode() == dns.rcode.NOERROR and addresses(over_tcp)
+        assert len(addresses(dns.query.tcp(query, "127.0.0.1", port=port))) == 60
+    finally:
+        server.close()
+
+
+def test_replies_made_for_forwarding_keep_the_case_of_the_question(server: DnsServer) -> None:
+    port = serve(server, make_document({"api": 1}))  # no upstreams: REFUSED
+    query = dns.message.make_query("WwW.ExAmPlE", "A")
+    reply = dns.query.udp(query, "127.0.0.1", port=port, timeout=2)
+    assert reply.rcode() == dns.rcode.REFUSED
+    assert question_labels(reply) == query.question[0].name.labels
+
+
+@pytest.mark.parametrize("max_udp", [512, 1232, 4096])
+def test_the_opt_record_carries_the_servers_udp_limit(max_udp: int) -> None:
+    server = DnsServer(port=0, max_udp=max_udp)
+    try:
+        port = serve(server, make_document({"big": 100}))
+        for size in (512, 1232, 4096):
+            reply = udp("big.railway.internal", "AAAA", port, use_edns=0, payload=size)
+            assert reply.payload == max_udp
+            assert bool(reply.flags & dns.flags.TC) == (min(size, max_udp) < 100 * 40 + 50)
+        query = dns.message.make_query("big.railway.internal", "AAAA", use_edns=0)
+        full = dns.query.tcp(query, "127.0.0.1", port=port, timeout=2)
+        assert full.payload == max_udp and len(addresses(full)) == 100
+    finally:
+        server.close()
+    with pytest.raises(InvalidField, match=r"max_udp 4097.*4096"):
+        DnsServer(max_udp=4097)
+
+
+def test_a_name_over_255_octets_gets_formerr_on_the_wire(server: DnsServer) -> None:
+    port = serve(server, make_document({"api": 1}))
+    name = b"".join(b"\x3f" + bytes([ord("a") + i]) * 63 for i in range(4))
+    name += b"\x07railway\x08internal\x00"
+    query = b"\x77\x77\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" + name + b"\x00\x01\x00\x01"
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sender.settimeout(2)
+        sender.sendto(query, ("127.0.0.1", port))
+        reply = sender.recv(65535)
+    finally:
+        sender.close()
+    assert reply[:2] == b"\x77\x77" and reply[3] & 0x0F == dns.rcode.FORMERR
+    assert not reply[2] & 0x04 and reply[4:12] == bytes(8)
+
+
+def test_resolv_conf_waits_longer_than_the_forwarding_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The numbers an instance's libc uses, read from the file the agent writes, against
+    the server's forwarding budget (docs/dns.md, "Timeouts"): one try of the stub must
+    outlast the whole budget, so the stub hears the forward's outcome, SERVFAIL included,
+    and never asks again while its question is still being forwarded."""
+    monkeypatch.setattr(linux_network, "ETC_NETNS", tmp_path)
+    env = local_environment(make_document({"api": 1}), "node-1", "rt")
+    linux_network.LinuxNetwork._write_resolv_conf(env, "rt-instance")
+    lines = (tmp_path / "rt-instance" / "resolv.conf").read_text().splitlines()
+    nameservers = [line.split()[1] for line in lines if line.startswith("nameserver ")]
+    assert nameservers == list(env.resolvers)
+    (options,) = [line.split()[1:] for line in lines if line.startswith("options ")]
+    settings = dict(option.split(":") for option in options)
+    timeout, attempts = int(settings["timeout"]), int(settings["attempts"])
+    default_budget = inspect.signature(DnsServer).parameters["forward_timeout"].default
+    assert default_budget == FORWARD_TIMEOUT
+    # glibc waits timeout seconds per nameserver and try (exactly so for one or two).
+    assert timeout >= FORWARD_TIMEOUT + 0.5
+    # A dead upstream: every try ends with our SERVFAIL; a dead resolver: with a timeout.
+    dead_upstream = attempts * len(nameservers) * FORWARD_TIMEOUT
+    dead_resolver = attempts * len(nameservers) * timeout
+    assert (dead_upstream, dead_resolver) == (6.0, 8)  # the figures docs/dns.md gives
+
+
+def test_forwarded_replies_are_sized_by_this_servers_limit(
+    upstream_factory: Callable[..., FakeUpstream],
+) -> None:
+    """The upstream answers up to the client's 4096 bytes and advertises its own size;
+    the client still sees this server's limit, in the OPT and in where it truncates."""
+    upstream = upstream_factory()
+    server = DnsServer([upstream.address], port=0, max_udp=1232)
+    try:
+        port = serve(server, make_document({"api": 1}))
+        small = udp("www.example", "A", port, use_edns=0, payload=4096)
+        assert small.payload == 1232 and addresses(small) == ["192.0.2.53"]
+        big = udp("bIg.ExAmPlE", "AAAA", port, use_edns=0, payload=4096)  # 60 AAAA, ~1.7 kB
+        assert big.flags & dns.flags.TC and big.answer == []
+        assert big.payload == 1232
+        assert question_labels(big) == (b"bIg", b"ExAmPlE", b"")
+        plain = udp("big.example", "AAAA", port)  # no EDNS: 512
+        assert plain.flags & dns.flags.TC and plain.edns == -1
+        query = dns.message.make_query("big.example", "AAAA", use_edns=0, payload=4096)
+        full = dns.query.tcp(query, "127.0.0.1", port=port, timeout=3)
+        assert len(addresses(full)) == 60 and full.payload == 1232
+    finally:
+        server.close()

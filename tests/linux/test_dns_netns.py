@@ -7,6 +7,7 @@ their ``/etc/netns`` directories, whatever happens.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import secrets
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,10 +24,12 @@ import dns.message
 import dns.rrset
 import pytest
 
-from railnet.agent.dns import DnsServer
+from railnet.agent.dns import FORWARD_TIMEOUT, STUB_ATTEMPTS, STUB_TIMEOUT, DnsServer
+from railnet.agent.linux_network import LinuxNetwork
 from railnet.core.addressing import ula_prefix
 from railnet.core.dns import ResolverView
 from railnet.core.document import EnvironmentDocument
+from railnet.core.local import local_environment
 from tests.documents import make_document as document
 
 pytestmark = [
@@ -106,7 +110,8 @@ def give_resolver_addresses(netns: str, view: ResolverView) -> None:
     directory = NETNS_ETC / netns
     directory.mkdir(parents=True, exist_ok=True)
     lines = [f"nameserver {address}" for address in view.listen]
-    (directory / "resolv.conf").write_text("\n".join(lines) + "\noptions timeout:1 attempts:2\n")
+    options = f"options timeout:{STUB_TIMEOUT} attempts:{STUB_ATTEMPTS}"
+    (directory / "resolv.conf").write_text("\n".join(lines) + "\n" + options + "\n")
 
 
 def inside(netns: str, script: str, *args: str) -> dict[str, list[object]]:
@@ -288,3 +293,155 @@ def test_a_namespace_made_again_under_the_same_name_is_bound_again(
         assert seen["api.railway.internal A"] == ["NOERROR", "10.250.0.3"]
     finally:
         server.close()
+
+
+REVERSE_SCRIPT = """
+import json, socket, sys
+out = {}
+for address in sys.argv[1:]:
+    try:
+        out[address] = [socket.gethostbyaddr(address)[0]]
+    except socket.herror as exc:
+        out[address] = ["herror", exc.errno]
+    except socket.gaierror as exc:
+        out[address] = ["gaierror", exc.errno]
+print(json.dumps(out))
+"""
+
+RAW_SCRIPT = """
+import json, socket, sys
+import dns.message, dns.query
+server, rdtype, names = sys.argv[1], sys.argv[2], sys.argv[3:]
+out = {}
+for name in names:
+    query = dns.message.make_query(name, rdtype)
+    reply = dns.query.udp(query, server, timeout=3)
+    out[name] = [
+        reply.rcode(),
+        [label.decode() for label in reply.question[0].name.labels],
+        [rrset.name.to_text() for rrset in reply.authority],
+        sorted(r.to_text() for rrset in reply.answer for r in rrset),
+    ]
+print(json.dumps(out))
+"""
+
+
+def test_reverse_lookups_of_the_own_ranges_never_leave_the_node(
+    namespaces: Callable[[], str], upstream: LoopbackUpstream
+) -> None:
+    """libc's gethostbyaddr and dnspython, inside the environment: instance addresses
+    have names, any other address of the own ranges is NXDOMAIN at once, and only
+    reverse names outside them reach the upstream."""
+    netns = namespaces()
+    doc = make_document("rev", {"api": 2}, first=3)
+    view = ResolverView.from_document(doc, netns)
+    give_resolver_addresses(netns, view)
+    prefix = ula_prefix("rev").network_address
+    server = DnsServer([upstream.address])
+    try:
+        server.apply(view)
+        seen = inside(
+            netns,
+            REVERSE_SCRIPT,
+            "10.250.0.3",
+            str(prefix + 4),
+            "10.250.7.77",
+            "10.250.0.2",
+            str(prefix + 999),
+        )
+        assert seen["10.250.0.3"] == ["0.api.railway.internal"]
+        assert seen[str(prefix + 4)] == ["1.api.railway.internal"]
+        for unknown in ("10.250.7.77", "10.250.0.2", str(prefix + 999)):
+            assert seen[unknown][0] == "herror", unknown  # host not found
+        assert not any("arpa" in q for q in upstream.queries), upstream.queries
+        v6_zone = view.reverse_zones[1] + "."
+        raw = inside(
+            netns,
+            RAW_SCRIPT,
+            "10.250.0.2",
+            "PTR",
+            "77.7.250.10.IN-ADDR.arpa",
+            (prefix + 999).reverse_pointer,
+            "4.0.250.10.In-Addr.Arpa",
+        )
+        assert raw["77.7.250.10.IN-ADDR.arpa"][:3] == [
+            3,  # NXDOMAIN
+            ["77", "7", "250", "10", "IN-ADDR", "arpa", ""],  # the client's own case
+            ["250.10.IN-ADDR.arpa."],  # the SOA's owner points into that question
+        ]
+        assert raw[(prefix + 999).reverse_pointer][0] == 3
+        assert raw[(prefix + 999).reverse_pointer][2] == [v6_zone]
+        assert raw["4.0.250.10.In-Addr.Arpa"][3] == ["1.api.railway.internal."]
+        assert not any("arpa" in q for q in upstream.queries), upstream.queries
+        outside = inside(netns, RAW_SCRIPT, "10.250.0.2", "PTR", "1.2.0.192.in-addr.arpa")
+        assert outside["1.2.0.192.in-addr.arpa"][0] == 0
+        assert upstream.queries == ["1.2.0.192.in-addr.arpa."]
+    finally:
+        server.close()
+
+
+class SilentUpstream:
+    """An upstream resolver on loopback that never answers, and notes when each question
+    reached it."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self.arrivals: dict[tuple[str, int], list[float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                wire, _ = self.sock.recvfrom(65535)
+            except TimeoutError:
+                continue
+            question = dns.message.from_wire(wire).question[0]
+            key = (question.name.to_text().lower(), question.rdtype)
+            self.arrivals.setdefault(key, []).append(time.monotonic())
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+
+
+def test_libc_hears_every_servfail_and_never_repeats_a_question_in_flight(
+    namespaces: Callable[[], str],
+) -> None:
+    """The resolv.conf the agent writes against a dead upstream, with real libc: each try
+    of the stub lasts longer than the forwarding budget, so every copy of a question
+    reaches the upstream only after the previous one was answered SERVFAIL, and the
+    lookup fails after attempts x nameservers x budget (docs/dns.md, "Timeouts")."""
+    netns = namespaces()
+    doc = make_document("slow", {"api": 1}, first=3)
+    view = ResolverView.from_document(doc, netns)
+    give_resolver_addresses(netns, view)
+    env = local_environment(doc, "node-1", "rt")
+    LinuxNetwork._write_resolv_conf(env, netns)  # the agent's own file, replacing the above
+    written = (NETNS_ETC / netns / "resolv.conf").read_text()
+    assert f"options timeout:{STUB_TIMEOUT} attempts:{STUB_ATTEMPTS}" in written
+    silent = SilentUpstream()
+    server = DnsServer([silent.address])
+    try:
+        server.apply(view)
+        started = time.monotonic()
+        seen = inside(netns, GETADDRINFO_SCRIPT, "www.example")
+        elapsed = time.monotonic() - started
+        assert seen["www.example"][0] == "gaierror"
+        tries = STUB_ATTEMPTS * len(view.listen)
+        assert elapsed < tries * FORWARD_TIMEOUT + 1.5, elapsed
+        for key in (("www.example.", 1), ("www.example.", 28)):
+            arrivals = silent.arrivals.get(key, [])
+            assert 1 <= len(arrivals) <= tries, (key, arrivals)
+            gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
+            # Never a second copy while the first is still being forwarded.
+            assert all(gap >= FORWARD_TIMEOUT - 0.1 for gap in gaps), (key, gaps)
+        assert len(silent.arrivals.get(("www.example.", 1), [])) == tries
+    finally:
+        server.close()
+        silent.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import random
 import struct
 
@@ -26,6 +27,7 @@ from railnet.core.dns import (
     Transport,
     failure_reply,
     header_only_reply,
+    reverse_zones,
 )
 from railnet.core.document import EnvironmentDocument
 from railnet.core.errors import InvalidField
@@ -229,8 +231,8 @@ def test_ptr_names_an_instance(dual: EnvironmentDocument) -> None:
     assert values(ask(answerer, "4.0.250.10.in-addr.arpa", "PTR")) == ["1.api.railway.internal."]
     v6 = (prefix + 5).reverse_pointer
     assert values(ask(answerer, v6, "PTR")) == ["0.worker.railway.internal."]
-    # Addresses the view does not hold are not its business.
-    query = dns.message.make_query("99.0.250.10.in-addr.arpa", "PTR").to_wire()
+    # Addresses outside the environment's ranges are not its business.
+    query = dns.message.make_query("99.0.251.10.in-addr.arpa", "PTR").to_wire()
     assert answerer.answer(query) is FORWARD
 
 
@@ -352,7 +354,7 @@ def test_edns_payload_size_and_server_limit_decide_truncation() -> None:
     assert reply_for(1232, 4096).flags & dns.flags.TC  # the client's size wins
     tiny = reply_for(100, 4096)  # below 512 counts as 512
     assert tiny.flags & dns.flags.TC
-    assert tiny.edns == 0 and tiny.payload == 1232
+    assert tiny.edns == 0 and tiny.payload == 4096  # the size this server serves
 
 
 def test_edns_is_answered_with_edns_and_do_is_copied(dual: EnvironmentDocument) -> None:
@@ -448,13 +450,6 @@ def test_malformed_queries_get_formerr(answerer: Answerer, label: str, wire: byt
     assert isinstance(reply, bytes) and reply[:2] == wire[:2]
 
 
-@pytest.mark.parametrize("rdclass", ["CH", "HS", "ANY", "NONE"])
-def test_classes_other_than_in_are_formerr(answerer: Answerer, rdclass: str) -> None:
-    for name in ("api.railway.internal", "version.bind", "example.com"):
-        query = dns.message.make_query(name, "TXT", rdclass=rdclass)
-        assert reply_rcode(answerer.answer(query.to_wire())) == dns.rcode.FORMERR
-
-
 def test_zone_transfers_are_refused_and_other_opcodes_not_implemented(answerer: Answerer) -> None:
     axfr = dns.message.make_query("railway.internal", "AXFR").to_wire()
     assert reply_rcode(answerer.answer(axfr, Transport.TCP)) == dns.rcode.REFUSED
@@ -520,3 +515,236 @@ def test_hot_path_and_careful_path_agree(answerer: Answerer) -> None:
     careful = answerer.answer(odd.to_wire())
     assert isinstance(plain, bytes) and isinstance(careful, bytes)
     assert dns.message.from_wire(plain) == dns.message.from_wire(careful)
+
+
+# -- resolver details ---------------------------------------------------------------------
+
+
+def raw_header(qid: int, first: int, second: int, qdcount: int = 1, arcount: int = 0) -> bytes:
+    return struct.pack(">HBBHHHH", qid, first, second, qdcount, 0, 0, arcount)
+
+
+def wire_name(*labels: bytes) -> bytes:
+    return b"".join(bytes((len(label),)) + label for label in labels) + b"\x00"
+
+
+def test_reverse_zones_of_the_environment_ranges() -> None:
+    prefix = ula_prefix("e1")
+    nibbles = ".".join(reversed(prefix.network_address.exploded.replace(":", "")[:16]))
+    ipv6_zone = f"{nibbles}.ip6.arpa"
+    assert reverse_zones(ipaddress.IPv4Network("10.250.0.0/16"), prefix) == (
+        "250.10.in-addr.arpa",
+        ipv6_zone,
+    )
+    # Not on an octet boundary: one zone per /24 (or /16, /8) that the range covers.
+    twelve = reverse_zones(ipaddress.IPv4Network("10.96.0.0/12"), prefix)
+    assert twelve[:-1] == tuple(f"{i}.10.in-addr.arpa" for i in range(96, 112))
+    twenty = reverse_zones(ipaddress.IPv4Network("172.16.16.0/20"), prefix)
+    assert twenty[:-1] == tuple(f"{i}.16.172.in-addr.arpa" for i in range(16, 32))
+    # Longer than a /24: the /24 that holds it, whose names are single addresses.
+    small = reverse_zones(ipaddress.IPv4Network("192.168.7.16/28"), prefix)
+    assert small[:-1] == ("7.168.192.in-addr.arpa",)
+    assert reverse_zones(None, prefix) == (ipv6_zone,)
+    view = ResolverView.from_document(make_document({"api": 1}), None)
+    assert view.reverse_zones == ("250.10.in-addr.arpa", ipv6_zone)
+
+
+def test_reverse_names_in_the_own_ranges_are_answered_locally(dual: EnvironmentDocument) -> None:
+    answerer = answerer_for(dual)
+    prefix = ula_prefix("e1").network_address
+    v4_zone = dns.name.from_text("250.10.in-addr.arpa")
+    v6_zone = dns.name.from_text(ResolverView.from_document(dual, None).reverse_zones[1])
+    unknown = ["99.0.250.10.in-addr.arpa", "1.2.250.10.in-addr.arpa", "x.4.0.250.10.in-addr.arpa"]
+    for name in [*unknown, (prefix + 999).reverse_pointer, (prefix + 2).reverse_pointer]:
+        reply = ask(answerer, name, "PTR")
+        assert rcode(reply) == "NXDOMAIN", name
+        assert reply.flags & dns.flags.AA
+        zone = v6_zone if name.endswith("ip6.arpa") else v4_zone
+        (soa,) = reply.authority
+        assert soa.rdtype == dns.rdatatype.SOA and soa.name == zone, name
+        assert soa[0].mname == dns.name.from_text("railway.internal")
+        assert soa[0].rname == dns.name.from_text("hostmaster.railway.internal")
+        assert soa[0].serial == 1 and soa.ttl == 5 and soa[0].minimum == 5
+    # Instance addresses keep their PTR; other types on them are NODATA with the zone's SOA.
+    assert values(ask(answerer, "4.0.250.10.in-addr.arpa", "PTR")) == ["1.api.railway.internal."]
+    assert values(ask(answerer, (prefix + 5).reverse_pointer, "PTR")) == [
+        "0.worker.railway.internal."
+    ]
+    for name, rdtype in (("4.0.250.10.in-addr.arpa", "A"), ("0.250.10.in-addr.arpa", "PTR")):
+        nodata = ask(answerer, name, rdtype)
+        assert rcode(nodata) == "NOERROR" and nodata.answer == [], name
+        assert nodata.authority[0].name == v4_zone
+    apex = ask(answerer, "250.10.in-addr.arpa", "SOA")
+    assert rcode(apex) == "NOERROR" and apex.answer[0].name == v4_zone
+    assert apex.answer[0][0].mname == dns.name.from_text("railway.internal")
+    assert rcode(ask(answerer, v6_zone.to_text(), "SOA")) == "NOERROR"
+    # Outside the own ranges: not this view's business.
+    for name in (
+        "1.0.251.10.in-addr.arpa",
+        "10.in-addr.arpa",
+        "in-addr.arpa",
+        "8.8.8.8.in-addr.arpa",
+        "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.ip6.arpa",
+        "ip6.arpa",
+    ):
+        query = dns.message.make_query(name, "PTR").to_wire()
+        assert answerer.answer(query) is FORWARD, name
+
+
+def test_reverse_zones_follow_the_range(dual: EnvironmentDocument) -> None:
+    """A /28 is answered in its /24's zone; a neighbouring /24 is not the view's."""
+    view = ResolverView.from_document(dual, None)
+    prefix = ula_prefix("e1")
+    small = dataclasses.replace(
+        view, reverse_zones=reverse_zones(ipaddress.IPv4Network("10.250.0.0/28"), prefix)
+    )
+    answerer = Answerer(small)
+    assert values(ask(answerer, "3.0.250.10.in-addr.arpa", "PTR")) == ["0.api.railway.internal."]
+    for unknown in ("9.0.250.10.in-addr.arpa", "200.0.250.10.in-addr.arpa"):
+        reply = ask(answerer, unknown, "PTR")
+        assert rcode(reply) == "NXDOMAIN"
+        assert reply.authority[0].name == dns.name.from_text("0.250.10.in-addr.arpa")
+    outside = dns.message.make_query("16.1.250.10.in-addr.arpa", "PTR").to_wire()
+    assert answerer.answer(outside) is FORWARD
+    ipv6_only = answerer_for(make_document({"api": 1}, ip_mode="ipv6"))
+    v4 = dns.message.make_query("3.0.250.10.in-addr.arpa", "PTR").to_wire()
+    assert ipv6_only.answer(v4) is FORWARD
+    v6 = ask(ipv6_only, (prefix.network_address + 77).reverse_pointer, "PTR")
+    assert rcode(v6) == "NXDOMAIN"
+
+
+@pytest.mark.parametrize("max_udp", [512, 1232, 1500, 4096])
+def test_opt_advertises_the_udp_size_served(max_udp: int) -> None:
+    """The OPT's size is the server's real limit: replies up to it are sent whole, larger
+    ones truncated, and it is never more than the server accepts."""
+    assert max_udp <= MAX_QUERY
+    for count in (1, 20, 60, 200):
+        answerer = answerer_for(make_document({"big": count}))
+        for payload in (512, 1232, 4096, 65535):
+            query = dns.message.make_query(
+                "big.railway.internal", "AAAA", use_edns=0, payload=payload
+            )
+            wire = answerer.answer(query.to_wire(), Transport.UDP, max_udp)
+            assert isinstance(wire, bytes)
+            reply = dns.message.from_wire(wire)
+            assert reply.payload == max_udp, (count, payload)
+            full = answerer.answer(query.to_wire(), Transport.TCP, max_udp)
+            assert isinstance(full, bytes)
+            assert dns.message.from_wire(full).payload == max_udp
+            limit = max(512, min(payload, max_udp))
+            assert len(wire) <= limit
+            assert bool(reply.flags & dns.flags.TC) == (len(full) > limit), (count, payload)
+    answerer = answerer_for(make_document({"api": 1}))
+    badvers = dns.message.make_query("api.railway.internal", "A", use_edns=1)
+    reply_wire = answerer.answer(badvers.to_wire(), Transport.UDP, max_udp)
+    assert isinstance(reply_wire, bytes)
+    assert dns.message.from_wire(reply_wire).payload == max_udp
+
+
+@pytest.mark.parametrize("rdclass", ["CH", "HS", "ANY", "NONE", "RESERVED0", "CLASS4321"])
+def test_classes_other_than_in_are_refused(answerer: Answerer, rdclass: str) -> None:
+    for name, rdtype in (
+        ("api.railway.internal", "A"),
+        ("version.bind", "TXT"),
+        ("hostname.bind", "TXT"),
+        ("example.com", "A"),
+        ("4.0.250.10.in-addr.arpa", "PTR"),
+    ):
+        for use_edns in (-1, 0):
+            query = dns.message.make_query(name, rdtype, rdclass=rdclass, use_edns=use_edns)
+            wire = answerer.answer(query.to_wire())
+            assert isinstance(wire, bytes), (name, rdclass)  # never forwarded
+            reply = dns.message.from_wire(wire)
+            assert reply.rcode() == dns.rcode.REFUSED, (name, rdclass)
+            assert not reply.flags & dns.flags.AA
+            assert reply.question == query.question
+            assert reply.answer == [] and reply.authority == []
+            assert reply.edns == use_edns
+
+
+def test_a_name_longer_than_255_octets_is_formerr(answerer: Answerer) -> None:
+    apex = (b"railway", b"internal")
+    too_long = wire_name(b"a" * 63, b"b" * 63, b"c" * 63, b"d" * 63, *apex)
+    assert len(too_long) == 274
+    longest = wire_name(b"a" * 63, b"b" * 63, b"c" * 63, b"d" * 44, *apex)
+    assert len(longest) == 255
+    opt = b"\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x00"
+    for arcount, tail in ((0, b""), (1, opt)):
+        for transport in Transport:
+            query = raw_header(0x5151, 0x01, 0x00, arcount=arcount) + too_long + b"\x00\x01\x00\x01"
+            reply = answerer.answer(query + tail, transport)
+            assert isinstance(reply, bytes)
+            assert reply[:2] == b"\x51\x51"
+            assert reply_rcode(reply) == dns.rcode.FORMERR
+            assert not reply[2] & 0x04  # not authoritative for something that is no name
+            assert reply[4:12] == bytes(8)  # the over-long name is not echoed
+            fine = raw_header(0x5252, 0x01, 0x00, arcount=arcount) + longest + b"\x00\x01\x00\x01"
+            ok = answerer.answer(fine + tail, transport)
+            assert reply_rcode(ok) == dns.rcode.NXDOMAIN
+            assert isinstance(ok, bytes) and ok[12 : 12 + 255] == longest
+
+
+def test_unknown_opcode_is_notimp_with_only_qr_and_the_opcode_set(answerer: Answerer) -> None:
+    """ISC's compliance probes ``opcode`` and ``opcodeflg``: opcode 15, header only, first
+    with no flags, then with TC, RD, RA, Z, AD, CD and AA all set. RD (like AA, RA, AD, CD
+    and Z) is defined for QUERY only, so a NOTIMP reply carries none of them."""
+    every_flag = (0x04 | 0x02 | 0x01, 0x80 | 0x40 | 0x20 | 0x10)
+    for first, second in ((0, 0), every_flag, (0x01, 0)):
+        for opcode in (15, 3, dns.opcode.NOTIFY, dns.opcode.UPDATE, dns.opcode.IQUERY):
+            query = raw_header(0x0F0F, opcode << 3 | first, second, qdcount=0)
+            for transport in Transport:
+                reply = answerer.answer(query, transport)
+                assert isinstance(reply, bytes)
+                assert reply == b"\x0f\x0f" + bytes((0x80 | opcode << 3, 0x04)) + bytes(8), (
+                    opcode,
+                    first,
+                    second,
+                )
+    with_question = dns.message.make_query("api.railway.internal", "A", use_edns=0)
+    with_question.set_opcode(dns.opcode.STATUS)
+    wire = answerer.answer(with_question.to_wire())
+    assert isinstance(wire, bytes) and wire[2:] == bytes((0x80 | 2 << 3, 0x04)) + bytes(8)
+
+
+def assert_same_question(query: bytes, reply: object) -> None:
+    assert isinstance(reply, bytes)
+    end = 12
+    while query[end]:
+        end += query[end] + 1
+    end += 5
+    assert reply[4:6] == b"\x00\x01"
+    assert reply[12:end] == query[12:end], (query[12:end], reply[12:end])
+
+
+def test_every_answer_keeps_the_letter_case_of_the_question() -> None:
+    answerer = answerer_for(make_document({"api": 2, "big": 60}))
+    prefix = ula_prefix("e1").network_address
+    cases = [
+        ("ApI.RaIlWaY.InTeRnAl", "A", {}),  # positive
+        ("1.aPi.RAILWAY.internal", "AAAA", {"use_edns": 0}),  # one instance, EDNS
+        ("NoPe.RaIlWaY.InTeRnAl", "A", {}),  # NXDOMAIN
+        ("aPI.railway.INTERNAL", "MX", {}),  # NODATA
+        ("RaIlWaY.InTeRnAl", "SOA", {}),  # SOA
+        ("Railway.Internal", "ANY", {}),
+        ("4.0.250.10.In-AdDr.ArPa", "PTR", {}),  # PTR
+        ((prefix + 3).reverse_pointer.upper(), "PTR", {"use_edns": 0}),
+        ("99.0.250.10.IN-ADDR.ARPA", "PTR", {}),  # reverse NXDOMAIN
+        ("250.10.In-Addr.Arpa", "SOA", {}),  # reverse SOA
+        ("0.250.10.In-Addr.Arpa", "A", {}),  # reverse NODATA
+        ("BiG.RaIlWaY.InTeRnAl", "AAAA", {}),  # truncated
+        ("bIg.RaIlWaY.InTeRnAl", "AAAA", {"use_edns": 0, "payload": 1232}),  # truncated, EDNS
+        ("ApI.RaIlWaY.InTeRnAl", "A", {"use_edns": 1}),  # BADVERS
+        ("VeRsIoN.BiNd", "TXT", {"rdclass": "CH"}),  # REFUSED class
+        ("RaIlWaY.InTeRnAl", "AXFR", {}),  # REFUSED transfer
+    ]
+    for name, rdtype, options in cases:
+        query = dns.message.make_query(name, rdtype, **options)  # type: ignore[arg-type]
+        wire = query.to_wire()
+        assert_same_question(wire, answerer.answer(wire))
+        # The careful path (an extra record makes the hot path decline) keeps it too.
+        query.answer.append(dns.rrset.from_text("x.example.", 5, "IN", "A", "192.0.2.1"))
+        odd = query.to_wire()
+        assert_same_question(odd, answerer.answer(odd))
+    for rcode_value in (dns.rcode.SERVFAIL, dns.rcode.REFUSED):
+        wire = dns.message.make_query("WwW.ExAmPlE.CoM", "A").to_wire()
+        assert_same_question(wire, failure_reply(wire, rcode_value, recursion_available=True))

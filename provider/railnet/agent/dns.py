@@ -19,6 +19,7 @@ import ipaddress
 import logging
 import os
 import socket
+import struct
 import threading
 from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -28,8 +29,10 @@ from railnet.agent.backends import ResolverBackend
 from railnet.core.dns import (
     DEFAULT_MAX_UDP,
     MAX_QUERY,
+    MIN_UDP,
     REFUSED,
     SERVFAIL,
+    TYPE_OPT,
     Answerer,
     Forward,
     ResolverView,
@@ -40,10 +43,21 @@ from railnet.core.errors import DataPlaneError, InvalidField, RailnetError
 from railnet.linux.netns import netns_path, run_in_netns
 
 DNS_PORT = 53
-FORWARD_TIMEOUT = 2.0
-"""Seconds a forwarded query may take over all upstreams before the client gets SERVFAIL."""
-MAX_FORWARDS = 256
-"""Forwarded queries in flight at once; beyond that, SERVFAIL at once instead of queueing."""
+STUB_TIMEOUT = 2
+"""Seconds an instance's libc waits for one try (``options timeout:`` in resolv.conf)."""
+STUB_ATTEMPTS = 2
+"""Rounds of tries over the nameservers (``options attempts:`` in resolv.conf)."""
+FORWARD_SLACK = 0.5
+"""Seconds left between the end of the forwarding budget and the end of a stub's try, for
+the SERVFAIL to travel back and the loop to be busy: see docs/dns.md, "Timeouts"."""
+FORWARD_TIMEOUT = STUB_TIMEOUT - FORWARD_SLACK
+"""Seconds a forwarded query may take over all upstreams before the client gets SERVFAIL.
+Shorter than one try of the stub resolver, so the stub always hears the outcome of the
+forward it asked for, and never sends the same question again while it is in flight."""
+MAX_FORWARDS_PER_ENV = 128
+"""Forwarded queries in flight at once, per environment; beyond that the environment's
+clients get SERVFAIL at once instead of a queue. Each environment has its own, so one that
+floods the upstreams with outside names cannot starve the others."""
 TCP_IDLE_TIMEOUT = 10.0
 MAX_TCP_CONNECTIONS = 128
 """TCP connections per environment; further ones are closed at once."""
@@ -108,6 +122,8 @@ class _Binding:
     """(device, inode) of the namespace the sockets were bound in."""
     servers: list[asyncio.Server] = field(default_factory=list)
     connections: set[asyncio.StreamWriter] = field(default_factory=set)
+    forwards: int = 0
+    """This environment's forwarded queries in flight (at most ``MAX_FORWARDS_PER_ENV``)."""
 
     @property
     def endpoints(self) -> tuple[tuple[str, int], ...]:
@@ -135,8 +151,13 @@ class DnsServer(ResolverBackend):
         )
         if not 0 <= port <= 65535:
             raise InvalidField("port", port, "must be 0-65535 (0 picks a free port)")
-        if not 512 <= max_udp <= 65535:
-            raise InvalidField("max_udp", max_udp, "must be 512-65535 bytes")
+        if not MIN_UDP <= max_udp <= MAX_QUERY:
+            raise InvalidField(
+                "max_udp",
+                max_udp,
+                f"must be {MIN_UDP}-{MAX_QUERY} bytes: replies advertise it as the size the "
+                f"server accepts, and it reads no query over {MAX_QUERY}",
+            )
         if forward_timeout <= 0:
             raise InvalidField("forward_timeout", forward_timeout, "must be positive seconds")
         self._port = port
@@ -147,7 +168,6 @@ class DnsServer(ResolverBackend):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._forwards = 0
 
     @property
     def upstreams(self) -> tuple[Upstream, ...]:
@@ -366,12 +386,23 @@ class DnsServer(ResolverBackend):
                 except OSError:
                     pass  # a full socket buffer drops the reply, as UDP may
             elif reply is not None:
-                self._spawn(self._forward_udp(sock, query, client))
+                if not self._upstreams or binding.forwards >= MAX_FORWARDS_PER_ENV:
+                    # Answered here and now: no task, no socket, nothing queued.
+                    refusal = self._refusal(query)
+                    if refusal is not None:
+                        with contextlib.suppress(OSError):
+                            sendto(refusal, client)
+                    continue
+                binding.forwards += 1  # taken now, so one batch cannot overshoot the bound
+                self._spawn(self._forward_udp(binding, sock, query, client))
 
     async def _forward_udp(
-        self, sock: socket.socket, query: bytes, client: tuple[str, int]
+        self, binding: _Binding, sock: socket.socket, query: bytes, client: tuple[str, int]
     ) -> None:
-        reply = await self._forward(query, Transport.UDP)
+        try:
+            reply = await self._forward(query, Transport.UDP)
+        finally:
+            binding.forwards -= 1
         if reply is not None:
             with contextlib.suppress(OSError):
                 sock.sendto(reply, client)
@@ -398,7 +429,14 @@ class DnsServer(ResolverBackend):
                     _log.exception("DNS view %s failed to answer a query", binding.view.env_id)
                     return
                 if isinstance(reply, Forward):
-                    reply = await self._forward(query, Transport.TCP)
+                    if not self._upstreams or binding.forwards >= MAX_FORWARDS_PER_ENV:
+                        reply = self._refusal(query)
+                    else:
+                        binding.forwards += 1
+                        try:
+                            reply = await self._forward(query, Transport.TCP)
+                        finally:
+                            binding.forwards -= 1
                 if reply is None:
                     return  # silence over TCP: drop the connection rather than stall it
                 writer.write(len(reply).to_bytes(2, "big") + reply)
@@ -419,20 +457,20 @@ class DnsServer(ResolverBackend):
 
     # -- forwarding ----------------------------------------------------------------------
 
-    async def _forward(self, query: bytes, transport: Transport) -> bytes | None:
-        """The upstream's reply to ``query``, or REFUSED / SERVFAIL made here."""
+    def _refusal(self, query: bytes) -> bytes | None:
+        """What a query that cannot be forwarded gets at once: REFUSED without upstreams,
+        SERVFAIL when its environment's forwarding budget is spent."""
         if not self._upstreams:
             return failure_reply(query, REFUSED, recursion_available=False)
-        if self._forwards >= MAX_FORWARDS:
-            return failure_reply(query, SERVFAIL, recursion_available=True)
-        self._forwards += 1
-        try:
-            reply = await self._ask_upstreams(query, transport)
-        finally:
-            self._forwards -= 1
+        return failure_reply(query, SERVFAIL, recursion_available=True)
+
+    async def _forward(self, query: bytes, transport: Transport) -> bytes | None:
+        """The upstream's reply to ``query`` sized by this server's limit, or SERVFAIL made
+        here. The caller holds one of its environment's forwarding slots."""
+        reply = await self._ask_upstreams(query, transport)
         if reply is None:
             return failure_reply(query, SERVFAIL, recursion_available=True)
-        return reply
+        return _fit_forwarded(query, reply, transport, self._max_udp)
 
     async def _ask_upstreams(self, query: bytes, transport: Transport) -> bytes | None:
         loop = asyncio.get_running_loop()
@@ -449,6 +487,10 @@ class DnsServer(ResolverBackend):
                 if transport is Transport.TCP and len(reply) > 2 and reply[2] & 0x02:
                     remaining = deadline - loop.time()
                     reply = await asyncio.wait_for(_exchange_tcp(upstream, query), remaining)
+                    restored = _with_query_case(query, reply)
+                    if restored is None:
+                        raise OSError("the TCP reply does not answer the question")
+                    reply = restored
                 return reply
             except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
                 _log.debug("upstream %s:%d failed: %r", upstream.host, upstream.port, exc)
@@ -508,17 +550,82 @@ def _socket(
     return sock
 
 
-def _question_matches(query: bytes, reply: bytes) -> bool:
-    """Whether ``reply`` answers ``query``: same ID, a response, the same question."""
+def _with_query_case(query: bytes, reply: bytes) -> bytes | None:
+    """``reply`` with the question exactly as ``query`` asked it, letter case included;
+    ``None`` unless it answers ``query`` (same ID, a response, the same question).
+
+    An upstream may answer in another case than it was asked (some lower-case every name),
+    and a client that randomises the case (0x20) would then drop the reply. The question
+    differs only in case, so the bytes swap one for one, and any name in the reply that
+    points at the question follows it."""
     if len(reply) < 12 or reply[:2] != query[:2] or not reply[2] & 0x80:
-        return False
+        return None
     if reply[4:6] == b"\x00\x00":
-        return True  # e.g. FORMERR without a question
+        return reply  # e.g. FORMERR without a question
     end = 12
     while end < len(query) and query[end]:
         end += query[end] + 1
     end += 5
-    return reply[12:end].lower() == query[12:end].lower()
+    asked = query[12:end]
+    if reply[12:end].lower() != asked.lower():
+        return None
+    return reply[:12] + asked + reply[end:]
+
+
+def _skip_name(wire: bytes, position: int) -> int:
+    """The offset just past the (possibly compressed) name at ``position``."""
+    while True:
+        length = wire[position]
+        if length >= 0xC0:
+            return position + 2
+        if length == 0:
+            return position + 1
+        position += length + 1
+
+
+def _opt_size_offset(wire: bytes) -> int:
+    """Where the OPT record's UDP size (its CLASS) sits in a message; -1 when it has none
+    or the message does not parse."""
+    try:
+        qdcount, ancount, nscount, arcount = struct.unpack_from(">HHHH", wire, 4)
+        position = 12
+        for _ in range(qdcount):
+            position = _skip_name(wire, position) + 4
+        for index in range(ancount + nscount + arcount):
+            position = _skip_name(wire, position)
+            rtype, _, _, rdlength = struct.unpack_from(">HHIH", wire, position)
+            if rtype == TYPE_OPT and index >= ancount + nscount:
+                return position + 2
+            position += 10 + rdlength
+    except (IndexError, struct.error):
+        return -1
+    return -1
+
+
+def _fit_forwarded(query: bytes, reply: bytes, transport: Transport, max_udp: int) -> bytes:
+    """An upstream's reply sized by this server's rules, as if it had answered itself: the
+    OPT advertises this server's UDP limit, and a UDP reply larger than the client may
+    take (its EDNS size, at most ``max_udp``; 512 without EDNS) becomes a truncated one,
+    which the client retries over TCP, where the reply is fetched whole."""
+    opt_at = _opt_size_offset(reply)
+    if opt_at >= 0:
+        reply = reply[:opt_at] + max_udp.to_bytes(2, "big") + reply[opt_at + 2 :]
+    if transport is Transport.TCP:
+        return reply
+    asked = _opt_size_offset(query)
+    if asked < 0:
+        limit = MIN_UDP
+    else:
+        limit = max(MIN_UDP, min(int.from_bytes(query[asked : asked + 2], "big"), max_udp))
+    if len(reply) <= limit:
+        return reply
+    end = _skip_name(query, 12) + 4
+    opt = b""
+    if opt_at >= 0:  # our OPT without options: root, OPT, our size, the reply's flags
+        opt = b"\x00" + struct.pack(">HH", TYPE_OPT, max_udp) + reply[opt_at + 2 : opt_at + 6]
+        opt += b"\x00\x00"
+    counts = struct.pack(">HHHH", 1, 0, 0, 1 if opt else 0)
+    return reply[:2] + bytes((reply[2] | 0x02, reply[3])) + counts + query[12:end] + opt
 
 
 async def _exchange_udp(upstream: Upstream, query: bytes) -> bytes:
@@ -530,8 +637,9 @@ async def _exchange_udp(upstream: Upstream, query: bytes) -> bytes:
         await loop.sock_sendall(sock, query)
         while True:
             reply = await loop.sock_recv(sock, 65535)
-            if _question_matches(query, reply):
-                return reply
+            restored = _with_query_case(query, reply)
+            if restored is not None:
+                return restored
     finally:
         sock.close()
 

@@ -21,6 +21,7 @@ from typing import Any
 from pyroute2 import NetlinkError
 
 from railnet.agent.backends import NetworkBackend
+from railnet.agent.dns import STUB_ATTEMPTS, STUB_TIMEOUT
 from railnet.core.errors import DataPlaneError
 from railnet.core.local import InstancePlacement, LocalEnvironment
 from railnet.core.names import MESH_MTU, WG_LINK
@@ -307,7 +308,12 @@ class LinuxNetwork(NetworkBackend):
         directory = ETC_NETNS / name
         directory.mkdir(parents=True, exist_ok=True)
         lines = [f"nameserver {a}" for a in env.resolvers]
-        lines += [f"search {env.domain}", "options timeout:1 attempts:2"]
+        # One try outlasts the forwarding budget, so libc hears every SERVFAIL instead of
+        # sending the question again while it is still being forwarded (docs/dns.md).
+        lines += [
+            f"search {env.domain}",
+            f"options timeout:{STUB_TIMEOUT} attempts:{STUB_ATTEMPTS}",
+        ]
         write_atomic(directory / "resolv.conf", ("\n".join(lines) + "\n").encode(), durable=False)
 
     def remove_instance(self, name: str) -> None:

@@ -13,7 +13,9 @@ Names (see docs/dns.md):
 * ``<i>.<service>.<domain>``: the instance at 0-based position ``i``, the same ``#i`` that
   ``railnet exec`` takes;
 * PTR records for every instance address, naming ``<i>.<service>.<domain>``;
-* the SOA at ``<domain>``, returned in the authority section of NXDOMAIN and NODATA.
+* the SOA at ``<domain>``, returned in the authority section of NXDOMAIN and NODATA;
+* the reverse zones of the environment's own ranges (RFC 6303 style): every other name in
+  them is NXDOMAIN with the reverse zone's SOA, answered here and never forwarded.
 
 The hot path: every answer the view can give is rendered once, when the view is built,
 into the bytes that follow the question section. A query is matched by its question's
@@ -42,12 +44,17 @@ from railnet.core.document import EnvironmentDocument, IpMode
 from railnet.core.errors import InvalidField
 
 DEFAULT_MAX_UDP = 1232
-"""Largest UDP reply the server sends to an EDNS client (the 2020 DNS flag day value)."""
+"""Largest UDP reply the server sends to an EDNS client (the 2020 DNS flag day value).
+Whatever the server's limit is, its OPT record advertises exactly that number."""
 MIN_UDP = 512
 """The classic limit: replies to clients without EDNS, and the floor of any EDNS size."""
 MAX_TCP = 65535
 MAX_QUERY = 4096
-"""Larger queries are answered FORMERR unread: no real query comes near this size."""
+"""Larger queries are answered FORMERR unread: no real query comes near this size. It is
+also the ceiling of the UDP limit, so that the size a reply advertises is one the server
+would accept in return."""
+MAX_NAME = 255
+"""Octets in a wire-format name, root label included (RFC 1035 section 3.1)."""
 
 SOA_REFRESH = 60
 SOA_RETRY = 10
@@ -67,6 +74,10 @@ _RA = 0x80
 _EDNS_DO = 0x8000
 # qdcount 1, ancount 0, nscount 0 and the high byte of arcount: a plain query's counts.
 _PLAIN_COUNTS = b"\x00\x01\x00\x00\x00\x00\x00"
+# The terminal of every reverse name (in-addr.arpa, ip6.arpa): a cheap first test.
+_ARPA = b"\x04arpa\x00"
+# The end of the longest valid name in a query: 12 bytes of header, then 255 octets.
+_LAST_NAME_OCTET = 12 + MAX_NAME - 1
 
 
 class Transport(enum.Enum):
@@ -125,6 +136,9 @@ class ResolverView:
     """The SOA serial: the document's generation."""
     records: tuple[DnsRecord, ...]
     """Every record served, sorted by name, type, then value (addresses numerically)."""
+    reverse_zones: tuple[str, ...] = ()
+    """The reverse zones of the environment's own ranges, answered locally (RFC 6303
+    style): the IPv4 CIDR's ``in-addr.arpa`` zone(s), then the ULA's ``ip6.arpa`` zone."""
 
     @classmethod
     def from_document(cls, doc: EnvironmentDocument, netns: str | None) -> ResolverView:
@@ -138,11 +152,38 @@ class ResolverView:
             ttl=doc.dns_ttl,
             serial=doc.generation % 2**32,  # the same serial as the SOA record's
             records=zone_records(doc),
+            reverse_zones=reverse_zones(plan.ipv4, plan.ipv6),
         )
 
     def names(self) -> frozenset[str]:
         """Owner names of the view's records."""
         return frozenset(r.name for r in self.records)
+
+
+def reverse_zones(
+    ipv4: ipaddress.IPv4Network | None, ipv6: ipaddress.IPv6Network
+) -> tuple[str, ...]:
+    """The reverse zones that hold exactly the names of ``ipv4`` and ``ipv6``.
+
+    Reverse names have a label per octet (IPv4) or per nibble (IPv6), so a range whose
+    prefix does not end on a label boundary is covered by several zones: a /12 by sixteen
+    /16 zones, a /20 by sixteen /24 zones. A range smaller than a /24 gets its whole /24
+    zone, whose names are one address each: the rest of that /24 is private space too
+    (ranges are RFC 1918 and similar) that no instance can reach, so nobody upstream can
+    say more about it, and RFC 6303 would keep it local anyway.
+    """
+    zones: list[str] = []
+    for network, bits in ((ipv4, 8), (ipv6, 4)):
+        if network is None:
+            continue
+        boundary = min(-(-network.prefixlen // bits) * bits, network.max_prefixlen - bits)
+        if boundary < network.prefixlen:
+            network = network.supernet(new_prefix=boundary)
+        dropped = (network.max_prefixlen - boundary) // bits
+        for part in network.subnets(new_prefix=boundary):
+            labels = part.network_address.reverse_pointer.split(".")
+            zones.append(".".join(labels[dropped:]))
+    return tuple(zones)
 
 
 def service_name(service: str, domain: str) -> str:
@@ -210,14 +251,21 @@ def _rr(owner: bytes, rtype: int, ttl: int, rdata: bytes) -> bytes:
     return owner + struct.pack(">HHIH", rtype, CLASS_IN, ttl, len(rdata)) + rdata
 
 
-def _opt(do: bool, ext_rcode: int = 0) -> bytes:
-    """Our OPT record: root owner, our UDP size, the client's DO bit copied (RFC 3225)."""
+def _opt(do: bool, ext_rcode: int = 0, max_udp: int = DEFAULT_MAX_UDP) -> bytes:
+    """Our OPT record: root owner, the UDP size this server really serves, the client's
+    DO bit copied (RFC 3225)."""
     flags = _EDNS_DO if do else 0
-    return b"\x00" + struct.pack(">HHBBHH", TYPE_OPT, DEFAULT_MAX_UDP, ext_rcode, 0, flags, 0)
+    return b"\x00" + struct.pack(">HHBBHH", TYPE_OPT, max_udp, ext_rcode, 0, flags, 0)
 
 
 _OPT_PLAIN = _opt(False)
 _OPT_DO = _opt(True)
+
+
+@functools.lru_cache(maxsize=64)
+def _opts_for(max_udp: int) -> tuple[bytes, bytes]:
+    """The OPT records (without DO, with DO) of a server whose UDP limit is ``max_udp``."""
+    return (_opt(False, max_udp=max_udp), _opt(True, max_udp=max_udp))
 
 
 class _Prepared:
@@ -264,11 +312,12 @@ class Answerer:
         self.view = view
         self._ra = recursion_available
         self._apex = _name_wire(view.domain)
+        self._reverse_apexes = frozenset(_name_wire(zone).lower() for zone in view.reverse_zones)
         self._ttl = view.ttl
         self._serial = view.serial
         self._table: dict[bytes, _Prepared] = {}
         self._nodata: dict[bytes, _Prepared] = {}
-        self._negative: dict[tuple[int, int], _Prepared] = {}
+        self._negative: dict[tuple[int, int, bool], _Prepared] = {}
         self._errors = {
             rcode: _Prepared(rcode, False, recursion_available, 0, 0, b"")
             for rcode in (FORMERR, SERVFAIL, NOTIMP, REFUSED)
@@ -288,10 +337,18 @@ class Answerer:
                 continue  # rendered from the view's domain, ttl and serial below
             by_name[owner][rtype].append(self._rdata(record, rtype))
         by_name.setdefault(self._apex, defaultdict(list))  # exists even in an empty view
-        existing: set[bytes] = set()
+        for apex in self._reverse_apexes:
+            by_name.setdefault(apex, defaultdict(list))
+        # Every name that exists in one of the zones (empty non-terminals included), with
+        # where its zone's apex starts in it and whether that zone is a reverse one.
+        existing: dict[bytes, tuple[int, bool]] = {}
         for owner in by_name:
-            if self._in_domain(owner):
-                existing.update(self._ancestors(owner))
+            zone = self._zone_of(owner)
+            if zone is None:
+                continue
+            apex_offset, reverse = zone
+            for position in _label_starts(owner, apex_offset):
+                existing[owner[position:]] = (apex_offset - position, reverse)
         for owner, rrsets in by_name.items():
             answers: dict[int, list[bytes]] = {
                 rtype: [_rr(b"\xc0\x0c", rtype, self._ttl, rdata) for rdata in rdatas]
@@ -299,13 +356,15 @@ class Answerer:
             }
             if owner == self._apex:
                 answers[TYPE_SOA] = [self._soa_rr(0)]
+            elif owner in self._reverse_apexes:
+                answers[TYPE_SOA] = [self._reverse_soa_rr(0)]
             for rtype, rrs in answers.items():
                 self._table[owner + struct.pack(">HH", rtype, CLASS_IN)] = self._positive(rrs)
             every = [rr for rtype in sorted(answers) for rr in answers[rtype]]
             if every:
                 self._table[owner + struct.pack(">HH", TYPE_ANY, CLASS_IN)] = self._positive(every)
-        for owner in existing:
-            nodata = self._negative_reply(NOERROR, len(owner) - len(self._apex))
+        for owner, (apex_offset, reverse) in existing.items():
+            nodata = self._negative_reply(NOERROR, apex_offset, reverse)
             self._nodata[owner] = nodata
             for rtype in (TYPE_A, TYPE_AAAA):
                 self._table.setdefault(owner + struct.pack(">HH", rtype, CLASS_IN), nodata)
@@ -313,13 +372,15 @@ class Answerer:
     def _positive(self, rrs: list[bytes]) -> _Prepared:
         return _Prepared(NOERROR, True, self._ra, len(rrs), 0, b"".join(rrs))
 
-    def _negative_reply(self, rcode: int, apex_offset: int) -> _Prepared:
-        """NXDOMAIN or NODATA with the SOA; shared by every name of the same length, as
-        the SOA's owner is a pointer to where the apex starts in the question."""
-        key = (rcode, apex_offset)
+    def _negative_reply(self, rcode: int, apex_offset: int, reverse: bool = False) -> _Prepared:
+        """NXDOMAIN or NODATA with the zone's SOA; shared by every name whose apex starts at
+        the same offset, as the SOA's owner is a pointer to there in the question. Every
+        reverse zone has the same SOA data, so one entry per offset serves them all."""
+        key = (rcode, apex_offset, reverse)
         prepared = self._negative.get(key)
         if prepared is None:
-            prepared = _Prepared(rcode, True, self._ra, 0, 1, self._soa_rr(apex_offset))
+            soa = self._reverse_soa_rr(apex_offset) if reverse else self._soa_rr(apex_offset)
+            prepared = _Prepared(rcode, True, self._ra, 0, 1, soa)
             self._negative[key] = prepared
         return prepared
 
@@ -347,6 +408,39 @@ class Answerer:
         )
         return _rr(apex, TYPE_SOA, self._ttl, rdata)
 
+    def _reverse_soa_rr(self, apex_offset: int) -> bytes:
+        """The SOA of a reverse zone, its owner a pointer to the zone's apex in the question.
+        The server names itself by the environment's domain, written out in full: the
+        question holds no copy of it to point at."""
+        rdata = (
+            self._apex
+            + bytes((len(HOSTMASTER),))
+            + HOSTMASTER.encode()
+            + self._apex
+            + struct.pack(">IIIII", self._serial, SOA_REFRESH, SOA_RETRY, SOA_EXPIRE, self._ttl)
+        )
+        return _rr(_pointer(12 + apex_offset), TYPE_SOA, self._ttl, rdata)
+
+    def _zone_of(self, name: bytes) -> tuple[int, bool] | None:
+        """Where the apex of ``name``'s zone starts in it, and whether the zone is a reverse
+        one; ``None`` when the name is in none of the view's zones."""
+        if self._in_domain(name):
+            return (len(name) - len(self._apex), False)
+        offset = self._reverse_offset(name)
+        return None if offset < 0 else (offset, True)
+
+    def _reverse_offset(self, name: bytes) -> int:
+        """Where a reverse zone's apex starts in a lower-case wire name; -1 for none."""
+        if not self._reverse_apexes or not name.endswith(_ARPA):
+            return -1
+        apexes = self._reverse_apexes
+        position = 0
+        while position < len(name) - 1:
+            if name[position:] in apexes:
+                return position
+            position += name[position] + 1
+        return -1
+
     def _in_domain(self, name: bytes) -> bool:
         """Whether a lower-case wire name is the apex or below it, on a label boundary."""
         if not name.endswith(self._apex):
@@ -356,17 +450,6 @@ class Answerer:
         while position < boundary:
             position += name[position] + 1
         return position == boundary
-
-    def _ancestors(self, name: bytes) -> list[bytes]:
-        """``name`` and every name between it and the apex (empty non-terminals exist)."""
-        found = []
-        position = 0
-        while True:
-            suffix = name[position:]
-            found.append(suffix)
-            if suffix == self._apex or len(suffix) <= 1:
-                return found
-            position += name[position] + 1
 
     # -- answering -----------------------------------------------------------------------
 
@@ -389,6 +472,8 @@ class Answerer:
                 length = query[end]
         except IndexError:
             return self._careful(query, transport, max_udp)
+        if end > _LAST_NAME_OCTET:
+            return self._careful(query, transport, max_udp)  # over 255 octets: FORMERR
         qend = end + 5
         payload = -1
         do = False
@@ -407,7 +492,9 @@ class Answerer:
             ):
                 return self._careful(query, transport, max_udp)
             if opt[6] != 0:
-                return self._badvers(query[:2], _flag_index(query), query[12:qend], opt[7] >= 0x80)
+                return self._badvers(
+                    query[:2], _flag_index(query), query[12:qend], opt[7] >= 0x80, max_udp
+                )
             payload = opt[3] << 8 | opt[4]
             do = opt[7] >= 0x80
         else:
@@ -427,16 +514,21 @@ class Answerer:
         name = key[:name_length]
         qtype = key[name_length] << 8 | key[name_length + 1]
         qclass = key[name_length + 2] << 8 | key[name_length + 3]
-        if qclass != CLASS_IN or qtype == TYPE_OPT:
+        if qtype == TYPE_OPT:
             return self._errors[FORMERR]
-        if qtype in (TYPE_AXFR, TYPE_IXFR):
+        if qclass != CLASS_IN or qtype in (TYPE_AXFR, TYPE_IXFR):
+            # No data in CH, HS or any other class, here or upstream, and no transfers:
+            # a policy, so REFUSED, with the question echoed and AA clear.
             return self._errors[REFUSED]
         nodata = self._nodata.get(name)
         if nodata is not None:
             return nodata
-        if not self._in_domain(name):
-            return FORWARD
-        return self._negative_reply(NXDOMAIN, len(name) - len(self._apex))
+        if self._in_domain(name):
+            return self._negative_reply(NXDOMAIN, len(name) - len(self._apex))
+        offset = self._reverse_offset(name)
+        if offset >= 0:
+            return self._negative_reply(NXDOMAIN, offset, reverse=True)
+        return FORWARD
 
     def _render(
         self,
@@ -454,7 +546,10 @@ class Answerer:
             limit = MIN_UDP if transport is Transport.UDP else MAX_TCP
         else:
             index |= 4
-            opt = _OPT_DO if do else _OPT_PLAIN
+            if max_udp == DEFAULT_MAX_UDP:
+                opt = _OPT_DO if do else _OPT_PLAIN
+            else:
+                opt = _opts_for(max_udp)[do]
             limit = max(MIN_UDP, min(payload, max_udp)) if transport is Transport.UDP else MAX_TCP
         body = prepared.body
         if 12 + len(question) + len(body) + len(opt) <= limit:
@@ -463,9 +558,9 @@ class Answerer:
         # instances for all of them. TC tells it to ask again over TCP.
         return qid + prepared.truncated[index] + question + opt
 
-    def _badvers(self, qid: bytes, index: int, question: bytes, do: bool) -> bytes:
+    def _badvers(self, qid: bytes, index: int, question: bytes, do: bool, max_udp: int) -> bytes:
         header = _header_variants(NOERROR, False, self._ra, False, 0, 0)[index | 4]
-        return qid + header + question + _opt(do, ext_rcode=BADVERS >> 4)
+        return qid + header + question + _opt(do, ext_rcode=BADVERS >> 4, max_udp=max_udp)
 
     def _careful(self, query: bytes, transport: Transport, max_udp: int) -> bytes | Forward | None:
         """Every query the hot path declines: parsed by dnspython, or refused whole."""
@@ -473,7 +568,7 @@ class Answerer:
             return None  # not a query we can address a reply to, or a reply: never answer
         opcode = (query[2] >> 3) & 0x0F
         if opcode != 0:
-            return header_only_reply(query, NOTIMP, self._ra)
+            return notimp_reply(query)
         if len(query) > MAX_QUERY:
             return header_only_reply(query, FORMERR, self._ra)
         try:
@@ -489,7 +584,7 @@ class Answerer:
         index = _flag_index(query)
         do = bool(message.ednsflags & _EDNS_DO)
         if message.edns > 0:
-            return self._badvers(query[:2], index, question, do)
+            return self._badvers(query[:2], index, question, do, max_udp)
         key = name.lower() + tail
         prepared = self._table.get(key)
         if prepared is None:
@@ -513,6 +608,26 @@ def _options_well_formed(query: bytes, start: int, end: int) -> bool:
             return False
         position += 4 + (query[position + 2] << 8 | query[position + 3])
     return position == end
+
+
+def _label_starts(name: bytes, last: int) -> list[int]:
+    """The offsets of the labels of a wire name, from its first label up to ``last``."""
+    starts = [0]
+    position = 0
+    while position < last:
+        position += name[position] + 1
+        starts.append(position)
+    return starts
+
+
+def notimp_reply(query: bytes) -> bytes | None:
+    """NOTIMP for an opcode other than QUERY: the query's ID and opcode, and no flag at all.
+    RD, like AA, RA, AD, CD and Z, is defined for QUERY only, so none is copied or set; ISC's
+    DNS compliance tests (``genreport``, probes ``opcode`` and ``opcodeflg``) check exactly
+    this. No question, no OPT: the message's format is that of an opcode not understood."""
+    if len(query) < 12 or query[2] & _QR:
+        return None
+    return query[:2] + bytes((_QR | (query[2] & 0x78), NOTIMP)) + bytes(8)
 
 
 def header_only_reply(query: bytes, rcode: int, recursion_available: bool) -> bytes | None:

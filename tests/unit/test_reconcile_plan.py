@@ -17,6 +17,7 @@ from railnet.core.reconcile import (
     CreateInstance,
     CreateNamespace,
     DeleteDevice,
+    GuardInstance,
     ObservedDevice,
     ObservedEnvironment,
     ObservedInstance,
@@ -78,7 +79,9 @@ def observed_from(env: LocalEnvironment) -> ObservedEnvironment:
                 ObservedPeer(p.public_key, p.endpoint, frozenset(p.allowed_ips)) for p in env.peers
             ),
         ),
-        instances=tuple(ObservedInstance(i.netns, i.addresses, True) for i in env.instances),
+        instances=tuple(
+            ObservedInstance(i.netns, i.addresses, True, guard=i.addresses) for i in env.instances
+        ),
     )
 
 
@@ -249,6 +252,29 @@ def test_a_wired_instance_with_other_addresses_is_readdressed_in_place(
     assert changes == (ReaddressInstance(target, ("10.250.9.9",), (target.ipv4,)),)
 
 
+@pytest.mark.parametrize(
+    "guard",
+    [None, frozenset(), "only-ipv6", "one-more"],
+    ids=["catch-all-drop-missing", "no-source-allowed", "family-missing", "foreign-source"],
+)
+def test_an_instance_whose_source_guard_drifted_is_guarded_again_in_place(
+    env: LocalEnvironment, guard: object
+) -> None:
+    target = env.instances[0]
+    if guard == "only-ipv6":
+        guard = frozenset({target.ipv6})
+    elif guard == "one-more":
+        guard = target.addresses | {"10.250.9.9"}
+    observed = observed_from(env)
+    instances = tuple(
+        dataclasses.replace(o, guard=guard) if o.netns == target.netns else o
+        for o in observed.instances
+    )
+    changes = plan(env, dataclasses.replace(observed, instances=instances))
+    assert changes == (GuardInstance(target),)
+    assert "api#0" in changes[0].describe() and target.netns in changes[0].describe()
+
+
 def test_unlinked_instance_is_recreated(env: LocalEnvironment) -> None:
     target = env.instances[1]
     observed = observed_from(env)
@@ -262,7 +288,9 @@ def test_unlinked_instance_is_recreated(env: LocalEnvironment) -> None:
 
 def test_missing_instance_is_created_and_stray_one_removed(env: LocalEnvironment) -> None:
     observed = observed_from(env)
-    stray = ObservedInstance(env.netns + "-sold-0", frozenset({"10.250.0.77"}), True)
+    stray = ObservedInstance(
+        env.netns + "-sold-0", frozenset({"10.250.0.77"}), True, guard=frozenset({"10.250.0.77"})
+    )
     kept = observed.instances[1:]
     changes = plan(env, dataclasses.replace(observed, instances=(*kept, stray)))
     assert changes == (RemoveInstance(stray.netns), CreateInstance(env.instances[0]))

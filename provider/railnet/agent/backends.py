@@ -49,6 +49,11 @@ class NetworkBackend(ABC):
         without rebuilding its namespace."""
 
     @abstractmethod
+    def guard_sources(self, env: LocalEnvironment, instance: InstancePlacement) -> None:
+        """Write a wired instance's anti-spoofing rules again, exactly: only its own
+        addresses may enter the environment namespace from its veth."""
+
+    @abstractmethod
     def remove_instance(self, netns: str) -> None: ...
 
     @abstractmethod

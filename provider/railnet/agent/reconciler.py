@@ -35,6 +35,7 @@ from railnet.core.reconcile import (
     CreateNamespace,
     DeleteDevice,
     DeleteNamespace,
+    GuardInstance,
     ObservedDevice,
     ObservedEnvironment,
     RemoveInstance,
@@ -309,6 +310,8 @@ class Reconciler:
                     self.network.configure_namespace(local)
                 elif isinstance(change, CreateInstance):
                     self.network.create_instance(local, change.instance)
+                elif isinstance(change, GuardInstance):
+                    self.network.guard_sources(local, change.instance)
                 else:
                     self.network.readdress_instance(
                         local, change.instance, change.removed, change.added

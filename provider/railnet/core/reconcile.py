@@ -41,6 +41,9 @@ class ObservedInstance:
     """The internal addresses on the instance's ``eth0``."""
     linked: bool
     """Its veth pair is intact and up on both ends, with routes in place."""
+    guard: frozenset[str] | None
+    """The source addresses the anti-spoofing rules let in from its veth; ``None`` when a
+    family's catch-all drop is missing (then any source gets through)."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,18 @@ class ReaddressInstance:
 
 
 @dataclass(frozen=True)
+class GuardInstance:
+    """Write a wired instance's anti-spoofing rules again (someone deleted or changed them):
+    its namespace and connections are untouched."""
+
+    instance: InstancePlacement
+
+    def describe(self) -> str:
+        i = self.instance
+        return f"restore the source guard of instance {i.service}#{i.index} in {i.netns}"
+
+
+@dataclass(frozen=True)
 class RemoveInstance:
     netns: str
 
@@ -181,6 +196,7 @@ Change = (
     | RemovePeer
     | CreateInstance
     | ReaddressInstance
+    | GuardInstance
     | RemoveInstance
     | RemoveResolverView
     | DeleteNamespace
@@ -234,6 +250,8 @@ def plan_environment(
                     added=tuple(sorted(inst.addresses - obs.addresses)),
                 )
             )
+        elif obs.guard != inst.addresses:
+            changes.append(GuardInstance(inst))
 
     changes.extend(_plan_peers(desired.peers, device, previous))
     return tuple(changes)

@@ -543,15 +543,18 @@ def test_a_deleted_source_guard_is_drift_repaired_in_place(
     assert list(client.status(ENV).environments[0].drift) == []
 
 
-def test_device_with_a_foreign_key_is_replaced(
+def test_device_with_a_foreign_key_gets_its_key_back_in_place(
     agent: RunningAgent, client: AgentClient, applied: EnvironmentDocument
 ) -> None:
     netns = env_netns(agent)
+    device = agent.kernel.device_in(netns)
     agent.kernel.replace_device(netns, private_key=generate_private_key())
     (env,) = client.status(ENV).environments
-    assert any("delete WireGuard device" in line for line in env.drift)
+    assert [line.split(" (")[0] for line in env.drift] == [
+        f"set the key of WireGuard device {device.ifname if device else '?'}"
+    ]
     client.apply(applied.to_json(), 1)
-    device = agent.kernel.device_in(netns)
+    assert agent.kernel.device_in(netns) is device
     assert device is not None and device.public_key == client.ensure(ENV)[0]
     assert device.peers[PEER_KEY].endpoint == PEER_ENDPOINT
 

@@ -75,7 +75,13 @@ class WireGuardBackend(ABC):
         """Create the device bound to ``listen_port`` and move it into ``env.netns``."""
 
     @abstractmethod
-    def configure(self, env: LocalEnvironment, changes: Sequence[SetPeer | RemovePeer]) -> None: ...
+    def set_private_key(self, env: LocalEnvironment, private_key: str) -> None:
+        """Give the running device another key, in place (a rotation): its socket and peers
+        stay."""
+
+    @abstractmethod
+    def configure(self, env: LocalEnvironment, changes: Sequence[SetPeer | RemovePeer]) -> None:
+        """Peers, in order; a ``SetPeer`` with ``handshake`` sends a keepalive at once."""
 
     @abstractmethod
     def delete(self, netns: str, ifname: str) -> None:

@@ -370,6 +370,17 @@ class FakeWireGuard(WireGuardBackend):
                 listen_port=listen_port,
             )
 
+    def set_private_key(self, env: LocalEnvironment, private_key: str) -> None:
+        k = self.kernel
+        with k.lock:
+            k.record(f"set_private_key {env.wg_ifname}")  # never the key itself
+            device = k.devices.get(env.wg_ifname)
+            if device is None or device.netns != env.netns:
+                raise DataPlaneError(f"WireGuard device {env.wg_ifname} does not exist")
+            device.private_key = private_key
+            # WireGuard drops a peer that has the device's own new public key.
+            device.peers.pop(device.public_key, None)
+
     def configure(self, env: LocalEnvironment, changes: Sequence[SetPeer | RemovePeer]) -> None:
         if not changes:
             return  # as the real backends: nothing is sent to the device

@@ -8,7 +8,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -397,3 +397,66 @@ def test_destroy_of_an_unknown_environment(lab: FakeCluster) -> None:
     with pytest.raises(InvalidField) as caught:
         lab.deployer.destroy("../x")  # refused locally, before any node is asked
     assert caught.value.field == "env_id"
+
+
+# -- key rotation ------------------------------------------------------------------------------
+
+
+def private_keys(lab: FakeCluster, env_id: str) -> dict[str, str]:
+    return {
+        n: (a.state_dir / "environments" / env_id / "private.key").read_text().strip()
+        for n, a in lab.agents.items()
+        if (a.state_dir / "environments" / env_id / "private.key").exists()
+    }
+
+
+def test_a_new_rotation_token_rotates_every_nodes_key_in_place(lab: FakeCluster) -> None:
+    first = lab.deployer.apply(BASE).document
+    old = private_keys(lab, BASE.id)
+    devices = {n: lab.agents[n].kernel.device_in(environment_netns(lab.agents[n].prefix, BASE.id))
+               for n in ("node-1", "node-2")}  # fmt: skip
+    applied = lab.deployer.apply(replace(BASE, key_rotation="r1"))
+    doc = applied.document
+    assert doc.generation == first.generation + 1 and doc.key_rotation == "r1"
+    for before, after in zip(first.nodes, doc.nodes, strict=True):
+        assert before.name == after.name and before.endpoint == after.endpoint
+        assert before.public_key != after.public_key, before.name
+    for node, changes in applied.changes.items():
+        assert not any("delete WireGuard device" in c for c in changes), node
+        assert any(c.startswith("set the key of WireGuard device") for c in changes), node
+    for node, device in devices.items():  # the same devices, with the new keys
+        assert lab.agents[node].kernel.device_in(device.netns if device else "") is device
+    assert_mesh(lab, doc)
+    new = private_keys(lab, BASE.id)
+    for node in old:
+        assert new[node] != old[node]
+        for path in lab.agents[node].state_dir.rglob("*"):
+            assert not path.is_file() or old[node].encode() not in path.read_bytes()
+    # The same token again: nothing to do.
+    again = lab.deployer.apply(replace(BASE, key_rotation="r1"))
+    assert again.document == doc and all(c == [] for c in again.changes.values())
+
+
+def test_a_rotation_cut_short_converges_with_the_staged_keys(lab: FakeCluster) -> None:
+    first = lab.deployer.apply(BASE).document
+    rotating = replace(BASE, key_rotation="r1")
+    real_apply = AgentClient.apply
+    calls: list[str] = []
+
+    def lost(self: AgentClient, document_json: str, expected: int) -> tuple[int, list[str]]:
+        calls.append(self.target.node)
+        if self.target.node == "node-2" and calls.count("node-2") == 1:
+            raise railnet.control.deployer.AgentUnreachable("node-2", "x", "reply lost")
+        return real_apply(self, document_json, expected)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(AgentClient, "apply", lost)
+        with pytest.raises(railnet.control.deployer.AgentUnreachable):
+            lab.deployer.apply(rotating)
+    # node-1 rotated, node-2 did not: the retry finishes with the same staged key.
+    held_1 = lab.agents["node-1"].reconciler.state.document(BASE.id)
+    assert held_1 is not None and held_1.key_rotation == "r1"
+    doc = lab.deployer.apply(rotating).document
+    assert doc.nodes == held_1.nodes
+    assert not {n.public_key for n in doc.nodes} & {n.public_key for n in first.nodes}
+    assert_mesh(lab, doc)

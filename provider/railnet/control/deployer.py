@@ -268,13 +268,15 @@ class EnvironmentDeployer:
         # Nodes already in the held document have their identity there; only new ones are
         # asked (EnsureEnvironment creates it on first call).
         known = {n.name: (n.public_key, n.endpoint) for n in previous.nodes} if previous else {}
-        if not trust_held:
+        if not trust_held or (previous is not None and previous.key_rotation != spec.key_rotation):
+            # A new rotation token: every hosting node stages a key for it (the same one
+            # when a cut-short round asks again), and this document puts them in service.
             known = {}
         new_nodes = [n for n in hosting if n not in known]
         for node in new_nodes:
             if node in survey.unreachable:
                 raise survey.unreachable[node]  # nothing has changed yet
-        asked = self._each(new_nodes, lambda c: c.ensure(spec.id))
+        asked = self._each(new_nodes, lambda c: c.ensure(spec.id, spec.key_rotation))
         identities = {n: known.get(n) or asked[n] for n in hosting}
         # Recorded: the leaving nodes that cannot be told now. The others are told right
         # after the apply; should one of those fail, the run fails and its retry finds the

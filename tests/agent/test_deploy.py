@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -460,3 +462,31 @@ def test_a_rotation_cut_short_converges_with_the_staged_keys(lab: FakeCluster) -
     assert doc.nodes == held_1.nodes
     assert not {n.public_key for n in doc.nodes} & {n.public_key for n in first.nodes}
     assert_mesh(lab, doc)
+
+
+def test_a_rotation_is_applied_one_node_after_another(lab: FakeCluster) -> None:
+    # Nodes that switch keys at the same moment start handshakes that cross (see
+    # docs/security.md); other applies stay parallel.
+    lab.deployer.apply(BASE)
+    real_apply = AgentClient.apply
+    spans: list[tuple[float, float]] = []
+
+    def timed(self: AgentClient, document_json: str, expected: int) -> tuple[int, list[str]]:
+        started = time.monotonic()
+        try:
+            time.sleep(0.05)
+            return real_apply(self, document_json, expected)
+        finally:
+            spans.append((started, time.monotonic()))
+
+    def overlapping() -> bool:
+        ordered = sorted(spans)
+        return any(b[0] < a[1] for a, b in itertools.pairwise(ordered))
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(AgentClient, "apply", timed)
+        lab.deployer.apply(replace(BASE, key_rotation="r1"))
+        assert len(spans) == 2 and not overlapping()
+        spans.clear()
+        lab.deployer.apply(replace(BASE, key_rotation="r1", dns_ttl=7))
+        assert len(spans) == 2 and overlapping()

@@ -312,7 +312,26 @@ class EnvironmentDeployer:
             return 0 if stored is None else stored.generation
 
         reachable = [n for n in hosting if n not in survey.unreachable]
-        applied, down = self._ask(reachable, lambda c: c.apply(text, expected(c.target.node))[1])
+
+        def apply(c: AgentClient) -> list[str]:
+            return c.apply(text, expected(c.target.node))[1]
+
+        rotating = any(
+            held.get(n) is not None and held[n].key_rotation != doc.key_rotation  # type: ignore[union-attr]
+            for n in reachable
+        )
+        if rotating:
+            # One node after another: each pair of nodes then has one that switches keys
+            # second, and that one's handshake reaches a peer that already knows its new
+            # key. Switching at the same moment, both would start handshakes that cross,
+            # and WireGuard settles crossed handshakes only by its retry, 5 s later.
+            applied, down = {}, {}
+            for node in reachable:
+                answered, silent = self._ask([node], apply)
+                applied.update(answered)
+                down.update(silent)
+        else:
+            applied, down = self._ask(reachable, apply)
         gone = [n for n in leaving if held.get(n) is not None]
         _, leave_down = self._ask(gone, lambda c: c.delete(spec.id, expected(c.target.node)))
         with self._clients_lock:

@@ -1,6 +1,6 @@
 """Run every benchmark and write docs/benchmarks.md; what ``make bench`` calls.
 
-    python -m bench.run [--quick] [--only dataplane|apply|memory ...] [--output FILE]
+    python -m bench.run [--quick] [--only dataplane|apply|memory|rotation ...] [--output FILE]
 
 Each benchmark builds its own throwaway lab and removes it, on failure too. When
 ``bench/dns_bench.py`` exists it runs as ``python -m bench.dns_bench --output FILE`` and
@@ -25,7 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import apply_latency, dataplane, memory
+from bench import apply_latency, dataplane, memory, rotation
 from bench.common import (
     BenchError,
     Leftovers,
@@ -64,6 +64,11 @@ def _benchmarks(quick: bool) -> dict[str, tuple[str, str, Callable[[bool], Resul
             memory.NAME,
             memory.TARGET,
             lambda dns: memory.measure(memory.QUICK if quick else memory.FULL, dns=dns),
+        ),
+        "rotation": (
+            rotation.NAME,
+            rotation.TARGET,
+            lambda dns: rotation.measure(rotation.QUICK if quick else rotation.FULL, dns=dns),
         ),
     }
 
@@ -207,8 +212,8 @@ def render(
         ),
         "",
         "Run one benchmark alone with `python -m bench.dataplane`, `python -m "
-        "bench.apply_latency` or `python -m bench.memory` (each takes `--quick`); it prints "
-        "its section.",
+        "bench.apply_latency`, `python -m bench.memory` or `python -m bench.rotation` (each "
+        "takes `--quick`); it prints its section.",
         "",
     ]
     for result in results:
@@ -234,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         action="append",
-        choices=("dataplane", "apply", "memory", "dns", "plan"),
+        choices=("dataplane", "apply", "memory", "rotation", "dns", "plan"),
         help="run only these (repeatable)",
     )
     parser.add_argument("--output", type=Path, default=REPO / "docs" / "benchmarks.md")

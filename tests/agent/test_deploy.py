@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import grpc
@@ -435,3 +437,97 @@ def test_a_damaged_identity_harms_only_its_own_environment(lab: FakeCluster) -> 
         lab.deployer.apply(spec(*BASE.services, svc("more", "node-2")))
     assert refused.value.code == grpc.StatusCode.DATA_LOSS
     assert str(damaged) in refused.value.detail
+
+
+# -- key rotation ------------------------------------------------------------------------------
+
+
+def private_keys(lab: FakeCluster, env_id: str) -> dict[str, str]:
+    return {
+        n: (a.state_dir / "environments" / env_id / "private.key").read_text().strip()
+        for n, a in lab.agents.items()
+        if (a.state_dir / "environments" / env_id / "private.key").exists()
+    }
+
+
+def test_a_new_rotation_token_rotates_every_nodes_key_in_place(lab: FakeCluster) -> None:
+    first = lab.deployer.apply(BASE).document
+    old = private_keys(lab, BASE.id)
+    devices = {n: lab.agents[n].kernel.device_in(environment_netns(lab.agents[n].prefix, BASE.id))
+               for n in ("node-1", "node-2")}  # fmt: skip
+    applied = lab.deployer.apply(replace(BASE, key_rotation="r1"))
+    doc = applied.document
+    assert doc.generation == first.generation + 1 and doc.key_rotation == "r1"
+    for before, after in zip(first.nodes, doc.nodes, strict=True):
+        assert before.name == after.name and before.endpoint == after.endpoint
+        assert before.public_key != after.public_key, before.name
+    for node, changes in applied.changes.items():
+        assert not any("delete WireGuard device" in c for c in changes), node
+        if doc.node(node) is not None:  # a keeper that hosts nothing has no key to set
+            assert any(c.startswith("set the key of WireGuard device") for c in changes), node
+    for node, device in devices.items():  # the same devices, with the new keys
+        assert lab.agents[node].kernel.device_in(device.netns if device else "") is device
+    assert_mesh(lab, doc)
+    new = private_keys(lab, BASE.id)
+    for node in old:
+        assert new[node] != old[node]
+        for path in lab.agents[node].state_dir.rglob("*"):
+            assert not path.is_file() or old[node].encode() not in path.read_bytes()
+    # The same token again: nothing to do.
+    again = lab.deployer.apply(replace(BASE, key_rotation="r1"))
+    assert again.document == doc and all(c == [] for c in again.changes.values())
+
+
+def test_a_rotation_cut_short_converges_with_the_staged_keys(lab: FakeCluster) -> None:
+    first = lab.deployer.apply(BASE).document
+    rotating = replace(BASE, key_rotation="r1")
+    real_apply = AgentClient.apply
+    calls: list[str] = []
+
+    def lost(self: AgentClient, document_json: str, expected: int) -> tuple[int, list[str]]:
+        calls.append(self.target.node)
+        if self.target.node == "node-2" and calls.count("node-2") == 1:
+            raise railnet.control.deployer.AgentUnreachable("node-2", "x", "reply lost")
+        return real_apply(self, document_json, expected)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(AgentClient, "apply", lost)
+        with pytest.raises(railnet.control.deployer.AgentUnreachable):
+            lab.deployer.apply(rotating)
+    # node-1 rotated, node-2 did not: the retry finishes with the same staged key.
+    held_1 = lab.agents["node-1"].reconciler.state.document(BASE.id)
+    assert held_1 is not None and held_1.key_rotation == "r1"
+    doc = lab.deployer.apply(rotating).document
+    assert doc.nodes == held_1.nodes
+    assert not {n.public_key for n in doc.nodes} & {n.public_key for n in first.nodes}
+    assert_mesh(lab, doc)
+
+
+def test_a_rotation_is_applied_one_node_after_another(lab: FakeCluster) -> None:
+    # Nodes that switch keys at the same moment start handshakes that cross (see
+    # docs/security.md); other applies stay parallel.
+    lab.deployer.apply(BASE)
+    real_apply = AgentClient.apply
+    spans: list[tuple[float, float]] = []
+    hosting = set(BASE.nodes)
+
+    def timed(self: AgentClient, document_json: str, expected: int) -> tuple[int, list[str]]:
+        started = time.monotonic()
+        try:
+            time.sleep(0.05)
+            return real_apply(self, document_json, expected)
+        finally:
+            if self.target.node in hosting:  # keepers that host nothing switch no key
+                spans.append((started, time.monotonic()))
+
+    def overlapping() -> bool:
+        ordered = sorted(spans)
+        return any(b[0] < a[1] for a, b in itertools.pairwise(ordered))
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(AgentClient, "apply", timed)
+        lab.deployer.apply(replace(BASE, key_rotation="r1"))
+        assert len(spans) == 2 and not overlapping()
+        spans.clear()
+        lab.deployer.apply(replace(BASE, key_rotation="r1", dns_ttl=7))
+        assert len(spans) == 2 and overlapping()

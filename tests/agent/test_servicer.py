@@ -526,15 +526,35 @@ def test_periodic_reconcile_repairs_drift(
     assert agent.reconciler.reconcile(ENV) == []
 
 
-def test_device_with_a_foreign_key_is_replaced(
+def test_a_deleted_source_guard_is_drift_repaired_in_place(
+    agent: RunningAgent, client: AgentClient, applied: EnvironmentDocument
+) -> None:
+    k = agent.kernel
+    api_ns = netns_of(agent, applied, "api", 0)
+    instance = k.namespaces[api_ns]
+    k.drop_guard(api_ns)
+    (env,) = client.status(ENV).environments
+    assert list(env.drift) == [f"restore the source guard of instance api#0 in {api_ns}"]
+    changes = agent.reconciler.reconcile(ENV)
+    assert changes == list(env.drift)
+    assert k.log[-1] == f"guard_sources {api_ns}"
+    assert k.namespaces[api_ns] is instance  # the same namespace, not a rebuilt one
+    assert instance.guard == instance.addresses
+    assert list(client.status(ENV).environments[0].drift) == []
+
+
+def test_device_with_a_foreign_key_gets_its_key_back_in_place(
     agent: RunningAgent, client: AgentClient, applied: EnvironmentDocument
 ) -> None:
     netns = env_netns(agent)
+    device = agent.kernel.device_in(netns)
     agent.kernel.replace_device(netns, private_key=generate_private_key())
     (env,) = client.status(ENV).environments
-    assert any("delete WireGuard device" in line for line in env.drift)
+    assert [line.split(" (")[0] for line in env.drift] == [
+        f"set the key of WireGuard device {device.ifname if device else '?'}"
+    ]
     client.apply(applied.to_json(), 1)
-    device = agent.kernel.device_in(netns)
+    assert agent.kernel.device_in(netns) is device
     assert device is not None and device.public_key == client.ensure(ENV)[0]
     assert device.peers[PEER_KEY].endpoint == PEER_ENDPOINT
 

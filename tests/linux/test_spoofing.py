@@ -5,6 +5,7 @@ instance's own addresses arrive, so the drop is the guard, not a broken network.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from railnet.core.desired import EnvironmentSpec, ServiceSpec
+from railnet.core.document import EnvironmentDocument
+from railnet.core.names import veth_ifname
 
 from .conftest import LabNet, running_lab
 
@@ -33,19 +36,21 @@ PORT = 7900
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[LabNet]:
-    with running_lab(2, dns=False) as net:
+    # No periodic repair during the tests: the drift test repairs when it says so.
+    with running_lab(2, dns=False, reconcile_interval=3600) as net:
         yield net
 
 
-def test_an_instance_cannot_send_from_a_neighbours_address(lab: LabNet) -> None:
-    doc = lab.deploy(SPEC).document
+def spoofing_round(lab: LabNet, doc: EnvironmentDocument, targets: str = "bc") -> list[str]:
+    """From instance a, a datagram with a neighbour's source and one with its own, over
+    IPv4 and IPv6, to each target; what the targets received."""
     a, b, c = (doc.service(n) for n in "abc")
     assert a is not None and b is not None and c is not None
     a0, b0, c0 = a.instances[0], b.instances[0], c.instances[0]
     assert a0.ipv4 and b0.ipv4 and c0.ipv4
     sender = lab.netns("shop", "production", "a")
     received: list[str] = []
-    for target in ("b", "c"):
+    for target in targets:
         ns = lab.netns("shop", "production", target)
         listener = subprocess.Popen(
             ["ip", "netns", "exec", ns, sys.executable, SPOOF, "listen", str(PORT), "10"],
@@ -67,4 +72,43 @@ def test_an_instance_cannot_send_from_a_neighbours_address(lab: LabNet) -> None:
             assert sent.returncode == 0, sent.stderr
         out, _ = listener.communicate(timeout=30)
         received += out.split()  # after the 'ready' line, already read
-    assert sorted(received) == ["own4-b", "own4-c", "own6-b", "own6-c"]
+    return sorted(received)
+
+
+def test_an_instance_cannot_send_from_a_neighbours_address(lab: LabNet) -> None:
+    doc = lab.deploy(SPEC).document
+    assert spoofing_round(lab, doc) == ["own4-b", "own4-c", "own6-b", "own6-c"]
+
+
+def test_deleted_guard_rules_are_drift_and_restored_in_place(lab: LabNet) -> None:
+    doc = lab.deploy(SPEC).document
+    a = doc.service("a")
+    assert a is not None
+    veth = veth_ifname(doc.id, a.id, 0)
+    node_1 = next(n for n in lab.lab.nodes() if n.name == "node-1")
+    with lab.lab.client(node_1) as client:
+        env_ns = client.status(doc.id).environments[0].netns
+    instance_ns = lab.netns("shop", "production", "a")
+    inode = os.stat(f"/var/run/netns/{instance_ns}").st_ino
+    deleted = 0
+    for family in ("-4", "-6"):
+        for priority in ("100", "101"):
+            while lab.run(env_ns, "ip", family, "rule", "del", "pref", priority, "iif", veth)\
+                    .returncode == 0:  # fmt: skip
+                deleted += 1
+    assert deleted == 4  # from its IPv4, from its IPv6, and a drop per family
+
+    with lab.lab.client(node_1) as client:
+        drift = list(client.status(doc.id).environments[0].drift)
+    assert drift == [f"restore the source guard of instance a#0 in {instance_ns}"]
+    # The drift is real: a neighbour's address now gets through (to another node; one on
+    # the same node drops a packet from its own address anyway).
+    assert {"spoof4-c", "spoof6-c"} <= set(spoofing_round(lab, doc, "c"))
+
+    repaired = lab.deploy(SPEC)  # nothing declared changed: the held document again
+    assert repaired.document.generation == doc.generation
+    assert repaired.changes["node-1"] == drift
+    assert os.stat(f"/var/run/netns/{instance_ns}").st_ino == inode
+    with lab.lab.client(node_1) as client:
+        assert list(client.status(doc.id).environments[0].drift) == []
+    assert spoofing_round(lab, doc) == ["own4-b", "own4-c", "own6-b", "own6-c"]

@@ -97,6 +97,12 @@ def test_domain_and_ttl_are_carried() -> None:
     assert (doc.domain, doc.dns_ttl) == ("corp.internal", 30)
 
 
+def test_key_rotation_is_carried_both_ways() -> None:
+    doc = build_document(spec(svc("api", "node-1"), key_rotation="r1"), None, IDENTITIES)
+    assert doc.key_rotation == "r1"
+    assert spec_from_document(doc).key_rotation == "r1"
+
+
 # -- stability -------------------------------------------------------------------------------
 
 

@@ -246,6 +246,9 @@ INVALID: list[tuple[str, str, object]] = [
     ("bad-id", "id", "E-1"),
     ("bad-project", "project", "Shop"),
     ("bad-environment", "environment", ""),
+    ("rotation-not-string", "key_rotation", 7),
+    ("rotation-newline", "key_rotation", "2024-06\n"),
+    ("rotation-long", "key_rotation", "r" * 129),
 ]
 
 
@@ -337,3 +340,18 @@ def test_validation_does_not_mutate_the_input() -> None:
     before = copy.deepcopy(raw)
     EnvironmentDocument.from_dict(raw)
     assert raw == before
+
+
+# -- key rotation ---------------------------------------------------------------------------
+
+
+def test_key_rotation_token_round_trips_and_is_left_out_when_empty() -> None:
+    plain = EnvironmentDocument.from_dict(valid_dual())
+    assert plain.key_rotation == ""
+    assert "key_rotation" not in json.loads(plain.to_json())  # older documents stay canonical
+    raw = valid_dual()
+    raw["key_rotation"] = "2024-06"
+    rotated = EnvironmentDocument.from_dict(raw)
+    assert rotated.key_rotation == "2024-06"
+    assert json.loads(rotated.to_json())["key_rotation"] == "2024-06"
+    assert EnvironmentDocument.from_json(rotated.to_json()) == rotated

@@ -17,6 +17,7 @@ from railnet.core.reconcile import (
     CreateInstance,
     CreateNamespace,
     DeleteDevice,
+    GuardInstance,
     ObservedDevice,
     ObservedEnvironment,
     ObservedInstance,
@@ -25,6 +26,7 @@ from railnet.core.reconcile import (
     RemoveInstance,
     RemovePeer,
     SetPeer,
+    SetPrivateKey,
     plan_environment,
     plan_removal,
 )
@@ -78,7 +80,9 @@ def observed_from(env: LocalEnvironment) -> ObservedEnvironment:
                 ObservedPeer(p.public_key, p.endpoint, frozenset(p.allowed_ips)) for p in env.peers
             ),
         ),
-        instances=tuple(ObservedInstance(i.netns, i.addresses, True) for i in env.instances),
+        instances=tuple(
+            ObservedInstance(i.netns, i.addresses, True, guard=i.addresses) for i in env.instances
+        ),
     )
 
 
@@ -209,15 +213,8 @@ def test_namespace_without_device_gets_device_and_reconfiguration(env: LocalEnvi
     assert not any(isinstance(c, CreateInstance | RemoveInstance) for c in changes)
 
 
-@pytest.mark.parametrize(
-    "device_change",
-    [{"public_key": STRANGER}, {"listen_port": MY_PORT + 1}],
-    ids=["wrong-key", "wrong-port"],
-)
-def test_device_with_wrong_key_or_port_is_replaced(
-    env: LocalEnvironment, device_change: dict[str, object]
-) -> None:
-    changes = plan(env, with_device(observed_from(env), **device_change))
+def test_device_on_another_port_is_replaced(env: LocalEnvironment) -> None:
+    changes = plan(env, with_device(observed_from(env), listen_port=MY_PORT + 1))
     assert isinstance(changes[0], DeleteDevice)
     assert changes[0].ifname == env.wg_ifname
     assert changes[1:3] == (CreateDevice(env.wg_ifname, MY_PORT), ConfigureNamespace(env.netns))
@@ -226,6 +223,62 @@ def test_device_with_wrong_key_or_port_is_replaced(
     assert [p.endpoint for p in peers] == [p.endpoint for p in env.peers]
     assert not any(isinstance(c, RemovePeer) for c in changes)
     assert not any(isinstance(c, CreateNamespace) for c in changes)
+
+
+def test_device_with_another_key_gets_its_key_in_place(env: LocalEnvironment) -> None:
+    # A rotation (or a key someone else set): the device, its peers and its sessions' routes
+    # stay; only the key changes.
+    changes = plan(env, with_device(observed_from(env), public_key=STRANGER))
+    assert changes == (SetPrivateKey(env.wg_ifname, MY_KEY),)
+    assert MY_KEY in changes[0].describe()
+
+
+def test_a_peer_whose_key_rotated_is_swapped_keeping_its_roamed_endpoint(
+    env: LocalEnvironment,
+) -> None:
+    old = next(p for p in env.peers if p.node == "node-2")
+    rotated = dataclasses.replace(
+        env,
+        peers=tuple(
+            dataclasses.replace(p, public_key=STRANGER) if p.node == "node-2" else p
+            for p in env.peers
+        ),
+    )
+    observed = observed_from(env)
+    assert observed.device is not None
+    roamed = tuple(
+        dataclasses.replace(p, endpoint="203.0.113.7:40000")
+        if p.public_key == old.public_key
+        else p
+        for p in observed.device.peers
+    )
+    changes = plan(rotated, with_device(observed, peers=roamed), previous=env)
+    # Set first, then remove: the new key takes the allowed IPs over, and a handshake starts
+    # at once, so traffic does not wait for the next packet or a retry.
+    assert changes == (
+        SetPeer("node-2", STRANGER, "203.0.113.7:40000", old.allowed_ips, handshake=True),
+        RemovePeer(old.public_key),
+    )
+    assert "handshake" in changes[0].describe()
+
+
+def test_a_rotated_peer_that_the_document_also_moved_gets_the_new_endpoint(
+    env: LocalEnvironment,
+) -> None:
+    old = next(p for p in env.peers if p.node == "node-2")
+    rotated = dataclasses.replace(
+        env,
+        peers=tuple(
+            dataclasses.replace(p, public_key=STRANGER, endpoint="198.18.0.2:52000")
+            if p.node == "node-2"
+            else p
+            for p in env.peers
+        ),
+    )
+    changes = plan(rotated, observed_from(env), previous=env)
+    assert changes[0] == SetPeer(
+        "node-2", STRANGER, "198.18.0.2:52000", old.allowed_ips, handshake=True
+    )
 
 
 def test_base_not_ready_only_reconfigures(env: LocalEnvironment) -> None:
@@ -249,6 +302,29 @@ def test_a_wired_instance_with_other_addresses_is_readdressed_in_place(
     assert changes == (ReaddressInstance(target, ("10.250.9.9",), (target.ipv4,)),)
 
 
+@pytest.mark.parametrize(
+    "guard",
+    [None, frozenset(), "only-ipv6", "one-more"],
+    ids=["catch-all-drop-missing", "no-source-allowed", "family-missing", "foreign-source"],
+)
+def test_an_instance_whose_source_guard_drifted_is_guarded_again_in_place(
+    env: LocalEnvironment, guard: object
+) -> None:
+    target = env.instances[0]
+    if guard == "only-ipv6":
+        guard = frozenset({target.ipv6})
+    elif guard == "one-more":
+        guard = target.addresses | {"10.250.9.9"}
+    observed = observed_from(env)
+    instances = tuple(
+        dataclasses.replace(o, guard=guard) if o.netns == target.netns else o
+        for o in observed.instances
+    )
+    changes = plan(env, dataclasses.replace(observed, instances=instances))
+    assert changes == (GuardInstance(target),)
+    assert "api#0" in changes[0].describe() and target.netns in changes[0].describe()
+
+
 def test_unlinked_instance_is_recreated(env: LocalEnvironment) -> None:
     target = env.instances[1]
     observed = observed_from(env)
@@ -262,7 +338,9 @@ def test_unlinked_instance_is_recreated(env: LocalEnvironment) -> None:
 
 def test_missing_instance_is_created_and_stray_one_removed(env: LocalEnvironment) -> None:
     observed = observed_from(env)
-    stray = ObservedInstance(env.netns + "-sold-0", frozenset({"10.250.0.77"}), True)
+    stray = ObservedInstance(
+        env.netns + "-sold-0", frozenset({"10.250.0.77"}), True, guard=frozenset({"10.250.0.77"})
+    )
     kept = observed.instances[1:]
     changes = plan(env, dataclasses.replace(observed, instances=(*kept, stray)))
     assert changes == (RemoveInstance(stray.netns), CreateInstance(env.instances[0]))

@@ -24,6 +24,7 @@ def test_defaults_fill_in() -> None:
     assert inputs["ip_mode"] == "dual" and inputs["ipv4_cidr"] == "10.250.0.0/16"
     assert inputs["domain"] == "corp.internal" and inputs["dns_ttl"] == 5
     assert inputs["replicas"] == 1
+    assert inputs["key_rotation"] == ""
 
 
 @pytest.mark.parametrize(
@@ -39,6 +40,8 @@ def test_defaults_fill_in() -> None:
         ("domain", "Railway.Internal", "not a lower-case DNS label"),
         ("dns_ttl", -1, "from 0 to"),
         ("dns_ttl", 2.5, "whole number"),
+        ("key_rotation", 7, "printable text"),
+        ("key_rotation", "2024\n", "printable text"),
         ("replicas", -1, "from 0 to"),
         ("replicas", 65, "from 0 to"),
     ],
@@ -85,3 +88,11 @@ def test_env_vars() -> None:
     )
     assert got["RAILWAY_PRIVATE_DOMAIN"] == "api.railway.internal"
     assert got["RAILNET_PRIVATE_IPV6"] == "fd00::3,fd00::4"
+
+
+def test_an_environment_takes_a_key_rotation_token() -> None:
+    env = {"name": "production", "project": "shop"}
+    inputs, found = check_inputs(Kind.ENVIRONMENT, "", {**env, "key_rotation": "2024-06"})
+    assert found == [] and inputs["key_rotation"] == "2024-06"
+    found_bad = failures(Kind.ENVIRONMENT, **env, key_rotation=" x")
+    assert list(found_bad) == ["key_rotation"] and "' x'" in found_bad["key_rotation"]

@@ -40,7 +40,7 @@ PROVIDERS: dict[Kind, type[RailnetProvider]] = {
 # objects where the wire carries their names and settings:
 # - ``Environment(project=Project | str)`` sends the project's name as ``project``;
 # - ``Service(environment=Environment)`` sends the environment's project and name, and
-#   copies its settings (ip_mode, ipv4_cidr, domain, dns_ttl) so that the service's
+#   copies its settings (ip_mode, ipv4_cidr, domain, dns_ttl, key_rotation) so that the service's
 #   provider can plan without reading the environment's state.
 # Every other parameter is one schema input of the same name.
 SDK_PARAMETER_INPUTS: dict[Kind, dict[str, set[str]]] = {
@@ -54,6 +54,7 @@ SDK_PARAMETER_INPUTS: dict[Kind, dict[str, set[str]]] = {
             "ipv4_cidr",
             "domain",
             "dns_ttl",
+            "key_rotation",
             "environment_owner",
         },
         "resource_name": {"owner"},

@@ -49,6 +49,11 @@ class NetworkBackend(ABC):
         without rebuilding its namespace."""
 
     @abstractmethod
+    def guard_sources(self, env: LocalEnvironment, instance: InstancePlacement) -> None:
+        """Write a wired instance's anti-spoofing rules again, exactly: only its own
+        addresses may enter the environment namespace from its veth."""
+
+    @abstractmethod
     def remove_instance(self, netns: str) -> None: ...
 
     @abstractmethod
@@ -70,7 +75,13 @@ class WireGuardBackend(ABC):
         """Create the device bound to ``listen_port`` and move it into ``env.netns``."""
 
     @abstractmethod
-    def configure(self, env: LocalEnvironment, changes: Sequence[SetPeer | RemovePeer]) -> None: ...
+    def set_private_key(self, env: LocalEnvironment, private_key: str) -> None:
+        """Give the running device another key, in place (a rotation): its socket and peers
+        stay."""
+
+    @abstractmethod
+    def configure(self, env: LocalEnvironment, changes: Sequence[SetPeer | RemovePeer]) -> None:
+        """Peers, in order; a ``SetPeer`` with ``handshake`` sends a keepalive at once."""
 
     @abstractmethod
     def delete(self, netns: str, ifname: str) -> None:

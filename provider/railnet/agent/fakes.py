@@ -64,6 +64,9 @@ class FakeNamespace:
     """For an instance namespace: its veth pair and routes are intact."""
     resolvers: tuple[str, ...] = ()
     """For an instance namespace: the nameservers of its ``resolv.conf``."""
+    guard: frozenset[str] | None = None
+    """For an instance namespace: the sources its anti-spoofing rules let out (``None``:
+    the rules are gone)."""
 
 
 @dataclass
@@ -152,6 +155,11 @@ class FakeKernel:
         with self.lock:
             self._namespace(instance_netns).addresses = frozenset(addresses)
 
+    def drop_guard(self, instance_netns: str) -> None:
+        """Someone deleted an instance's anti-spoofing rules (``ip rule del``)."""
+        with self.lock:
+            self._namespace(instance_netns).guard = None
+
     def unconfigure(self, netns: str) -> None:
         """The environment namespace lost its resolver addresses or mesh routes."""
         with self.lock:
@@ -233,7 +241,9 @@ class FakeNetwork(NetworkBackend):
                 return False, False, ()
             base = ns.base == _base_of(env) and k.device_in(env.netns) is not None
             found = tuple(
-                ObservedInstance(netns=name, addresses=inst.addresses, linked=inst.linked)
+                ObservedInstance(
+                    netns=name, addresses=inst.addresses, linked=inst.linked, guard=inst.guard
+                )
                 for name, inst in sorted(k.instances_of(env.netns).items())
             )
             return True, base, found
@@ -265,6 +275,7 @@ class FakeNetwork(NetworkBackend):
                 addresses=instance.addresses,
                 linked=True,
                 resolvers=env.resolvers,
+                guard=instance.addresses,
             )
 
     def readdress_instance(
@@ -282,6 +293,16 @@ class FakeNetwork(NetworkBackend):
                 raise DataPlaneError(f"instance {instance.netns} is not there to readdress")
             ns.addresses = (ns.addresses - frozenset(removed)) | frozenset(added)
             ns.resolvers = env.resolvers
+            ns.guard = instance.addresses
+
+    def guard_sources(self, env: LocalEnvironment, instance: InstancePlacement) -> None:
+        k = self.kernel
+        with k.lock:
+            k.record(f"guard_sources {instance.netns}")
+            ns = k.namespaces.get(instance.netns)
+            if ns is None or not ns.linked:
+                raise DataPlaneError(f"instance {instance.netns} is not there to guard")
+            ns.guard = instance.addresses
 
     def remove_instance(self, netns: str) -> None:
         k = self.kernel
@@ -348,6 +369,17 @@ class FakeWireGuard(WireGuardBackend):
                 private_key=private_key,
                 listen_port=listen_port,
             )
+
+    def set_private_key(self, env: LocalEnvironment, private_key: str) -> None:
+        k = self.kernel
+        with k.lock:
+            k.record(f"set_private_key {env.wg_ifname}")  # never the key itself
+            device = k.devices.get(env.wg_ifname)
+            if device is None or device.netns != env.netns:
+                raise DataPlaneError(f"WireGuard device {env.wg_ifname} does not exist")
+            device.private_key = private_key
+            # WireGuard drops a peer that has the device's own new public key.
+            device.peers.pop(device.public_key, None)
 
     def configure(self, env: LocalEnvironment, changes: Sequence[SetPeer | RemovePeer]) -> None:
         if not changes:

@@ -99,15 +99,15 @@ class LinuxNetwork(NetworkBackend):
         if env.netns not in names:
             return False, False, ()
 
-        def look(ns: Any) -> tuple[dict[str, Any], dict[int, set[str]], set[tuple[str, int, int]]]:
+        def look(ns: Any) -> tuple[Any, ...]:
             links = {link.get_attr("IFLA_IFNAME"): link for link in ns.get_links()}
             addresses: dict[int, set[str]] = {}
             for a in ns.get_addr():
                 addresses.setdefault(a["index"], set()).add(a.get_attr("IFA_ADDRESS"))
             routes = _routes(ns, socket.AF_INET) | _routes(ns, socket.AF_INET6)
-            return links, addresses, routes
+            return links, addresses, routes, _source_guards(ns)
 
-        links, addresses, routes = netlink(env.netns, look)
+        links, addresses, routes, guards = netlink(env.netns, look)
         base = self._base_ready(env, links, addresses, routes)
         if base:
             base = read_sysctl(env.netns, "net.ipv4.ip_forward") == "1"
@@ -124,6 +124,7 @@ class LinuxNetwork(NetworkBackend):
                 if veth is not None and oif == veth["index"] and length in (32, 128)
             )
             outside = veth is not None and bool(veth["flags"] & 1)
+            guard = guards.get(placement.veth) if placement else None
             if deep:
                 inside, linked = self._observe_instance(name)
                 found.append(
@@ -131,12 +132,15 @@ class LinuxNetwork(NetworkBackend):
                         netns=name,
                         addresses=inside,
                         linked=linked and outside and inside <= routed,
+                        guard=guard,
                     )
                 )
             else:
                 # An apply trusts the inside of instances it built; start-up and the
                 # periodic repair look inside every one (deep).
-                found.append(ObservedInstance(netns=name, addresses=routed, linked=outside))
+                found.append(
+                    ObservedInstance(netns=name, addresses=routed, linked=outside, guard=guard)
+                )
         return True, base, tuple(found)
 
     @staticmethod
@@ -316,6 +320,15 @@ class LinuxNetwork(NetworkBackend):
         ]
         write_atomic(directory / "resolv.conf", ("\n".join(lines) + "\n").encode(), durable=False)
 
+    def guard_sources(self, env: LocalEnvironment, instance: InstancePlacement) -> None:
+        try:
+            netlink(env.netns, lambda ens: _guard_sources(ens, instance.veth, instance.addresses))
+        except (NetlinkError, OSError) as exc:
+            raise DataPlaneError(
+                f"cannot guard the sources of instance {instance.service}#{instance.index} "
+                f"in {env.netns}: {exc}"
+            ) from exc
+
     def remove_instance(self, name: str) -> None:
         delete_netns(name)
         shutil.rmtree(ETC_NETNS / name, ignore_errors=True)
@@ -356,3 +369,35 @@ def _guard_sources(ens: Any, veth: str, addresses: frozenset[str]) -> None:
             ens.rule("add", family=family, priority=guard[0], iifname=veth, src=own,
                      src_len=length, table=MAIN_TABLE, action=FR_ACT_TO_TBL)  # fmt: skip
         ens.rule("add", family=family, priority=guard[1], iifname=veth, action=FR_ACT_BLACKHOLE)
+
+
+def _source_guards(ens: Any) -> dict[str, frozenset[str] | None]:
+    """Per veth, the sources its guard rules let through (see ``_guard_sources``); ``None``
+    when either family's catch-all drop is missing. A rule at the guard's priority that
+    ``_guard_sources`` would not write (another table, a wider source) shows as a source
+    no instance has, so the guard is written again."""
+    allowed: dict[str, set[str]] = {}
+    dropped: dict[str, set[int]] = {}
+    for family, full in ((socket.AF_INET, 32), (socket.AF_INET6, 128)):
+        for rule in ens.get_rules(family=family):
+            iif = rule.get_attr("FRA_IIFNAME")
+            priority = rule.get_attr("FRA_PRIORITY")
+            if iif is None or priority not in (SOURCE_GUARD_PRIORITY, SOURCE_GUARD_PRIORITY + 1):
+                continue
+            src, length = rule.get_attr("FRA_SRC"), rule["src_len"]
+            table = rule.get_attr("FRA_TABLE") or rule["table"]
+            if priority == SOURCE_GUARD_PRIORITY + 1:
+                if rule["action"] == FR_ACT_BLACKHOLE and not length:
+                    dropped.setdefault(iif, set()).add(family)
+                    continue
+                allowed.setdefault(iif, set()).add(f"unexpected rule {priority} {rule}")
+            elif rule["action"] == FR_ACT_TO_TBL and table == MAIN_TABLE and length == full:
+                allowed.setdefault(iif, set()).add(str(src))
+            else:
+                allowed.setdefault(iif, set()).add(f"{src}/{length} (action {rule['action']})")
+    return {
+        iif: frozenset(allowed.get(iif, set()))
+        if families == {socket.AF_INET, socket.AF_INET6}
+        else None
+        for iif, families in dropped.items()
+    } | {iif: None for iif in allowed if iif not in dropped}

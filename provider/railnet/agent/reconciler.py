@@ -14,10 +14,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from railnet.agent.backends import NetworkBackend, ResolverBackend, WireGuardBackend
-from railnet.agent.state import Identity, StateDir
+from railnet.agent.state import Identity, StagedKey, StateDir
 from railnet.agent.wireguard import generate_private_key, public_key_of
 from railnet.core.dns import ResolverView
-from railnet.core.document import EnvironmentDocument
+from railnet.core.document import EnvironmentDocument, check_key_rotation
 from railnet.core.errors import (
     DamagedState,
     DataPlaneError,
@@ -36,12 +36,14 @@ from railnet.core.reconcile import (
     CreateNamespace,
     DeleteDevice,
     DeleteNamespace,
+    GuardInstance,
     ObservedDevice,
     ObservedEnvironment,
     RemoveInstance,
     RemovePeer,
     RemoveResolverView,
     SetPeer,
+    SetPrivateKey,
     plan_environment,
     plan_removal,
 )
@@ -119,16 +121,40 @@ class Reconciler:
 
     # -- API -------------------------------------------------------------------------
 
-    def ensure(self, env_id: str) -> tuple[str, str]:
-        """The environment's (public key, endpoint) on this node, created on first call."""
+    def ensure(self, env_id: str, key_rotation: str | None = None) -> tuple[str, str]:
+        """The environment's (public key, endpoint) on this node, created on first call.
+
+        With ``key_rotation``, the key is one made for that token: the key in service when
+        it was, else a staged one (the same on every call for the token) that the first
+        document naming it puts in service. ``None`` is the key in service, whatever its
+        token."""
         check_object_id("env_id", env_id)
+        if key_rotation is not None:
+            check_key_rotation("key_rotation", key_rotation)
         with self._locked(env_id):
             identity = self.state.identity(env_id)
             if identity is None:
                 with self._guard:
-                    identity = Identity(generate_private_key(), self._free_port())
+                    identity = Identity(
+                        generate_private_key(), self._free_port(), key_rotation or ""
+                    )
                     self.state.save_identity(env_id, identity)
                 log.info("environment %s: new identity on port %d", env_id, identity.listen_port)
+            elif key_rotation is not None and key_rotation != identity.rotation:
+                staged = self.state.staged(env_id)
+                if staged is None or staged.rotation != key_rotation:
+                    staged = StagedKey(generate_private_key(), key_rotation)
+                    self.state.stage_key(env_id, staged)
+                    log.info(
+                        "environment %s: staged key %s for rotation %r",
+                        env_id,
+                        public_key_of(staged.private_key),
+                        key_rotation,
+                    )
+                return public_key_of(staged.private_key), self.endpoint(identity)
+            elif key_rotation is not None and self.state.staged(env_id) is not None:
+                self.state.discard_staged(env_id)  # a rotation given up before its document
+                log.info("environment %s: discarded the staged key", env_id)
             return public_key_of(identity.private_key), self.endpoint(identity)
 
     def _free_port(self) -> int:
@@ -160,10 +186,11 @@ class Reconciler:
         with self._locked(doc.id):
             hosting = self.node in {n.name for n in doc.nodes}
             identity = self.state.identity(doc.id)
+            promote = False
             if hosting:
                 if identity is None:
                     raise EnvironmentNotFound(doc.id, self.node)
-                self._check_self(doc, identity)
+                promote = self._check_self(doc, identity)
             elif self.node not in doc.keepers:
                 names = [n.name for n in doc.nodes]
                 raise InvalidField(
@@ -171,6 +198,8 @@ class Reconciler:
                 )
             stored = self._stored(doc.id)
             if stored == doc:
+                if promote:
+                    identity = self._promote(doc)
                 return doc.generation, self._settle(doc, identity, stored)
             stored_generation = stored.generation if stored else 0
             if stored_generation != expected_generation:
@@ -181,6 +210,10 @@ class Reconciler:
                     doc.generation,
                     f"must be higher than the stored generation {stored_generation}",
                 )
+            if promote:
+                # Before the document: a crash in between leaves the new key in service
+                # and the old document, which a retry of this apply replaces.
+                identity = self._promote(doc)
             self.state.save_document(doc)
             changes = self._settle(doc, identity, stored)
             log.info(
@@ -216,13 +249,28 @@ class Reconciler:
         log.info("environment %s: no longer hosted here; its document is kept", doc.id)
         return [change.describe() for change in removal]
 
-    def _check_self(self, doc: EnvironmentDocument, identity: Identity) -> None:
+    def _promote(self, doc: EnvironmentDocument) -> Identity:
+        identity = self.state.promote_staged(doc.id)
+        log.info(
+            "environment %s: key %s in service for rotation %r (generation %d)",
+            doc.id,
+            public_key_of(identity.private_key),
+            identity.rotation,
+            doc.generation,
+        )
+        return identity
+
+    def _check_self(self, doc: EnvironmentDocument, identity: Identity) -> bool:
+        """That the document names this node with its identity; True when it names the
+        staged key of a rotation (which the apply then puts in service)."""
         names = [n.name for n in doc.nodes]
         if self.node not in names:
             raise InvalidField("nodes", names, f"does not include this node ({self.node})")
         i = names.index(self.node)
         me = doc.nodes[i]
-        if me.public_key != public_key_of(identity.private_key):
+        staged = self.state.staged(doc.id)
+        promote = staged is not None and me.public_key == public_key_of(staged.private_key)
+        if not promote and me.public_key != public_key_of(identity.private_key):
             raise StaleIdentity(
                 f"nodes[{i}].public_key",
                 me.public_key,
@@ -235,6 +283,7 @@ class Reconciler:
                 me.endpoint,
                 f"node {self.node} serves environment {doc.id} at {self.endpoint(identity)}",
             )
+        return promote
 
     def document(self, env_id: str) -> EnvironmentDocument | None:
         check_object_id("env_id", env_id)
@@ -348,6 +397,9 @@ class Reconciler:
                 self.network.create_namespace(change.netns)
             elif isinstance(change, DeleteDevice):
                 self.wireguard.delete(change.netns, change.ifname)
+            elif isinstance(change, SetPrivateKey):
+                assert local is not None and identity is not None, change
+                self.wireguard.set_private_key(local, identity.private_key)
             elif isinstance(change, RemoveInstance):
                 self.network.remove_instance(change.netns)
             elif isinstance(change, RemoveResolverView):
@@ -363,6 +415,8 @@ class Reconciler:
                     self.network.configure_namespace(local)
                 elif isinstance(change, CreateInstance):
                     self.network.create_instance(local, change.instance)
+                elif isinstance(change, GuardInstance):
+                    self.network.guard_sources(local, change.instance)
                 else:
                     self.network.readdress_instance(
                         local, change.instance, change.removed, change.added

@@ -74,15 +74,19 @@ class NodeAgentServicer(pb_grpc.NodeAgentServicer):  # type: ignore[misc]
 
     def EnsureEnvironment(self, request: Any, context: grpc.ServicerContext) -> Any:
         env_id = request.env_id
+        rotation = request.key_rotation if request.HasField("key_rotation") else None
         key, endpoint = self._audited(
             context,
             "EnsureEnvironment",
             env_id,
-            lambda: self.reconciler.ensure(env_id),
+            lambda: self.reconciler.ensure(env_id, rotation),
             lambda _: self._held(env_id),
         )
         return pb.EnsureEnvironmentResponse(
-            node=self.reconciler.node, public_key=key, endpoint=endpoint
+            node=self.reconciler.node,
+            public_key=key,
+            endpoint=endpoint,
+            key_rotation=rotation or "",
         )
 
     def ApplyDocument(self, request: Any, context: grpc.ServicerContext) -> Any:

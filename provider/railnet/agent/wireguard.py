@@ -41,6 +41,12 @@ other node may not know this one yet; its handshake is then dropped and WireGuar
 5 s (REKEY_TIMEOUT) to retry, which would make the first connection after an apply slow.
 Without it the first packet after the apply starts the handshake, once both ends agree.
 The nodes reach each other directly on the underlay, so no NAT mapping needs keeping."""
+NUDGE = 1
+"""The keepalive interval a peer gets for a moment when it replaces a peer of the same node
+under a rotated key (``SetPeer.handshake``): turning keepalive on sends one at once, so the
+sessions of the new keys start now. Both ends try as they apply; the one that applies last
+reaches a peer that already knows its new key, so the mesh never waits for a retry
+(REKEY_TIMEOUT, 5 s) to carry traffic again."""
 
 
 # -- keys ------------------------------------------------------------------------------
@@ -147,9 +153,13 @@ def peer_lines(change: SetPeer | RemovePeer) -> list[str]:
         return [*lines, "remove=true"]
     if change.endpoint:
         lines.append(f"endpoint={change.endpoint}")
-    lines.append(f"persistent_keepalive_interval={KEEPALIVE}")
+    # Turning keepalive on sends one keepalive at once, which starts the handshake; the
+    # second section of the same peer turns it off again.
+    lines.append(f"persistent_keepalive_interval={NUDGE if change.handshake else KEEPALIVE}")
     lines.append("replace_allowed_ips=true")
     lines.extend(f"allowed_ip={ip}" for ip in change.allowed_ips)
+    if change.handshake:
+        lines += [lines[0], f"persistent_keepalive_interval={KEEPALIVE}"]
     return lines
 
 
@@ -245,6 +255,9 @@ class UserspaceWireGuard(WireGuardBackend):
         except Exception:
             self.delete(env.netns, env.wg_ifname)
             raise
+
+    def set_private_key(self, env: LocalEnvironment, private_key: str) -> None:
+        Uapi(env.wg_ifname).set([f"private_key={_hex(private_key)}"])
 
     def configure(self, env: LocalEnvironment, changes: Sequence[SetPeer | RemovePeer]) -> None:
         if not changes:
@@ -343,6 +356,9 @@ class KernelWireGuard(WireGuardBackend):
             _delete_link(env.netns, env.wg_ifname)
             raise
 
+    def set_private_key(self, env: LocalEnvironment, private_key: str) -> None:
+        self._in_env(env, lambda wg: wg.set(WG_LINK, private_key=private_key))
+
     def configure(self, env: LocalEnvironment, changes: Sequence[SetPeer | RemovePeer]) -> None:
         def work(wg: Any) -> None:
             for change in changes:
@@ -354,10 +370,13 @@ class KernelWireGuard(WireGuardBackend):
                         host, _, port = change.endpoint.rpartition(":")
                         peer["endpoint_addr"] = host.strip("[]")
                         peer["endpoint_port"] = int(port)
-                    peer["persistent_keepalive"] = KEEPALIVE
+                    peer["persistent_keepalive"] = NUDGE if change.handshake else KEEPALIVE
                     peer["allowed_ips"] = list(change.allowed_ips)
                     peer["replace_allowed_ips"] = True
                 wg.set(WG_LINK, peer=peer)
+                if isinstance(change, SetPeer) and change.handshake:
+                    off = {"public_key": change.public_key, "persistent_keepalive": KEEPALIVE}
+                    wg.set(WG_LINK, peer=off)
 
         if changes:
             self._in_env(env, work)

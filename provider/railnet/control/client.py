@@ -114,8 +114,19 @@ class AgentClient:
                 ) from None
             raise AgentError(self.target.node, code, exc.details()) from None
 
-    def ensure(self, env_id: str) -> tuple[str, str]:
-        r = self._call("EnsureEnvironment", pb.EnsureEnvironmentRequest(env_id=env_id))
+    def ensure(self, env_id: str, key_rotation: str | None = None) -> tuple[str, str]:
+        """The environment's (public key, endpoint) on the node; with ``key_rotation``, a
+        key made for that token (staged when the one in service was made for another)."""
+        request = pb.EnsureEnvironmentRequest(env_id=env_id)
+        if key_rotation is not None:
+            request.key_rotation = key_rotation
+        r = self._call("EnsureEnvironment", request)
+        if key_rotation is not None and r.key_rotation != key_rotation:
+            raise RailnetError(
+                f"node {self.target.node}: its agent did not make a key for rotation "
+                f"{key_rotation!r} (it answered for {r.key_rotation!r}); it predates key "
+                "rotation: upgrade it, then run again"
+            )
         return r.public_key, r.endpoint
 
     def apply(self, document_json: str, expected_generation: int) -> tuple[int, list[str]]:

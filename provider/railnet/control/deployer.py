@@ -284,13 +284,15 @@ class EnvironmentDeployer:
         # Nodes already in the held document have their identity there; only new ones are
         # asked (EnsureEnvironment creates it on first call).
         known = {n.name: (n.public_key, n.endpoint) for n in previous.nodes} if previous else {}
-        if not trust_held:
+        if not trust_held or (previous is not None and previous.key_rotation != spec.key_rotation):
+            # A new rotation token: every hosting node stages a key for it (the same one
+            # when a cut-short round asks again), and this document puts them in service.
             known = {}
         new_nodes = [n for n in hosting if n not in known]
         for node in new_nodes:
             if node in survey.unreachable:
                 raise survey.unreachable[node]  # nothing has changed yet
-        asked = self._each(new_nodes, lambda c: c.ensure(spec.id))
+        asked = self._each(new_nodes, lambda c: c.ensure(spec.id, spec.key_rotation))
         identities = {n: known.get(n) or asked[n] for n in hosting}
         # Recorded: the nodes that cannot be told now and must still remove something:
         # what they built, if they stop hosting it, or their copy of the document, if they
@@ -336,7 +338,31 @@ class EnvironmentDeployer:
             return 0 if stored is None else stored.generation
 
         reachable = [n for n in holders if n not in survey.unreachable]
-        applied, down = self._ask(reachable, lambda c: c.apply(text, expected(c.target.node))[1])
+
+        def apply(c: AgentClient) -> list[str]:
+            return c.apply(text, expected(c.target.node))[1]
+
+        switching = [n for n in reachable if n in hosting]
+        rotating = any(
+            held.get(n) is not None and held[n].key_rotation != doc.key_rotation  # type: ignore[union-attr]
+            for n in switching
+        )
+        if rotating:
+            # One hosting node after another: each pair of nodes then has one that switches
+            # keys second, and that one's handshake reaches a peer that already knows its
+            # new key. Switching at the same moment, both would start handshakes that
+            # cross, and WireGuard settles crossed handshakes only by its retry, 5 s later.
+            # Keepers that host nothing have no key to switch: they follow in parallel.
+            applied, down = {}, {}
+            for node in switching:
+                answered, silent = self._ask([node], apply)
+                applied.update(answered)
+                down.update(silent)
+            answered, silent = self._ask([n for n in reachable if n not in hosting], apply)
+            applied.update(answered)
+            down.update(silent)
+        else:
+            applied, down = self._ask(reachable, apply)
         gone = [n for n in leaving if held.get(n) is not None]
         _, leave_down = self._ask(gone, lambda c: c.delete(spec.id, expected(c.target.node)))
         with self._clients_lock:

@@ -52,6 +52,8 @@ class EnvironmentSpec:
     services: tuple[ServiceSpec, ...] = field(default=())
     owner: str = ""
     """The URN of the Environment resource that owns the settings; empty when unknown."""
+    key_rotation: str = ""
+    """The token the WireGuard keys are made for; a new one rotates them."""
 
     @property
     def id(self) -> str:
@@ -79,6 +81,7 @@ def spec_from_document(doc: EnvironmentDocument) -> EnvironmentSpec:
             for s in doc.services
         ),
         owner=doc.owner,
+        key_rotation=doc.key_rotation,
     )
 
 
@@ -338,6 +341,7 @@ def build_document(
         leaving=tuple(sorted(set(leaving) - set(spec.nodes))),
         freed=tuple(sorted(freed, key=lambda f: (f.generation, f.address))),
         keepers=tuple(keepers),
+        key_rotation=spec.key_rotation,
     )
     # Round-trip through the validator: what we send is exactly what agents accept.
     return EnvironmentDocument.from_dict(doc.to_dict())

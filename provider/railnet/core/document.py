@@ -34,6 +34,7 @@ MAX_DNS_TTL = 3600
 QUARANTINE_TTLS = 10
 """A freed address rests for at least this many DNS TTLs (and two generations)."""
 MAX_OWNER = 1024
+MAX_KEY_ROTATION = 128
 
 
 class IpMode(enum.Enum):
@@ -125,6 +126,9 @@ class EnvironmentDocument:
     keepers: tuple[str, ...] = ()
     """Nodes that keep a copy of the document whether or not they host the environment
     (see ``railnet.core.desired.keepers_of``): where a deploy starts looking for it."""
+    key_rotation: str = ""
+    """The token the nodes' WireGuard keys were made for: a new token makes every node of
+    the environment a new key pair (see docs/security.md, rotation procedures)."""
 
     # -- derived views -------------------------------------------------------------------
 
@@ -176,6 +180,8 @@ class EnvironmentDocument:
                 entry["owner"] = s.owner
         if self.owner:
             raw["owner"] = self.owner
+        if self.key_rotation:
+            raw["key_rotation"] = self.key_rotation
         if self.leaving:
             raw["leaving"] = list(self.leaving)
         if self.keepers:
@@ -254,6 +260,7 @@ class _DocumentReader:
         self._unique("services", [s.id for s in services], "id")
         in_use = self._unique_addresses(services)
         owner = _owner("owner", doc.get("owner", ""))
+        key_rotation = check_key_rotation("key_rotation", doc.get("key_rotation", ""))
         leaving = tuple(
             check_node_name(f"leaving[{i}]", n) for i, n in enumerate(self._list("leaving", doc))
         )
@@ -285,6 +292,7 @@ class _DocumentReader:
             leaving=leaving,
             freed=freed,
             keepers=keepers,
+            key_rotation=key_rotation,
         )
 
     def _freed(
@@ -426,6 +434,24 @@ def _owner(path: str, raw: object) -> str:
     """A resource URN: printable text, bounded (it lands in logs and error messages)."""
     if not isinstance(raw, str) or len(raw) > MAX_OWNER or not raw.isprintable():
         raise InvalidField(path, raw, f"must be a printable URN of at most {MAX_OWNER} characters")
+    return raw
+
+
+def check_key_rotation(path: str, raw: object) -> str:
+    """A rotation token: printable text without whitespace at the ends, bounded (it lands
+    in documents, logs and the agents' state)."""
+    if (
+        not isinstance(raw, str)
+        or len(raw) > MAX_KEY_ROTATION
+        or not raw.isprintable()
+        or raw != raw.strip()
+    ):
+        raise InvalidField(
+            path,
+            raw,
+            f"must be printable text of at most {MAX_KEY_ROTATION} characters, without "
+            "surrounding spaces (any new value rotates the WireGuard keys)",
+        )
     return raw
 
 

@@ -301,7 +301,8 @@ def _as_observed(local: LocalEnvironment | None) -> ObservedEnvironment:
         ),
     )
     instances = tuple(
-        ObservedInstance(netns=i.netns, addresses=i.addresses, linked=True) for i in local.instances
+        ObservedInstance(netns=i.netns, addresses=i.addresses, linked=True, guard=i.addresses)
+        for i in local.instances
     )
     return ObservedEnvironment(
         netns_exists=True, base_ready=True, device=device, instances=instances

@@ -41,6 +41,9 @@ class ObservedInstance:
     """The internal addresses on the instance's ``eth0``."""
     linked: bool
     """Its veth pair is intact and up on both ends, with routes in place."""
+    guard: frozenset[str] | None
+    """The source addresses the anti-spoofing rules let in from its veth; ``None`` when a
+    family's catch-all drop is missing (then any source gets through)."""
 
 
 @dataclass(frozen=True)
@@ -98,16 +101,33 @@ class DeleteDevice:
 
 
 @dataclass(frozen=True)
+class SetPrivateKey:
+    """Give the device the identity's key in place (a rotation): the device, its socket and
+    its peers stay, and WireGuard starts new sessions under the new key."""
+
+    ifname: str
+    public_key: str
+    """The public half of the key it gets (the private one never appears in a plan)."""
+
+    def describe(self) -> str:
+        return f"set the key of WireGuard device {self.ifname} (public key {self.public_key})"
+
+
+@dataclass(frozen=True)
 class SetPeer:
     node: str
     public_key: str
     endpoint: str | None
     """``None`` keeps the endpoint WireGuard holds (it may have learned it by roaming)."""
     allowed_ips: tuple[str, ...]
+    handshake: bool = False
+    """Start a handshake at once (a keepalive): the peer replaces one of the same node
+    under its old key, and traffic should not wait for its next packet or a retry."""
 
     def describe(self) -> str:
         where = f" at {self.endpoint}" if self.endpoint else ""
-        return f"set peer {self.node}{where} allowed {', '.join(self.allowed_ips) or '-'}"
+        now = " (new key; handshake now)" if self.handshake else ""
+        return f"set peer {self.node}{where} allowed {', '.join(self.allowed_ips) or '-'}{now}"
 
 
 @dataclass(frozen=True)
@@ -145,6 +165,18 @@ class ReaddressInstance:
 
 
 @dataclass(frozen=True)
+class GuardInstance:
+    """Write a wired instance's anti-spoofing rules again (someone deleted or changed them):
+    its namespace and connections are untouched."""
+
+    instance: InstancePlacement
+
+    def describe(self) -> str:
+        i = self.instance
+        return f"restore the source guard of instance {i.service}#{i.index} in {i.netns}"
+
+
+@dataclass(frozen=True)
 class RemoveInstance:
     netns: str
 
@@ -177,10 +209,12 @@ Change = (
     | ConfigureNamespace
     | CreateDevice
     | DeleteDevice
+    | SetPrivateKey
     | SetPeer
     | RemovePeer
     | CreateInstance
     | ReaddressInstance
+    | GuardInstance
     | RemoveInstance
     | RemoveResolverView
     | DeleteNamespace
@@ -204,13 +238,13 @@ def plan_environment(
     if not observed.netns_exists:
         changes.append(CreateNamespace(desired.netns))
     device = observed.device if observed.netns_exists else None
-    if device is not None and (
-        device.public_key != public_key or device.listen_port != listen_port
-    ):
+    if device is not None and device.listen_port != listen_port:
         changes.append(
-            DeleteDevice(desired.netns, desired.wg_ifname, "its key or port differs from the state")
+            DeleteDevice(desired.netns, desired.wg_ifname, "its port differs from the state")
         )
         device = None
+    if device is not None and device.public_key != public_key:
+        changes.append(SetPrivateKey(desired.wg_ifname, public_key))
     if device is None:
         changes.append(CreateDevice(desired.wg_ifname, listen_port))
     if not (observed.netns_exists and observed.base_ready) or device is None:
@@ -234,6 +268,8 @@ def plan_environment(
                     added=tuple(sorted(inst.addresses - obs.addresses)),
                 )
             )
+        elif obs.guard != inst.addresses:
+            changes.append(GuardInstance(inst))
 
     changes.extend(_plan_peers(desired.peers, device, previous))
     return tuple(changes)
@@ -258,10 +294,19 @@ def _plan_peers(
 ) -> list[Change]:
     changes: list[Change] = []
     before = {p.public_key: p for p in previous.peers} if previous else {}
+    before_by_node = {p.node: p for p in previous.peers} if previous else {}
     for peer in peers:
         have = device.peer(peer.public_key) if device else None
         if have is None:
-            changes.append(SetPeer(peer.node, peer.public_key, peer.endpoint, peer.allowed_ips))
+            old = before_by_node.get(peer.node)
+            rekeyed = old is not None and old.public_key != peer.public_key
+            endpoint = peer.endpoint
+            was = device.peer(old.public_key) if rekeyed and device and old else None
+            if was is not None and was.endpoint and old and old.endpoint == peer.endpoint:
+                endpoint = was.endpoint  # learned by roaming: the new key is the same node
+            changes.append(
+                SetPeer(peer.node, peer.public_key, endpoint, peer.allowed_ips, handshake=rekeyed)
+            )
             continue
         moved = peer.public_key in before and before[peer.public_key].endpoint != peer.endpoint
         lost = have.endpoint is None

@@ -16,7 +16,13 @@ from typing import Any
 
 from railnet.core.addressing import DEFAULT_IPV4_CIDR, check_ipv4_cidr, ula_prefix
 from railnet.core.desired import place_replicas, service_id
-from railnet.core.document import DEFAULT_DNS_TTL, DEFAULT_DOMAIN, MAX_DNS_TTL, IpMode
+from railnet.core.document import (
+    DEFAULT_DNS_TTL,
+    DEFAULT_DOMAIN,
+    MAX_DNS_TTL,
+    IpMode,
+    check_key_rotation,
+)
 from railnet.core.errors import InvalidField
 from railnet.core.names import check_dns_label, check_domain, check_node_name, environment_id
 
@@ -58,6 +64,11 @@ OWNER_DOC = (
     "This resource's URN (stack, type and name), set by the SDK: the document records it, "
     "so a retried create adopts what it made and another stack's declaration is refused."
 )
+KEY_ROTATION_DOC = (
+    "A token the WireGuard keys are made for: change it (a date, a counter) and every node "
+    "of the environment gets a new key pair, in place, without dropping connections; the old "
+    "private keys leave the nodes' disks. Empty by default."
+)
 UNREACHABLE_DOC = "Nodes of the environment that did not answer the last read (refresh)."
 
 PROPERTIES: dict[Kind, tuple[Prop, ...]] = {
@@ -93,6 +104,7 @@ PROPERTIES: dict[Kind, tuple[Prop, ...]] = {
             "TTL of the private DNS answers, seconds.",
             default=DEFAULT_DNS_TTL,
         ),
+        Prop("key_rotation", "string", KEY_ROTATION_DOC, default=""),
         Prop("owner", "string", OWNER_DOC, default=""),
         Prop("env_id", "string", "The environment's stable id.", input=False),
         Prop("ipv6_prefix", "string", "The environment's ULA /64.", input=False),
@@ -114,6 +126,7 @@ PROPERTIES: dict[Kind, tuple[Prop, ...]] = {
         Prop("ipv4_cidr", "string", "Taken from the environment.", default=DEFAULT_IPV4_CIDR),
         Prop("domain", "string", "Taken from the environment.", default=DEFAULT_DOMAIN),
         Prop("dns_ttl", "integer", "Taken from the environment.", default=DEFAULT_DNS_TTL),
+        Prop("key_rotation", "string", "Taken from the environment.", default=""),
         Prop(
             "replicas", "integer", "How many instances; placed over the cluster's nodes.", default=1
         ),
@@ -246,6 +259,7 @@ def check_environment_settings(inputs: dict[str, Any], failures: Failures) -> No
     ttl = failures.run("dns_ttl", _ttl, inputs["dns_ttl"])
     if ttl is not None:
         inputs["dns_ttl"] = ttl
+    failures.run("key_rotation", check_key_rotation, "key_rotation", inputs["key_rotation"])
 
 
 def _owner(value: Any) -> str:

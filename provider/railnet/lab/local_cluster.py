@@ -111,7 +111,11 @@ class Lab:
         dns_upstreams: tuple[str, ...] = (),
         dns: bool = True,
         progress: bool = False,
+        reconcile_interval: float | None = None,
     ) -> Lab:
+        """``reconcile_interval``: seconds between the agents' periodic repairs (None: the
+        agent's default); a test that makes drift on purpose sets it long, so that only the
+        repair it asks for fixes it."""
         if not 1 <= nodes <= MAX_NODES:
             raise RailnetError(f"--nodes {nodes}: a lab has 1 to {MAX_NODES} nodes")
         directory = directory.resolve()
@@ -139,6 +143,7 @@ class Lab:
                     "wireguard": wireguard,
                     "dns": dns,
                     "dns_upstreams": list(dns_upstreams),
+                    "reconcile_interval": reconcile_interval,
                 }
             )
         )
@@ -259,6 +264,8 @@ class Lab:
             command += ["--dns-upstream", upstream]
         if not meta["dns"]:
             command.append("--no-dns")
+        if meta.get("reconcile_interval") is not None:
+            command += ["--reconcile-interval", str(meta["reconcile_interval"])]
         with open(self.directory / node.name / "agent.log", "ab") as log:
             process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True

@@ -23,6 +23,8 @@ def environment_plan(inputs: dict[str, Any]) -> list[str]:
         f"{outs['ipv6_prefix']}",
         f"dns: *.{inputs['domain']} at {', '.join(outs['resolvers'])}, ttl {inputs['dns_ttl']}s",
     ]
+    if inputs.get("key_rotation"):
+        lines.append(f"wireguard keys: made for rotation {inputs['key_rotation']!r}")
     return lines
 
 
@@ -58,6 +60,7 @@ class EnvironmentProvider(RailnetProvider):
                 ipv4_cidr=str(inputs["ipv4_cidr"]),
                 domain=str(inputs["domain"]),
                 dns_ttl=int(inputs["dns_ttl"]),
+                key_rotation=str(inputs.get("key_rotation") or ""),
                 owner=owner or base.owner,
             )
 
@@ -90,7 +93,16 @@ class EnvironmentProvider(RailnetProvider):
         doc = survey.latest
         inputs = {
             k: props.get(k)
-            for k in ("name", "project", "ip_mode", "ipv4_cidr", "domain", "dns_ttl", "owner")
+            for k in (
+                "name",
+                "project",
+                "ip_mode",
+                "ipv4_cidr",
+                "domain",
+                "dns_ttl",
+                "key_rotation",
+                "owner",
+            )
         }
         if doc is not None:
             inputs.update(
@@ -98,6 +110,7 @@ class EnvironmentProvider(RailnetProvider):
                 ipv4_cidr=doc.ipv4_cidr or props.get("ipv4_cidr"),
                 domain=doc.domain,
                 dns_ttl=doc.dns_ttl,
+                key_rotation=doc.key_rotation,
             )
         outs = self._outputs({**props, **inputs})
         outs["unreachable_nodes"] = survey.silent()

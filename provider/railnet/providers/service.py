@@ -55,6 +55,7 @@ def _settings(spec: EnvironmentSpec, inputs: dict[str, Any]) -> EnvironmentSpec:
         ipv4_cidr=str(inputs["ipv4_cidr"]),
         domain=str(inputs["domain"]),
         dns_ttl=int(inputs["dns_ttl"]),
+        key_rotation=str(inputs.get("key_rotation") or ""),
         owner=declared_by,
     )
 
@@ -190,6 +191,7 @@ class ServiceProvider(RailnetProvider):
             "ipv4_cidr": doc.ipv4_cidr or inputs.get("ipv4_cidr"),
             "domain": doc.domain,
             "dns_ttl": doc.dns_ttl,
+            "key_rotation": doc.key_rotation,
         }
         ipv4 = [i.ipv4 for i in svc.instances if i.ipv4]
         ipv6 = [i.ipv6 for i in svc.instances]
@@ -283,6 +285,7 @@ class ServiceProvider(RailnetProvider):
                 "ipv4_cidr",
                 "domain",
                 "dns_ttl",
+                "key_rotation",
                 "owner",
                 "environment_owner",
             )
@@ -297,6 +300,7 @@ class ServiceProvider(RailnetProvider):
             ipv4_cidr=doc.ipv4_cidr or props.get("ipv4_cidr"),
             domain=doc.domain,
             dns_ttl=doc.dns_ttl,
+            key_rotation=doc.key_rotation,
         )
         outs = self._outputs({**props, **inputs}, doc, sid, survey.silent(involved_only=True))
         return ReadResult(id_, outs, inputs)

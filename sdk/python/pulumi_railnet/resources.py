@@ -65,6 +65,8 @@ class Environment(pulumi.dynamic.Resource, module="railnet", name="Environment")
     ipv4_cidr: pulumi.Output[str]
     domain: pulumi.Output[str]
     dns_ttl: pulumi.Output[int]
+    key_rotation: pulumi.Output[str]
+    """The token the WireGuard keys were made for; a new value rotates every node's keys."""
     env_id: pulumi.Output[str]
     ipv6_prefix: pulumi.Output[str]
     resolvers: pulumi.Output[list[str]]
@@ -82,8 +84,11 @@ class Environment(pulumi.dynamic.Resource, module="railnet", name="Environment")
         ipv4_cidr: pulumi.Input[str] | None = None,
         domain: pulumi.Input[str] | None = None,
         dns_ttl: pulumi.Input[int] | None = None,
+        key_rotation: pulumi.Input[str] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
+        """``key_rotation``: change it (a date, a counter) to give every node of the
+        environment a new WireGuard key pair, in place, without dropping connections."""
         # The declared values, not this resource's outputs, flow into its services: they
         # are known in a preview of a new environment, so the preview can show names and
         # the network plan instead of "computed".
@@ -94,6 +99,7 @@ class Environment(pulumi.dynamic.Resource, module="railnet", name="Environment")
             "ipv4_cidr": ipv4_cidr,
             "domain": domain,
             "dns_ttl": dns_ttl,
+            "key_rotation": key_rotation,
             "owner": _urn(Kind.ENVIRONMENT, resource_name),
         }
         depends = [project] if isinstance(project, Project) else []
@@ -115,6 +121,7 @@ class Service(pulumi.dynamic.Resource, module="railnet", name="Service"):
     ipv4_cidr: pulumi.Output[str]
     domain: pulumi.Output[str]
     dns_ttl: pulumi.Output[int]
+    key_rotation: pulumi.Output[str]
     replicas: pulumi.Output[int]
     nodes: pulumi.Output[list[str] | None]
     service_id: pulumi.Output[str]
@@ -177,6 +184,7 @@ class Service(pulumi.dynamic.Resource, module="railnet", name="Service"):
                     "ipv4_cidr": declared.get("ipv4_cidr"),
                     "domain": declared.get("domain"),
                     "dns_ttl": declared.get("dns_ttl"),
+                    "key_rotation": declared.get("key_rotation"),
                     "replicas": replicas,
                     "nodes": nodes,
                     "owner": _urn(Kind.SERVICE, resource_name),

@@ -7,20 +7,24 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class EnsureEnvironmentRequest(_message.Message):
-    __slots__ = ("env_id",)
+    __slots__ = ("env_id", "key_rotation")
     ENV_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_ROTATION_FIELD_NUMBER: _ClassVar[int]
     env_id: str
-    def __init__(self, env_id: _Optional[str] = ...) -> None: ...
+    key_rotation: str
+    def __init__(self, env_id: _Optional[str] = ..., key_rotation: _Optional[str] = ...) -> None: ...
 
 class EnsureEnvironmentResponse(_message.Message):
-    __slots__ = ("node", "public_key", "endpoint")
+    __slots__ = ("node", "public_key", "endpoint", "key_rotation")
     NODE_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    KEY_ROTATION_FIELD_NUMBER: _ClassVar[int]
     node: str
     public_key: str
     endpoint: str
-    def __init__(self, node: _Optional[str] = ..., public_key: _Optional[str] = ..., endpoint: _Optional[str] = ...) -> None: ...
+    key_rotation: str
+    def __init__(self, node: _Optional[str] = ..., public_key: _Optional[str] = ..., endpoint: _Optional[str] = ..., key_rotation: _Optional[str] = ...) -> None: ...
 
 class ApplyDocumentRequest(_message.Message):
     __slots__ = ("document_json", "expected_generation")

@@ -31,6 +31,13 @@ RPC_ROLES: dict[str, frozenset[Role]] = {
 }
 """RPC → the roles that may call it. ``node`` serves and calls nothing; an RPC missing
 here is refused to everyone."""
+HEALTH_SERVICE = "grpc.health.v1.Health"
+HEALTH_ROLES: dict[str, frozenset[Role]] = {
+    "Check": frozenset({Role.PROVIDER, Role.OPERATOR}),
+    "Watch": frozenset({Role.PROVIDER, Role.OPERATOR}),
+}
+"""The standard health service on the agent's port: for whoever may read."""
+
 
 MUTATING = frozenset({"EnsureEnvironment", "ApplyDocument", "DeleteEnvironment"})
 
@@ -97,11 +104,15 @@ class RoleInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         self, continuation: Callable[[Any], Any], details: grpc.HandlerCallDetails
     ) -> Any:
         handler = continuation(details)
-        if handler is None or not self.enforce or handler.unary_unary is None:
+        if handler is None or not self.enforce:
             return handler
         service, _, rpc = details.method.lstrip("/").partition("/")
-        allowed = RPC_ROLES.get(rpc, frozenset()) if service == SERVICE else frozenset()
-        inner = handler.unary_unary
+        table = {SERVICE: RPC_ROLES, HEALTH_SERVICE: HEALTH_ROLES}.get(service, {})
+        allowed = table.get(rpc, frozenset())
+        streaming = handler.unary_unary is None
+        inner = handler.unary_stream if streaming else handler.unary_unary
+        if inner is None:  # no streaming-in RPC exists: refuse whatever it is
+            return None
 
         def checked(request: Any, context: grpc.ServicerContext) -> Any:
             holder = caller(context)
@@ -119,7 +130,12 @@ class RoleInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 )
             return inner(request, context)
 
-        return grpc.unary_unary_rpc_method_handler(
+        make = (
+            grpc.unary_stream_rpc_method_handler
+            if streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
+        return make(
             checked,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,

@@ -21,6 +21,8 @@ import os
 import socket
 import struct
 import threading
+import time
+from bisect import bisect_left
 from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -109,6 +111,43 @@ class Upstream:
         return socket.AF_INET6 if ":" in self.host else socket.AF_INET
 
 
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5
+)  # fmt: skip
+"""Upper bounds (seconds) of the answer-time histogram: from a cached answer to a slow
+forward."""
+
+
+@dataclass
+class DnsStats:
+    """What one environment's view has answered since the resolver started: the counters
+    behind the agent's ``railnet_dns_*`` metrics."""
+
+    queries: int = 0
+    """Queries read (UDP datagrams and TCP messages), answered or not."""
+    rcodes: list[int] = field(default_factory=lambda: [0] * 16)
+    """Replies sent, by their RCODE (the header's low four bits)."""
+    buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    """Replies by answer time: ``buckets[i]`` counts those in ``(bound[i-1], bound[i]]``,
+    the last one those above every bound."""
+    seconds: float = 0.0
+    """The answer times added up."""
+
+    def answered(self, reply: bytes, seconds: float) -> None:
+        if len(reply) > 3:
+            self.rcodes[reply[3] & 15] += 1
+        self.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.seconds += seconds
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "queries": self.queries,
+            "rcodes": {str(rc): n for rc, n in enumerate(self.rcodes) if n},
+            "buckets": list(self.buckets),
+            "seconds": self.seconds,
+        }
+
+
 @dataclass(eq=False)
 class _Binding:
     """One environment's sockets and the answerer they consult on every query."""
@@ -124,6 +163,8 @@ class _Binding:
     connections: set[asyncio.StreamWriter] = field(default_factory=set)
     forwards: int = 0
     """This environment's forwarded queries in flight (at most ``MAX_FORWARDS_PER_ENV``)."""
+    stats: DnsStats = field(default_factory=DnsStats)
+    """Kept across rebinds of the environment (the server holds it by environment)."""
 
     @property
     def endpoints(self) -> tuple[tuple[str, int], ...]:
@@ -165,6 +206,7 @@ class DnsServer(ResolverBackend):
         self._forward_timeout = forward_timeout
         self._lock = threading.Lock()
         self._bindings: dict[str, _Binding] = {}
+        self._stats: dict[str, DnsStats] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -254,6 +296,7 @@ class DnsServer(ResolverBackend):
                 tcp=tcp,
                 port=port,
                 netns_identity=identity,
+                stats=self._stats.setdefault(view.env_id, DnsStats()),
             )
             try:
                 self._call(self._attach(binding))
@@ -266,6 +309,7 @@ class DnsServer(ResolverBackend):
         """Stop serving ``env_id``: its sockets close, its TCP clients are disconnected."""
         with self._lock:
             binding = self._bindings.pop(env_id, None)
+            self._stats.pop(env_id, None)
             if binding is not None:
                 self._call(self._detach_async(binding))
 
@@ -278,6 +322,11 @@ class DnsServer(ResolverBackend):
     def view(self, env_id: str) -> ResolverView | None:
         binding = self._bindings.get(env_id)
         return None if binding is None else binding.view
+
+    def stats(self) -> dict[str, DnsStats]:
+        """Per environment served, what its view has answered (read without a lock: the
+        counters are only ever added to, and a scrape may be a query behind)."""
+        return dict(self._stats)
 
     def views(self) -> dict[str, ResolverView]:
         """Every view served, by environment."""
@@ -367,11 +416,15 @@ class DnsServer(ResolverBackend):
         sendto = sock.sendto
         udp = Transport.UDP
         max_udp = self._max_udp
+        stats = binding.stats
+        rcodes, buckets, clock = stats.rcodes, stats.buckets, time.perf_counter
         for _ in range(UDP_BATCH):
             try:
                 query, client = recvfrom(RECV_SIZE)
             except OSError:  # BlockingIOError when drained; anything else: next wake-up
                 return
+            started = clock()
+            stats.queries += 1
             answerer = binding.answerer
             if answerer is None:
                 return
@@ -385,6 +438,11 @@ class DnsServer(ResolverBackend):
                     sendto(reply, client)
                 except OSError:
                     pass  # a full socket buffer drops the reply, as UDP may
+                # DnsStats.answered, inlined: this is the hot path.
+                elapsed = clock() - started
+                rcodes[reply[3] & 15] += 1
+                buckets[bisect_left(LATENCY_BUCKETS, elapsed)] += 1
+                stats.seconds += elapsed
             elif reply is not None:
                 if not self._upstreams or binding.forwards >= MAX_FORWARDS_PER_ENV:
                     # Answered here and now: no task, no socket, nothing queued.
@@ -392,12 +450,18 @@ class DnsServer(ResolverBackend):
                     if refusal is not None:
                         with contextlib.suppress(OSError):
                             sendto(refusal, client)
+                        stats.answered(refusal, clock() - started)
                     continue
                 binding.forwards += 1  # taken now, so one batch cannot overshoot the bound
-                self._spawn(self._forward_udp(binding, sock, query, client))
+                self._spawn(self._forward_udp(binding, sock, query, client, started))
 
     async def _forward_udp(
-        self, binding: _Binding, sock: socket.socket, query: bytes, client: tuple[str, int]
+        self,
+        binding: _Binding,
+        sock: socket.socket,
+        query: bytes,
+        client: tuple[str, int],
+        started: float,
     ) -> None:
         try:
             reply = await self._forward(query, Transport.UDP)
@@ -406,6 +470,7 @@ class DnsServer(ResolverBackend):
         if reply is not None:
             with contextlib.suppress(OSError):
                 sock.sendto(reply, client)
+            binding.stats.answered(reply, time.perf_counter() - started)
 
     async def _serve_tcp(
         self, binding: _Binding, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -420,6 +485,8 @@ class DnsServer(ResolverBackend):
                 query = await asyncio.wait_for(
                     reader.readexactly(int.from_bytes(prefix, "big")), TCP_IDLE_TIMEOUT
                 )
+                started = time.perf_counter()
+                binding.stats.queries += 1
                 answerer = binding.answerer
                 if answerer is None:
                     return
@@ -439,6 +506,7 @@ class DnsServer(ResolverBackend):
                             binding.forwards -= 1
                 if reply is None:
                     return  # silence over TCP: drop the connection rather than stall it
+                binding.stats.answered(reply, time.perf_counter() - started)
                 writer.write(len(reply).to_bytes(2, "big") + reply)
                 await writer.drain()
         except (asyncio.IncompleteReadError, TimeoutError, ConnectionError, OSError):

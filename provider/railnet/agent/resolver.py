@@ -17,6 +17,7 @@ The control protocol is one JSON object per line each way, request then reply::
     {"op": "remove", "env_id": ENV}  {"ok": true}
     {"op": "records", "env_id": ENV} {"ok": true, "records": [[NAME, TYPE, VALUE, TTL], ...]}
     {"op": "endpoints", "env_id": E} {"ok": true, "endpoints": [[ADDRESS, PORT], ...]}
+    {"op": "stats"}                  {"ok": true, "stats": {ENV: {"queries": N, ...}}}
 
 A failed request gets ``{"ok": false, "error": MESSAGE}``. Only root (the agent) can reach
 the socket.
@@ -313,6 +314,10 @@ class ResolverProcess(ResolverBackend):
         reply = self._ask({"op": "endpoints", "env_id": env_id})
         return tuple((str(a), int(p)) for a, p in reply["endpoints"])
 
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Per environment, its view's counters (see ``railnet.agent.dns.DnsStats``)."""
+        return dict(self._ask({"op": "stats"})["stats"])
+
     def served(self) -> dict[str, int]:
         """Per environment the resolver serves, its view's serial."""
         return {str(k): int(v) for k, v in self._ask({"op": "hello"})["views"].items()}
@@ -422,6 +427,8 @@ def _handle(server: Any, line: bytes) -> dict[str, Any]:
             return {"ok": True}
         if op == "records":
             return {"ok": True, "records": server.records(str(request["env_id"]))}
+        if op == "stats":
+            return {"ok": True, "stats": {e: s.as_dict() for e, s in server.stats().items()}}
         if op == "endpoints":
             return {"ok": True, "endpoints": server.endpoints(str(request["env_id"]))}
         return {"ok": False, "error": f"unknown request {op!r}"}

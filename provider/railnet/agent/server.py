@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -18,25 +20,28 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent import futures
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import HealthServicer
 
 from railnet.agent.authz import RoleInterceptor
 from railnet.agent.backends import ResolverBackend
+from railnet.agent.config import AgentConfig
 from railnet.agent.credentials import ServingCredentials
 from railnet.agent.linux_network import LinuxNetwork
+from railnet.agent.metrics import AgentMetrics
 from railnet.agent.reconciler import Reconciler
 from railnet.agent.resolver import ResolverProcess
 from railnet.agent.servicer import NodeAgentServicer
 from railnet.agent.state import StateDir
+from railnet.agent.v1 import agent_pb2 as pb
 from railnet.agent.v1 import agent_pb2_grpc as pb_grpc
 from railnet.agent.wireguard import select_backend
 from railnet.core.errors import RailnetError
 from railnet.core.names import check_netns_prefix, check_node_name
-from railnet.pki.certs import TlsFiles
 
 log = logging.getLogger("railnet.agent")
 HANDOVER_TIMEOUT = 30.0
@@ -60,20 +65,28 @@ def serve(
     credentials: ServingCredentials | None,
     listen: Sequence[str],
     workers: int = 16,
+    metrics: AgentMetrics | None = None,
 ) -> tuple[grpc.Server, list[int]]:
-    """The NodeAgent API on every ``listen`` address, behind the role check (which a
-    plaintext server, having no certificates to read, cannot make); started. Returns the
-    server and the port bound for each address (0 for ``unix:`` ones)."""
+    """The NodeAgent API and the standard health service (``grpc.health.v1``) on every
+    ``listen`` address, behind the role check (which a plaintext server, having no
+    certificates to read, cannot make); started. Returns the server and the port bound for
+    each address (0 for ``unix:`` ones)."""
     identity = credentials
     if identity is not None:
         check = RoleInterceptor(revoked=lambda: identity.revoked)
     else:
         check = RoleInterceptor(enforce=False)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), interceptors=[check])
-    pb_grpc.add_NodeAgentServicer_to_server(NodeAgentServicer(reconciler), server)
+    on_apply = metrics.applied if metrics is not None else None
+    pb_grpc.add_NodeAgentServicer_to_server(NodeAgentServicer(reconciler, on_apply), server)
+    health = HealthServicer()
+    for name in ("", pb.DESCRIPTOR.services_by_name["NodeAgent"].full_name):
+        health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
     ports = []
     for address in listen:
         if address.startswith("unix:"):
+            Path(address[5:]).parent.mkdir(parents=True, exist_ok=True)
             Path(address[5:]).unlink(missing_ok=True)
         if identity is None:
             ports.append(server.add_insecure_port(address))
@@ -81,35 +94,6 @@ def serve(
             ports.append(server.add_secure_port(address, identity.credentials()))
     server.start()
     return server, ports
-
-
-@dataclass(frozen=True)
-class AgentConfig:
-    """Everything one node's agent runs with (``railnet agent`` fills it from its flags)."""
-
-    node: str
-    """This node's name, as the cluster file knows it."""
-    listen: tuple[str, ...]
-    """gRPC addresses: ``host:port`` or ``unix:PATH``."""
-    state_dir: Path
-    """Stored documents and private keys."""
-    endpoint_host: str
-    """The underlay address other nodes reach this node's WireGuard sockets at."""
-    tls: TlsFiles | None
-    """Mutual TLS material; ``None`` serves plaintext (``--insecure``)."""
-    netns_prefix: str | None = None
-    """Prefix of every namespace this agent makes; ``rn-<node>`` when unset."""
-    wireguard: str = "auto"
-    """``auto``, ``kernel`` or ``userspace``."""
-    dns: bool = True
-    """Serve the environments' DNS views."""
-    dns_upstreams: tuple[str, ...] = ()
-    """Where names outside the private domain are forwarded (``host:port``)."""
-    reconcile_interval: float = 30.0
-    """Seconds between full repairs."""
-    tls_revoked: Path | None = None
-    """The revocation list (serials, hex); checked on every call, reread with the rest."""
-    log_level: str = "info"
 
 
 def build_resolver(config: AgentConfig) -> ResolverBackend | None:
@@ -178,11 +162,64 @@ class StateLock:
             self._file = None
 
 
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object a line: time, level, logger, node, message (and the traceback)."""
+
+    def __init__(self, node: str) -> None:
+        super().__init__()
+        self.node = node
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "node": self.node,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(entry, sort_keys=True)
+
+
+def configure_logging(config: AgentConfig) -> None:
+    handler = logging.StreamHandler()
+    if config.log_format == "json":
+        handler.setFormatter(JsonLogFormatter(config.node))
+    else:
+        handler.setFormatter(
+            logging.Formatter(f"%(asctime)s {config.node} %(levelname)s %(message)s")
+        )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(config.log_level.upper())
+
+
+LOG_MAX_BYTES = 4 * 1024 * 1024
+"""A process log (wireguard-go's, the resolver's) is rotated past this size."""
+
+
+def rotate_logs(directory: Path, max_bytes: int = LOG_MAX_BYTES) -> list[Path]:
+    """Rotate every ``*.log`` in ``directory`` larger than ``max_bytes`` to ``*.log.1``.
+
+    The writers (wireguard-go, the resolver) hold their logs open in append mode, so the
+    file is copied and then truncated in place: they carry on writing at its new end."""
+    rotated = []
+    for path in sorted(directory.glob("*.log")) if directory.is_dir() else []:
+        try:
+            if path.stat().st_size <= max_bytes:
+                continue
+            shutil.copyfile(path, path.with_name(path.name + ".1"))
+            with open(path, "r+b") as log_file:
+                log_file.truncate(0)
+            rotated.append(path)
+        except OSError as exc:
+            log.warning("cannot rotate %s: %s", path, exc)
+    return rotated
+
+
 def run_agent(config: AgentConfig) -> int:
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format=f"%(asctime)s {config.node} %(levelname)s %(message)s",
-    )
+    configure_logging(config)
     try:
         node = check_node_name("--node", config.node)
         prefix = check_netns_prefix("--netns-prefix", config.netns_prefix or f"rn-{node}")
@@ -229,7 +266,18 @@ def run_agent(config: AgentConfig) -> int:
                 )
 
         resolver.on_restart = resolver_restarted
-    server, _ = serve(reconciler, credentials, config.listen)
+    metrics = AgentMetrics(
+        reconciler.status, resolver.stats if isinstance(resolver, ResolverProcess) else None
+    )
+    try:
+        server, _ = serve(reconciler, credentials, config.listen, metrics=metrics)
+        if config.metrics_listen is not None:
+            host, port = config.metrics_listen
+            bound = metrics.serve(host, port)
+            log.info("metrics on http://%s:%d/metrics", host, bound)
+    except (RuntimeError, OSError) as exc:
+        print(f"railnet agent: cannot listen: {exc}", file=sys.stderr)
+        return 2
     log.info("listening on %s", ", ".join(config.listen))
 
     stop = threading.Event()
@@ -242,11 +290,13 @@ def run_agent(config: AgentConfig) -> int:
     while not stop.wait(min(TLS_POLL_SECONDS, config.reconcile_interval)):
         if credentials is not None:
             credentials.reload_if_changed()
+        rotate_logs(config.state_dir / "logs")
         if time.monotonic() < next_repair:
             continue
         next_repair = time.monotonic() + config.reconcile_interval
         for env_id, changes in reconciler.reconcile_all().items():
             if changes:
+                metrics.repaired(env_id, len(changes))
                 log.warning("environment %s: repaired drift: %s", env_id, "; ".join(changes))
     server.stop(grace=2).wait()
     if isinstance(resolver, ResolverProcess):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -32,8 +33,12 @@ def _guard(context: grpc.ServicerContext, call: Callable[[], R]) -> R:
 
 
 class NodeAgentServicer(pb_grpc.NodeAgentServicer):  # type: ignore[misc]
-    def __init__(self, reconciler: Reconciler) -> None:
+    def __init__(
+        self, reconciler: Reconciler, on_apply: Callable[[float, str], None] | None = None
+    ) -> None:
         self.reconciler = reconciler
+        self.on_apply = on_apply
+        """Told each ApplyDocument's duration (seconds) and result (``ok`` or a code)."""
 
     def _held(self, env_id: str) -> int:
         try:
@@ -90,14 +95,28 @@ class NodeAgentServicer(pb_grpc.NodeAgentServicer):  # type: ignore[misc]
         )
 
     def ApplyDocument(self, request: Any, context: grpc.ServicerContext) -> Any:
-        doc = _guard(context, lambda: EnvironmentDocument.from_json(request.document_json))
-        generation, changes = self._audited(
-            context,
-            "ApplyDocument",
-            doc.id,
-            lambda: self.reconciler.apply_document(doc, request.expected_generation),
-            lambda applied: applied[0],
-        )
+        started = time.perf_counter()
+        result = "INVALID_ARGUMENT"
+        try:
+            doc = _guard(context, lambda: EnvironmentDocument.from_json(request.document_json))
+            result = "INTERNAL"
+
+            def apply() -> tuple[int, list[str]]:
+                nonlocal result
+                try:
+                    applied = self.reconciler.apply_document(doc, request.expected_generation)
+                except RailnetError as exc:
+                    result = code_for(exc).name
+                    raise
+                result = "ok"
+                return applied
+
+            generation, changes = self._audited(
+                context, "ApplyDocument", doc.id, apply, lambda applied: applied[0]
+            )
+        finally:
+            if self.on_apply is not None:
+                self.on_apply(time.perf_counter() - started, result)
         return pb.ApplyDocumentResponse(generation=generation, changes=changes)
 
     def GetDocument(self, request: Any, context: grpc.ServicerContext) -> Any:

@@ -1,4 +1,8 @@
-"""``railnet agent``: the flags of one node's agent (``railnet.agent.server`` runs it)."""
+"""``railnet agent``: the flags of one node's agent (``railnet.agent.server`` runs it).
+
+Every flag is also a key of the agent's config file (``railnet.agent.config.SETTINGS``);
+``--config FILE`` reads it and the flags given override it.
+"""
 
 from __future__ import annotations
 
@@ -6,82 +10,43 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from railnet.agent.credentials import REVOKED_FILE
-from railnet.agent.server import AgentConfig, run_agent
-from railnet.core.errors import RailnetError
-from railnet.pki.certs import TlsFiles
-
-TLS_FLAGS = ("tls_ca", "tls_cert", "tls_key")
+from railnet.agent.config import DEFAULT_CONFIG, SETTINGS, load_agent_config
+from railnet.agent.server import run_agent
 
 
 def add_agent_parser(subparsers: Any) -> None:
-    p = subparsers.add_parser("agent", help="run one node's agent")
-    p.add_argument("--node", required=True, help="this node's name, e.g. node-1")
-    p.add_argument(
-        "--listen",
-        action="append",
-        required=True,
-        help="gRPC address (host:port or unix:PATH); repeat to listen on several",
+    p = subparsers.add_parser(
+        "agent",
+        help="run one node's agent",
+        description="Run one node's agent. Every flag is also a key of the config file "
+        "(--state-dir is state_dir); the flags given override the file.",
     )
-    p.add_argument("--state-dir", required=True, type=Path)
     p.add_argument(
-        "--endpoint-host",
-        required=True,
-        help="the underlay address other nodes reach this node's WireGuard sockets at",
-    )
-    p.add_argument("--netns-prefix", help="prefix of every namespace this agent makes")
-    p.add_argument("--wireguard", choices=("auto", "kernel", "userspace"), default="auto")
-    p.add_argument("--tls-ca", type=Path)
-    p.add_argument("--tls-cert", type=Path)
-    p.add_argument("--tls-key", type=Path)
-    p.add_argument(
-        "--tls-revoked",
+        "--config",
         type=Path,
-        help="revocation list: certificate serials in hex, one per line (default: "
-        "revoked.txt beside --tls-ca); checked on every call. SIGHUP, or a change to any TLS "
-        "file, reloads them all without a restart",
+        help=f"the agent's TOML config file (the service uses {DEFAULT_CONFIG})",
     )
-    p.add_argument(
-        "--insecure",
-        action="store_true",
-        help="serve plaintext gRPC without client authentication (never in production)",
-    )
-    p.add_argument("--dns-upstream", action="append", default=[], help="host:port, repeatable")
-    p.add_argument("--no-dns", action="store_true", help="serve no DNS views")
-    p.add_argument("--reconcile-interval", type=float, default=30.0)
-    p.add_argument("--log-level", default="info")
+    for s in SETTINGS:
+        if s.kind is bool:
+            if s.key == "dns":
+                p.add_argument(
+                    "--no-dns",
+                    dest="dns",
+                    action="store_const",
+                    const=False,
+                    help="serve no DNS views (dns = false in the file)",
+                )
+            else:
+                p.add_argument(s.flag, dest=s.key, action="store_const", const=True, help=s.help)
+            continue
+        extra: dict[str, Any] = {"action": "append"} if s.kind is list else {}
+        if s.kind is float:
+            extra["type"] = float
+        shown = f" (default: {s.default})" if s.default not in (None, []) else ""
+        p.add_argument(s.flag, dest=s.key, help=s.help + shown, **extra)
     p.set_defaults(func=run_agent_from_flags)
 
 
-def agent_config(args: argparse.Namespace) -> AgentConfig:
-    """The agent's configuration from its flags; TLS is required unless ``--insecure``."""
-    tls = None
-    revoked = None
-    if not args.insecure:
-        missing = [f for f in TLS_FLAGS if getattr(args, f) is None]
-        if missing:
-            flags = ", ".join("--" + f.replace("_", "-") for f in missing)
-            raise RailnetError(
-                f"mutual TLS needs {flags} (mint them with 'railnet certs init'); "
-                "--insecure serves plaintext instead"
-            )
-        tls = TlsFiles(args.tls_ca, args.tls_cert, args.tls_key)
-        revoked = args.tls_revoked or args.tls_ca.parent / REVOKED_FILE
-    return AgentConfig(
-        node=args.node,
-        listen=tuple(args.listen),
-        state_dir=Path(args.state_dir),
-        endpoint_host=args.endpoint_host,
-        tls=tls,
-        netns_prefix=args.netns_prefix,
-        wireguard=args.wireguard,
-        dns=not args.no_dns,
-        dns_upstreams=tuple(args.dns_upstream),
-        reconcile_interval=args.reconcile_interval,
-        log_level=args.log_level,
-        tls_revoked=revoked,
-    )
-
-
 def run_agent_from_flags(args: argparse.Namespace) -> int:
-    return run_agent(agent_config(args))
+    flags = {s.key: getattr(args, s.key) for s in SETTINGS}
+    return run_agent(load_agent_config(args.config, flags))

@@ -9,6 +9,7 @@ from railnet.cli.agent import add_agent_parser
 from railnet.cli.certs import add_certs_parser
 from railnet.cli.demo import add_demo_parser
 from railnet.cli.lab import add_lab_parser
+from railnet.cli.node import add_node_parser
 from railnet.cli.plan import add_plan_parser
 from railnet.cli.resolver import add_resolver_parser
 from railnet.cli.runtime import add_exec_parsers, add_status_parser
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_plan_parser(sub)
     add_demo_parser(sub)
     add_resolver_parser(sub)
+    add_node_parser(sub)
     return parser
 
 

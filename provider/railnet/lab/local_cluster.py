@@ -29,6 +29,7 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
+from railnet.agent.config import render_config
 from railnet.agent.resolver import resolver_pid
 from railnet.agent.wireguard import Uapi
 from railnet.control.client import AgentAddress, AgentClient
@@ -232,6 +233,25 @@ class Lab:
         meta = self._meta()
         files = node_tls_files(self.directory / "tls", node.name)
         node.state_dir.mkdir(parents=True, exist_ok=True)
+        # The same config file a real node's service reads (railnet node install writes
+        # one): the lab starts its agents the way real nodes start.
+        settings: dict[str, object] = {
+            "node": node.name,
+            "listen": [f"unix:{node.agent_socket}", node.agent_tcp],
+            "state_dir": str(node.state_dir),
+            "endpoint_host": node.underlay,
+            "netns_prefix": node.netns_prefix,
+            "wireguard": str(meta["wireguard"]),
+            "tls_ca": str(files.ca),
+            "tls_cert": str(files.cert),
+            "tls_key": str(files.key),
+            "dns": bool(meta["dns"]),
+            "dns_upstream": list(meta["dns_upstreams"]),  # type: ignore[call-overload]
+        }
+        if meta.get("reconcile_interval") is not None:
+            settings["reconcile_interval"] = float(meta["reconcile_interval"])  # type: ignore[arg-type]
+        config = self.directory / node.name / "agent.toml"
+        config.write_text(render_config(settings))
         command = [
             "nsenter",
             f"--net=/var/run/netns/{node.netns}",
@@ -239,33 +259,9 @@ class Lab:
             "-m",
             "railnet",
             "agent",
-            "--node",
-            node.name,
-            "--listen",
-            f"unix:{node.agent_socket}",
-            "--listen",
-            node.agent_tcp,
-            "--state-dir",
-            str(node.state_dir),
-            "--endpoint-host",
-            node.underlay,
-            "--netns-prefix",
-            node.netns_prefix,
-            "--wireguard",
-            str(meta["wireguard"]),
-            "--tls-ca",
-            str(files.ca),
-            "--tls-cert",
-            str(files.cert),
-            "--tls-key",
-            str(files.key),
+            "--config",
+            str(config),
         ]
-        for upstream in meta["dns_upstreams"]:  # type: ignore[attr-defined]
-            command += ["--dns-upstream", upstream]
-        if not meta["dns"]:
-            command.append("--no-dns")
-        if meta.get("reconcile_interval") is not None:
-            command += ["--reconcile-interval", str(meta["reconcile_interval"])]
         with open(self.directory / node.name / "agent.log", "ab") as log:
             process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True

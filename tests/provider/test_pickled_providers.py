@@ -64,7 +64,8 @@ def test_read_and_delete_work_with_providers_pickled_by_an_earlier_release(
         refreshed = engine.refresh()
 
         assert set(refreshed) == set(before)
-        for name, (old_outputs, new_outputs) in refreshed.items():
+        for name, seen in refreshed.items():
+            old_outputs, new_outputs = seen.before, seen.after
             assert engine.state[name].id == before[name][0], name
             for key in ("private_domain", "ipv4_addresses", "ipv6_addresses", "instances"):
                 assert new_outputs.get(key) == old_outputs.get(key), (name, key)

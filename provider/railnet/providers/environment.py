@@ -100,7 +100,7 @@ class EnvironmentProvider(RailnetProvider):
                 dns_ttl=doc.dns_ttl,
             )
         outs = self._outputs({**props, **inputs})
-        outs["unreachable_nodes"] = survey.silent()
+        outs["unreachable_nodes"] = survey.silent_nodes()
         return ReadResult(id_, outs, inputs)
 
 

@@ -607,7 +607,9 @@ def run_program(
             pulumi.runtime.set_mocks(Mocks(), project=project, stack=stack, preview=preview)
             remember_options(settings.SETTINGS.monitor)
 
-            async def program_run() -> None:
+            # A plain function: run_pulumi_func (pulumi/runtime/stack.py) awaits what it
+            # returns in 3.272, but at the declared floor (3.219) only calls it.
+            def program_run() -> None:
                 runpy.run_path(str(program), run_name="__main__")
 
             loop.run_until_complete(run_pulumi_func(program_run))

@@ -22,15 +22,31 @@ import grpc
 from railnet.engine.emulator import (
     PROVIDER_KEY,
     PROVIDERS,
+    Deployment,
     DynamicProvider,
+    Goal,
+    ProgramStep,
     ProviderError,
+    Refreshed,
     Unknown,
-    operation,
+    checkpoint,
+    refresh,
+    reveal,
+    secret,
     urn,
 )
 from railnet.engine.emulator import ResourceState as State
 
-__all__ = ["PROVIDERS", "DynamicProvider", "ProviderError", "State", "Unknown"]
+__all__ = [
+    "PROVIDERS",
+    "DynamicProvider",
+    "ProviderError",
+    "Refreshed",
+    "State",
+    "Unknown",
+    "reveal",
+    "secret",
+]
 
 
 @dataclass
@@ -41,24 +57,46 @@ class Declared:
     name: str
     props: Callable[[dict[str, State] | None], dict[str, Any]]
     """Given the states (None in a preview of a fresh stack), the resource's inputs."""
+    depends_on: tuple[str, ...] = ()
+    delete_before_replace: bool | None = None
+    """ResourceOptions.delete_before_replace (None: not set, the provider decides)."""
+    additional_secret_outputs: tuple[str, ...] = ()
 
 
 @dataclass
 class Step:
     name: str
     op: str
-    """same, create, update, replace, delete."""
+    """same, create, update, replace, delete, failed."""
     replaces: list[str] = field(default_factory=list)
     detail: Any = None
+    """preview: the checked inputs (failures for a failed step); up: the new outputs."""
+    outputs: dict[str, Any] = field(default_factory=dict)
+    """The outputs the step leaves (in a preview, what the program would see)."""
 
 
 class Engine:
-    """The engine's side of ``pulumi preview/up/refresh/destroy`` for a list of resources."""
+    """The engine's side of ``pulumi preview/up/refresh/destroy`` for a list of resources,
+    through ``railnet.engine.emulator.Deployment`` (which cites the engine's source)."""
 
     def __init__(self, provider: DynamicProvider, stack: str = "test") -> None:
         self.provider = provider
         self.stack = stack
         self.state: dict[str, State] = {}
+        self.calls: list[str] = []
+        """Every hook the provider was called with, in order: "Create api", ..."""
+        self._record(provider)
+
+    def _record(self, provider: DynamicProvider) -> None:
+        for hook in ("check", "diff", "create", "update", "read", "delete"):
+            original = getattr(provider, hook)
+
+            def recorded(*args: Any, _hook: str = hook, _original: Any = original) -> Any:
+                target = next(a for a in args if isinstance(a, str) and a.startswith("urn:"))
+                self.calls.append(f"{_hook.capitalize()} {target.rsplit('::', 1)[-1]}")
+                return _original(*args)
+
+            setattr(provider, hook, recorded)
 
     def urn(self, kind: str, name: str) -> str:
         return urn(kind, name, stack=self.stack)
@@ -74,7 +112,7 @@ class Engine:
         if news.get("environment_owner") is None and declared.kind == "Service":
             env = news.get("environment")
             news["environment_owner"] = (
-                Unknown if env is Unknown else self.urn("Environment", str(env))
+                Unknown if env is Unknown else self.urn("Environment", str(reveal(env)))
             )
         return news
 
@@ -85,80 +123,42 @@ class Engine:
             return False
         return True
 
+    def _goal(self, declared: Declared, preview: bool) -> Goal:
+        return Goal(
+            declared.kind,
+            declared.name,
+            self._news(declared, preview),
+            delete_before_replace=declared.delete_before_replace,
+            dependencies=declared.depends_on,
+            additional_secret_outputs=declared.additional_secret_outputs,
+        )
+
+    def _deployment(self, preview: bool) -> Deployment:
+        return Deployment(self.provider, self.state, preview=preview, stack=self.stack)
+
     def preview(self, program: list[Declared]) -> list[Step]:
         """Check and diff only, as preview does: no create, update or delete."""
-        steps = []
-        for declared in program:
-            news = self._news(declared, preview=True)
-            old = self.state.get(declared.name)
-            checked, failures = self.provider.check(
-                self.urn(declared.kind, declared.name), old.inputs if old else {}, news
-            )
-            if failures:
-                steps.append(Step(declared.name, "failed", detail=failures))
-                continue
-            if old is None:
-                steps.append(Step(declared.name, "create", detail=checked))
-                continue
-            diff = self.provider.diff(
-                old.id, self.urn(declared.kind, declared.name), old.outputs, checked
-            )
-            steps.append(self._step(declared.name, diff, checked))
-        return steps
-
-    @staticmethod
-    def _step(name: str, diff: Any, checked: dict[str, Any]) -> Step:
-        op, replaces = operation(diff)
-        return Step(name, op, replaces, checked)
+        deployment = self._deployment(preview=True)
+        steps = [_step(deployment.register(self._goal(d, True)), True) for d in program]
+        return steps + [_step(s, True) for s in deployment.finish()]
 
     def up(self, program: list[Declared]) -> list[Step]:
+        deployment = self._deployment(preview=False)
         steps = []
-        wanted = {d.name for d in program}
         for declared in program:
-            u = self.urn(declared.kind, declared.name)
-            news = self._news(declared, preview=False)
-            old = self.state.get(declared.name)
-            checked, failures = self.provider.check(u, old.inputs if old else {}, news)
-            if failures:
-                raise ProviderError(grpc.StatusCode.INVALID_ARGUMENT, repr(failures))
-            if old is None:
-                id_, outs = self.provider.create(u, checked)
-                self.state[declared.name] = State(id_, declared.kind, checked, outs)
-                steps.append(Step(declared.name, "create", detail=outs))
-                continue
-            step = self._step(
-                declared.name, self.provider.diff(old.id, u, old.outputs, checked), checked
-            )
-            if step.op == "replace":
-                # create-before-delete, the engine's default when deleteBeforeReplace is unset
-                id_, outs = self.provider.create(u, checked)
-                self.provider.delete(old.id, u, old.outputs)
-                self.state[declared.name] = State(id_, declared.kind, checked, outs)
-                step.detail = outs
-            elif step.op == "update":
-                outs = self.provider.update(old.id, u, old.outputs, checked)
-                self.state[declared.name] = State(old.id, declared.kind, checked, outs)
-                step.detail = outs
-            steps.append(step)
-        for name in self._dependents_first([n for n in self.state if n not in wanted]):
-            old = self.state.pop(name)
-            self.provider.delete(old.id, self.urn(old.kind, name), old.outputs)
-            steps.append(Step(name, "delete"))
-        return steps
+            step = deployment.register(self._goal(declared, False))
+            if step.failures:
+                raise ProviderError(grpc.StatusCode.INVALID_ARGUMENT, repr(step.failures))
+            steps.append(_step(step, False))
+        return steps + [_step(s, False) for s in deployment.finish()]
 
-    def refresh(self) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
-        """Read every resource; returns name → (old outputs, refreshed outputs)."""
-        seen = {}
-        for name, st in list(self.state.items()):
-            id_, outs, inputs = self.provider.read(
-                st.id, self.urn(st.kind, name), st.outputs, st.inputs
-            )
-            seen[name] = (st.outputs, outs)
-            if not id_:
-                del self.state[name]
-            else:
-                self.state[name] = State(id_, st.kind, inputs or st.inputs, outs)
-        return seen
+    def refresh(self) -> dict[str, Refreshed]:
+        """Read every resource, then Diff for the drift; name → what refresh saw."""
+        return refresh(self.provider, self.state, stack=self.stack)
+
+    def checkpoint(self) -> str:
+        """The state as a checkpoint file would hold it (secrets encrypted)."""
+        return checkpoint(self.state, "railnet-test", self.stack)
 
     def _dependents_first(self, names: list[str]) -> list[str]:
         """Deletion order: services, then environments, then projects, as the engine's
@@ -169,8 +169,17 @@ class Engine:
     def destroy(self) -> None:
         for name in self._dependents_first(list(self.state)):
             st = self.state[name]
-            self.provider.delete(st.id, self.urn(st.kind, name), st.outputs)
+            self.provider.delete(st.id, self.urn(st.kind, name), reveal(st.outputs))
             del self.state[name]  # as the engine does: a failed delete stays in the state
+
+
+def _step(step: ProgramStep, preview: bool) -> Step:
+    if step.op == "failed":
+        return Step(step.name, "failed", step.replaces, detail=step.failures)
+    if step.op == "delete":
+        return Step(step.name, "delete")
+    detail = step.checked if preview or step.op == "same" else step.outputs
+    return Step(step.name, step.op, step.replaces, detail=detail, outputs=step.outputs)
 
 
 @contextmanager

@@ -64,6 +64,7 @@ def program(
                     project=Unknown if s is None else s["shop"].outputs["name"],
                     ip_mode=ip_mode,
                 ),
+                depends_on=("shop",),
             )
         )
     for name, spec in services.items():
@@ -79,6 +80,7 @@ def program(
                     nodes=spec.get("nodes"),
                     **env_inputs(s, env),
                 ),
+                depends_on=(env,),
             )
         )
     return decl
@@ -223,7 +225,7 @@ def test_up_change_refresh_destroy(lab: LabNet, engine: Engine) -> None:
         lambda spec: with_service(spec, ServiceSpec("api", ("node-1",), id=sid)),
     )
     seen = engine.refresh()
-    before, after = seen["api"]
+    before, after = seen["api"].before, seen["api"].after
     assert len(before["ipv4_addresses"]) == 3 and len(after["ipv4_addresses"]) == 1
     assert engine.state["api"].inputs["replicas"] == 1
     assert {s.name: s.op for s in engine.preview(program(moved, ("production", "staging")))}[

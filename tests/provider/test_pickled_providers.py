@@ -2,8 +2,9 @@
 provider object pickled *by reference* (module and class name) by the railnet that created
 it. Those modules must keep their import path, or every existing stack loses the ability to
 refresh and destroy. The fixture holds ``__provider`` values serialized by an earlier
-revision of railnet (``revision`` in the file); they drive Read and Delete against a lab
-through the real ``python -m pulumi.dynamic`` server."""
+revision of railnet (each entry names its ``revision``: f2254f4, and 0fb29ff, the release
+before the engine-fidelity work); they drive Read and Delete against a lab through the real
+``python -m pulumi.dynamic`` server. Add an entry whenever a release ships."""
 
 from __future__ import annotations
 
@@ -21,7 +22,10 @@ from .test_engine_protocol import environments_on_nodes, program
 pytestmark = pytest.mark.provider
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "pickled" / "providers.json"
-PICKLED: dict[str, str] = json.loads(FIXTURE.read_text())["providers"]
+REVISIONS: dict[str, dict[str, str]] = {
+    entry["revision"][:7]: entry["providers"]
+    for entry in json.loads(FIXTURE.read_text())["revisions"]
+}
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +34,14 @@ def lab() -> Iterator[LabNet]:
         yield net
 
 
-def test_the_fixture_names_the_provider_classes_by_module() -> None:
+def test_the_fixture_keeps_the_releases_that_wrote_state() -> None:
+    assert {"f2254f4", "0fb29ff"} <= set(REVISIONS)
+
+
+@pytest.mark.parametrize("revision", sorted(REVISIONS))
+def test_the_fixture_names_the_provider_classes_by_module(revision: str) -> None:
     # dill pickles by reference: the module path is in the bytes, not the code.
+    PICKLED = REVISIONS[revision]
     for kind, module in (
         ("Project", b"railnet.providers.project"),
         ("Environment", b"railnet.providers.environment"),
@@ -41,9 +51,11 @@ def test_the_fixture_names_the_provider_classes_by_module() -> None:
         assert kind.encode() + b"Provider" in base64.b64decode(PICKLED[kind])
 
 
+@pytest.mark.parametrize("revision", sorted(REVISIONS))
 def test_read_and_delete_work_with_providers_pickled_by_an_earlier_release(
-    lab: LabNet,
+    lab: LabNet, revision: str
 ) -> None:
+    PICKLED = REVISIONS[revision]
     provider = DynamicProvider({"railnet:cluster": str(lab.lab.cluster_file)})
     engine = Engine(provider)
     try:
@@ -64,7 +76,8 @@ def test_read_and_delete_work_with_providers_pickled_by_an_earlier_release(
         refreshed = engine.refresh()
 
         assert set(refreshed) == set(before)
-        for name, (old_outputs, new_outputs) in refreshed.items():
+        for name, seen in refreshed.items():
+            old_outputs, new_outputs = seen.before, seen.after
             assert engine.state[name].id == before[name][0], name
             for key in ("private_domain", "ipv4_addresses", "ipv6_addresses", "instances"):
                 assert new_outputs.get(key) == old_outputs.get(key), (name, key)

@@ -81,8 +81,10 @@ def test_every_fixture_in_the_real_format_parses() -> None:
         "ipv6_switch.json",
         "malformed.json",
         "mixed.json",
+        "refresh.json",
         "replace.json",
         "truncated.json",
+        "unknown_op.json",
         "update.json",
     ]
     for name in good:
@@ -238,11 +240,16 @@ def test_mixed_secrets_unknowns_and_a_resource_that_is_not_railnet() -> None:
     env = by_name(preview, "preview")
     assert env.new_inputs["ipv4_cidr"] is SECRET
     # Unknowns: the domain comes from the pet, and everything check derives from it.
-    for key in ("domain", "env_id", "ipv6_prefix", "resolvers", "plan"):
+    for key in ("domain", "env_id", "ipv6_prefix"):
         assert env.new_inputs[key] is UNKNOWN, key
+    # What derives from an Output (the secret range, the pet) the SDK asks to be secret.
+    for key in ("resolvers", "plan"):
+        assert env.new_inputs[key] is SECRET, key
     web = by_name(preview, "web")
-    for key in ("domain", "private_domain", "service_id", "placement", "plan"):
+    for key in ("domain", "service_id", "placement"):
         assert web.new_inputs[key] is UNKNOWN, key
+    for key in ("private_domain", "plan"):
+        assert web.new_inputs[key] is SECRET, key
     assert web.new_inputs["replicas"] == 1 and web.new_inputs["name"] == "web"
     # Without --show-replacement-steps only the logical replace is written.
     worker = by_name(preview, "worker")
@@ -331,8 +338,39 @@ def test_step_without_urn() -> None:
     fails(digest(bad), 'steps[0] has no "urn"')
 
 
-def test_op_pulumi_does_not_write() -> None:
-    fails(digest(step(op="modify")), "steps[0].op is 'modify', which Pulumi does not write")
+def test_an_operation_railnet_does_not_know_is_a_warning_for_that_step() -> None:
+    # Pulumi keeps adding operations: one step of a new kind never fails the whole file.
+    preview = parse_preview(
+        digest(step(op="modify"), step(urn=urn("Service", "web")), changeSummary={"modify": 1})
+    )
+    assert [s.name for s in preview.steps] == ["web"]
+    assert preview.change_summary == {}
+    assert len(preview.warnings) == 2
+    assert "steps[0].op is 'modify', an operation railnet does not know" in preview.warnings[1]
+    assert "(for api)" in preview.warnings[1]
+    assert "changeSummary.modify" in preview.warnings[0]
+
+
+def test_an_operation_must_still_be_a_string() -> None:
+    fails(digest(step(op=7)), "steps[0].op must be a string")
+
+
+def test_the_refresh_fixture_has_a_refresh_step_per_resource_and_hides_sames() -> None:
+    preview = parse_preview((FIXTURES / "refresh.json").read_text())
+    assert summary(preview.railnet_steps()) == [
+        ("refresh", "Service", "worker"),
+        ("refresh", "Service", "database"),
+        ("update", "Service", "database"),
+    ]
+    worker = by_name(preview, "worker")
+    assert worker.old_outputs == worker.new_outputs and worker.old.id == worker.new.id
+
+
+def test_a_new_state_before_its_step_ran_has_no_id_and_no_outputs() -> None:
+    preview = parse_preview((FIXTURES / "create.json").read_text())
+    api = by_name(preview, "api")
+    assert api.new is not None and api.new.id == "" and api.new.outputs is None
+    assert api.new_outputs == {}
 
 
 def test_urn_that_is_not_a_urn() -> None:
@@ -364,8 +402,8 @@ def test_step_fields_out_of_shape(fields: dict[str, Any], where: str) -> None:
 @pytest.mark.parametrize(
     ("top", "where"),
     [
-        ({"changeSummary": {"modify": 1}}, "changeSummary is 'modify'"),
         ({"changeSummary": {"create": -1}}, "changeSummary.create must be a whole number"),
+        ({"changeSummary": {"modify": -1}}, "changeSummary.modify must be a whole number"),
         ({"changeSummary": []}, "changeSummary must be a JSON object"),
         ({"config": {"railnet:cluster": 1}}, "config.railnet:cluster must be a string"),
         ({"duration": "2s"}, "duration must be a whole number"),

@@ -70,6 +70,9 @@ def run_plan(args: argparse.Namespace) -> int:
                 "preview", str(args.preview), "is not UTF-8 text; is it `pulumi preview --json`?"
             ) from None
     report = build_report(text, source, args.against)
+    for note in report.notes:
+        if note.startswith("warning: "):
+            print(f"railnet plan: {note}", file=sys.stderr)
     rendered = RENDERERS[args.format](report)
     if args.output:
         try:

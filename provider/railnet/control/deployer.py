@@ -105,6 +105,12 @@ class Survey:
             if involved is None or node in involved
         ]
 
+    def silent_nodes(self, involved_only: bool = False) -> list[str]:
+        """The names of the nodes that did not answer, for Pulumi state. Agent addresses
+        come from the cluster setting, which may be secret config, and the provider cannot
+        tell (it never receives secrets): they stay in errors and logs, out of outputs."""
+        return [entry.split(" (", 1)[0] for entry in self.silent(involved_only)]
+
 
 def newest(held: dict[str, EnvironmentDocument | None]) -> EnvironmentDocument | None:
     """The highest generation among the documents nodes hold."""

@@ -33,7 +33,7 @@ from railnet.core.names import environment_id
 from railnet.core.plan import EnvironmentPlan, plan_change, planning_identities, planning_node
 from railnet.core.plan_render import PlanReport, ResourceOp
 
-OLD_SIDE_OPS = {"same", "update", "replace", "delete", "delete-replaced", "read", "refresh"}
+OLD_SIDE_OPS = {"same", "update", "replace", "delete", "delete-replaced", "read"}
 NEW_SIDE_OPS = {"same", "update", "replace", "create", "create-replacement", "read", "import"}
 SETTINGS = ("ip_mode", "ipv4_cidr", "domain", "dns_ttl")
 
@@ -77,6 +77,7 @@ def plan_report(
 ) -> PlanReport:
     """The network plan of a preview. With ``held`` (env id → what the agents hold), the
     old side is the agents' documents instead of the preview's old state: drift shows."""
+    steps = _without_refreshes(steps)
     notes: list[str] = []
     old: dict[tuple[str, str], _Side] = {}
     new: dict[tuple[str, str], _Side] = {}
@@ -164,6 +165,53 @@ def plan_report(
             )
         plans.append(plan)
     return PlanReport(tuple(plans), tuple(resources), tuple(dict.fromkeys(notes)))
+
+
+@dataclass(frozen=True)
+class _Unchanged:
+    """A refreshed resource the preview writes no other step for: it stays as it is."""
+
+    step: StepLike
+
+    @property
+    def kind(self) -> str:
+        return self.step.kind
+
+    @property
+    def name(self) -> str:
+        return self.step.name
+
+    @property
+    def op(self) -> str:
+        return "same"
+
+    @property
+    def old_outputs(self) -> Mapping[str, Any] | None:
+        return self.step.old_outputs
+
+    @property
+    def new_inputs(self) -> Mapping[str, Any] | None:
+        # The refresh changes no input of the program: the resource keeps its own.
+        return self.step.old_outputs
+
+    @property
+    def replace_reasons(self) -> Sequence[str]:
+        return ()
+
+
+def _without_refreshes(steps: Sequence[StepLike]) -> list[StepLike]:
+    """``pulumi preview --refresh`` writes a ``refresh`` step for every resource, and then
+    the step the program causes, except ``same``, which is hidden. A refresh therefore
+    changes nothing: it is dropped where another step follows, and reads as ``same``
+    where none does."""
+    followed = {(s.kind, s.name) for s in steps if s.op != "refresh"}
+    result: list[StepLike] = []
+    for step in steps:
+        if step.op != "refresh":
+            result.append(step)
+        elif (step.kind, step.name) not in followed:
+            result.append(_Unchanged(step))
+    return result
 
 
 NEW_ADDRESS = "(new: assigned at apply)"

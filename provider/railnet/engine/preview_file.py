@@ -227,6 +227,9 @@ class PreviewFile:
     duration_ns: int
     """How long the preview took, in nanoseconds (0 when absent)."""
     maybe_corrupt: bool
+    warnings: tuple[str, ...] = ()
+    """What was left out, and why: steps (or counts) with an operation railnet does not know.
+    Pulumi keeps adding operations, so one of them never fails the whole file."""
 
     def railnet_steps(self) -> tuple[PreviewStep, ...]:
         """The steps of railnet's Project, Environment and Service resources, in file order."""
@@ -391,18 +394,22 @@ class _Reader:
             key: _config_value(self.string(f"config.{key}", value))
             for key, value in self.optional_object("config", raw.get("config")).items()
         }
-        summary = {
-            self.enum_value("changeSummary", op, StepOp): self.count(f"changeSummary.{op}", n)
-            for op, n in self.optional_object("changeSummary", raw.get("changeSummary")).items()
-        }
+        warnings: list[str] = []
+        summary = {}
+        for op, n in self.optional_object("changeSummary", raw.get("changeSummary")).items():
+            count = self.count(f"changeSummary.{op}", n)
+            known = self.known_op(f"changeSummary.{op}", op, warnings)
+            if known is not None:
+                summary[known] = count
         diagnostics_raw = raw.get("diagnostics")
         if diagnostics_raw is None:
             diagnostics_raw = []
         if not isinstance(diagnostics_raw, list):
             raise self.wrong("diagnostics", "an array", diagnostics_raw)
+        steps = [self.step(i, s, warnings) for i, s in enumerate(steps_raw)]
         return PreviewFile(
             source=self.source,
-            steps=tuple(self.step(i, s) for i, s in enumerate(steps_raw)),
+            steps=tuple(s for s in steps if s is not None),
             change_summary=MappingProxyType(summary),
             config=MappingProxyType(config),
             diagnostics=tuple(
@@ -410,7 +417,20 @@ class _Reader:
             ),
             duration_ns=self.count("duration", raw.get("duration")),
             maybe_corrupt=self.boolean("maybeCorrupt", raw.get("maybeCorrupt")),
+            warnings=tuple(warnings),
         )
+
+    def known_op(self, where: str, value: Any, warnings: list[str]) -> StepOp | None:
+        """The operation, or None (and a warning) for a string railnet does not know."""
+        text = self.string(where, value)
+        try:
+            return StepOp(text)
+        except ValueError:
+            warnings.append(
+                f"{where} is {text!r}, an operation railnet does not know (a newer Pulumi?); "
+                "left out of the plan"
+            )
+            return None
 
     def diagnostic(self, where: str, raw: Any) -> Diagnostic:
         fields = self.object(where, raw)
@@ -421,16 +441,19 @@ class _Reader:
             prefix=self.string(f"{where}.prefix", fields.get("prefix"), ""),
         )
 
-    def step(self, index: int, raw: Any) -> PreviewStep:
+    def step(self, index: int, raw: Any, warnings: list[str]) -> PreviewStep | None:
         where = f"steps[{index}]"
         fields = self.object(where, raw)
         if "op" not in fields:
             raise self.fail(where, 'has no "op" (the operation Pulumi plans)')
-        op = self.enum_value(f"{where}.op", fields["op"], StepOp)
         if "urn" not in fields:
             raise self.fail(where, 'has no "urn" (the resource the step is for)')
         urn = self.string(f"{where}.urn", fields["urn"])
         type_, name = self.urn_parts(f"{where}.urn", urn)
+        op = self.known_op(f"{where}.op", fields["op"], warnings)
+        if op is None:
+            warnings[-1] = warnings[-1].replace("; left out", f" (for {name}); left out")
+            return None
         return PreviewStep(
             index=index,
             op=op,

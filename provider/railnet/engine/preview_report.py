@@ -5,7 +5,7 @@ hold now. ``railnet plan`` renders it."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,4 +59,7 @@ def build_report(text: str, source: str, against: Path | None = None) -> PlanRep
         cluster = load_cluster(against, "--against", "give the cluster file of your nodes")
         with EnvironmentDeployer(cluster) as deployer:
             held = {env_id: deployer.latest(deployer.read(env_id)) for env_id in sorted(envs)}
-    return plan_report(steps, held)
+    report = plan_report(steps, held)
+    if not preview.warnings:
+        return report
+    return replace(report, notes=(*(f"warning: {w}" for w in preview.warnings), *report.notes))

@@ -113,7 +113,7 @@ class EnvironmentProvider(RailnetProvider):
                 key_rotation=doc.key_rotation,
             )
         outs = self._outputs({**props, **inputs})
-        outs["unreachable_nodes"] = survey.silent()
+        outs["unreachable_nodes"] = survey.silent_nodes()
         return ReadResult(id_, outs, inputs)
 
 

@@ -273,7 +273,7 @@ class ServiceProvider(RailnetProvider):
             if survey.unreachable and doc is None:
                 # Nothing answered with the environment, and some nodes did not answer at
                 # all: keep the resource and say which nodes, rather than call it gone.
-                return ReadResult(id_, {**props, "unreachable_nodes": survey.silent()})
+                return ReadResult(id_, {**props, "unreachable_nodes": survey.silent_nodes()})
             return ReadResult("", {})
         nodes = [i.node for i in svc.instances]
         inputs = {
@@ -302,5 +302,5 @@ class ServiceProvider(RailnetProvider):
             dns_ttl=doc.dns_ttl,
             key_rotation=doc.key_rotation,
         )
-        outs = self._outputs({**props, **inputs}, doc, sid, survey.silent(involved_only=True))
+        outs = self._outputs({**props, **inputs}, doc, sid, survey.silent_nodes(involved_only=True))
         return ReadResult(id_, outs, inputs)

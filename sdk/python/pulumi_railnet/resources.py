@@ -12,15 +12,59 @@ from typing import Any
 
 import pulumi
 import pulumi.dynamic
+from pulumi.runtime.config import get_config_secret_keys_env
 
 from railnet.core.resources import PROPERTIES, Kind
+from railnet.core.secrecy import secret_outputs
 from railnet.providers import EnvironmentProvider, ProjectProvider, ServiceProvider
 
 
-def _props(kind: Kind, given: Mapping[str, Any]) -> dict[str, Any]:
+def _maybe_secret(value: Any) -> bool:
+    """Whether an input may be secret. Whether an ``Output`` is secret is known only once it
+    resolves, after the resource's options are sent, so every ``Output`` counts: a plain
+    value is the way to keep a property (and what derives from it) visible."""
+    if isinstance(value, pulumi.Output):
+        return True
+    if isinstance(value, Mapping):
+        return any(_maybe_secret(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_maybe_secret(v) for v in value)
+    return False
+
+
+def _secret_setting(key: str) -> bool:
+    """A stack setting set with ``--secret``: the language host lists them in
+    PULUMI_CONFIG_SECRET_KEYS (sdk/python/cmd/pulumi-language-python/main.go)."""
+    return key in get_config_secret_keys_env()
+
+
+def _props(
+    kind: Kind, given: Mapping[str, Any], opts: pulumi.ResourceOptions | None
+) -> tuple[dict[str, Any], pulumi.ResourceOptions | None]:
+    """The resource's inputs, every output declared as ``None``, and its options with the
+    outputs that derive from a secret input made secret.
+
+    The dynamic provider never sees secrets, and the engine marks an output secret again
+    only when an input of the same name was. So an output derived from a secret (``plan``,
+    the addresses, ``env_vars``) is asked for as secret here: ``additional_secret_outputs``
+    for the outputs, and a secret ``None`` input for the properties ``check`` computes, which
+    the engine's name rule (``annotateSecrets``) then keeps secret in the checked inputs and
+    the preview too."""
     props: dict[str, Any] = {p.name: None for p in PROPERTIES[kind]}
     props.update({k: v for k, v in given.items() if v is not None})
-    return props
+    secret = {k for k, v in given.items() if _maybe_secret(v)}
+    if "domain" in props and given.get("domain") is None and _secret_setting("railnet:domain"):
+        # The provider fills the domain in from this setting.
+        secret.add("domain")
+        props["domain"] = pulumi.Output.secret(None)
+    hidden = secret_outputs(kind, secret)
+    if not hidden:
+        return props, opts
+    for name in hidden:
+        props[name] = pulumi.Output.secret(None)
+    return props, pulumi.ResourceOptions.merge(
+        opts, pulumi.ResourceOptions(additional_secret_outputs=hidden)
+    )
 
 
 def _urn(kind: Kind, resource_name: str) -> str:
@@ -47,12 +91,8 @@ class Project(pulumi.dynamic.Resource, module="railnet", name="Project"):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         self.declared_name: pulumi.Input[str] = name or resource_name
-        super().__init__(
-            ProjectProvider(),
-            resource_name,
-            _props(Kind.PROJECT, {"name": self.declared_name}),
-            opts,
-        )
+        props, opts = _props(Kind.PROJECT, {"name": self.declared_name}, opts)
+        super().__init__(ProjectProvider(), resource_name, props, opts)
 
 
 class Environment(pulumi.dynamic.Resource, module="railnet", name="Environment"):
@@ -103,12 +143,12 @@ class Environment(pulumi.dynamic.Resource, module="railnet", name="Environment")
             "owner": _urn(Kind.ENVIRONMENT, resource_name),
         }
         depends = [project] if isinstance(project, Project) else []
-        super().__init__(
-            EnvironmentProvider(),
-            resource_name,
-            _props(Kind.ENVIRONMENT, self.declared),
+        props, opts = _props(
+            Kind.ENVIRONMENT,
+            self.declared,
             pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=depends)),
         )
+        super().__init__(EnvironmentProvider(), resource_name, props, opts)
 
 
 class Service(pulumi.dynamic.Resource, module="railnet", name="Service"):
@@ -171,25 +211,22 @@ class Service(pulumi.dynamic.Resource, module="railnet", name="Service"):
                 )
             declared = {"project": project, "name": env, "owner": ""}
             depends = []
-        super().__init__(
-            ServiceProvider(),
-            resource_name,
-            _props(
-                Kind.SERVICE,
-                {
-                    "name": name or resource_name,
-                    "project": declared["project"],
-                    "environment": declared["name"],
-                    "ip_mode": declared.get("ip_mode"),
-                    "ipv4_cidr": declared.get("ipv4_cidr"),
-                    "domain": declared.get("domain"),
-                    "dns_ttl": declared.get("dns_ttl"),
-                    "key_rotation": declared.get("key_rotation"),
-                    "replicas": replicas,
-                    "nodes": nodes,
-                    "owner": _urn(Kind.SERVICE, resource_name),
-                    "environment_owner": declared["owner"],
-                },
-            ),
+        props, opts = _props(
+            Kind.SERVICE,
+            {
+                "name": name or resource_name,
+                "project": declared["project"],
+                "environment": declared["name"],
+                "ip_mode": declared.get("ip_mode"),
+                "ipv4_cidr": declared.get("ipv4_cidr"),
+                "domain": declared.get("domain"),
+                "dns_ttl": declared.get("dns_ttl"),
+                "key_rotation": declared.get("key_rotation"),
+                "replicas": replicas,
+                "nodes": nodes,
+                "owner": _urn(Kind.SERVICE, resource_name),
+                "environment_owner": declared["owner"],
+            },
             pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=depends)),
         )
+        super().__init__(ServiceProvider(), resource_name, props, opts)

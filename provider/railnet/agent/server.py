@@ -34,6 +34,7 @@ from railnet.agent.servicer import NodeAgentServicer
 from railnet.agent.state import StateDir
 from railnet.agent.v1 import agent_pb2_grpc as pb_grpc
 from railnet.agent.wireguard import select_backend
+from railnet.core.document import READABLE_FORMATS, check_formats
 from railnet.core.errors import RailnetError
 from railnet.core.names import check_netns_prefix, check_node_name
 from railnet.pki.certs import TlsFiles
@@ -43,6 +44,9 @@ HANDOVER_TIMEOUT = 30.0
 """Seconds a new agent waits for the one it replaces to stop."""
 TLS_POLL_SECONDS = 2.0
 """How often the agent looks whether its TLS files (or the revocation list) changed."""
+FORMATS_VARIABLE = "RAILNET_DOCUMENT_FORMATS"
+"""Limits the document formats the agent reads (``1``): an agent of this release then
+behaves as one of the previous, which is how mixed-version clusters are tested."""
 
 
 def udp_port_free(port: int) -> bool:
@@ -60,6 +64,7 @@ def serve(
     credentials: ServingCredentials | None,
     listen: Sequence[str],
     workers: int = 16,
+    formats: tuple[int, ...] = READABLE_FORMATS,
 ) -> tuple[grpc.Server, list[int]]:
     """The NodeAgent API on every ``listen`` address, behind the role check (which a
     plaintext server, having no certificates to read, cannot make); started. Returns the
@@ -70,7 +75,7 @@ def serve(
     else:
         check = RoleInterceptor(enforce=False)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), interceptors=[check])
-    pb_grpc.add_NodeAgentServicer_to_server(NodeAgentServicer(reconciler), server)
+    pb_grpc.add_NodeAgentServicer_to_server(NodeAgentServicer(reconciler, formats), server)
     ports = []
     for address in listen:
         if address.startswith("unix:"):
@@ -195,6 +200,9 @@ def run_agent(config: AgentConfig) -> int:
             )
         else:
             credentials = ServingCredentials(config.tls, config.tls_revoked)
+        formats = READABLE_FORMATS
+        if os.environ.get(FORMATS_VARIABLE):
+            formats = check_formats(FORMATS_VARIABLE, os.environ[FORMATS_VARIABLE])
         state = StateDir(config.state_dir)
         lock = StateLock(config.state_dir)  # held until this function returns
         previous = lock.acquire()
@@ -229,8 +237,8 @@ def run_agent(config: AgentConfig) -> int:
                 )
 
         resolver.on_restart = resolver_restarted
-    server, _ = serve(reconciler, credentials, config.listen)
-    log.info("listening on %s", ", ".join(config.listen))
+    server, _ = serve(reconciler, credentials, config.listen, formats=formats)
+    log.info("listening on %s; document formats %s", ", ".join(config.listen), formats)
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -594,7 +594,9 @@ def test_one_environment_flooding_outside_names_cannot_starve_another() -> None:
         collector.join(6)
         assert len(rcodes[dns.rcode.NOERROR]) == MAX_FORWARDS_PER_ENV
         assert len(rcodes[dns.rcode.SERVFAIL]) == flooded - MAX_FORWARDS_PER_ENV
-        assert max(rcodes[dns.rcode.SERVFAIL]) < 0.9  # told at once, not after the upstream
+        # Told at once: before the upstream has answered any forwarded one (it holds each
+        # for a second), not after it.
+        assert max(rcodes[dns.rcode.SERVFAIL]) < min(rcodes[dns.rcode.NOERROR])
     finally:
         server.close()
         upstream.close()

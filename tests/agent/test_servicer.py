@@ -38,7 +38,7 @@ from railnet.control.client import (
     channel_options,
 )
 from railnet.core.desired import EnvironmentSpec, ServiceSpec, build_document
-from railnet.core.document import EnvironmentDocument
+from railnet.core.document import READABLE_FORMATS, EnvironmentDocument
 from railnet.core.errors import AgentUnreachable
 from railnet.core.names import environment_netns, instance_netns
 from railnet.pki.certs import ClusterTls, TlsFiles, write_cluster_tls
@@ -84,6 +84,7 @@ def start_agent(
     kernel: FakeKernel | None = None,
     resolver: FakeDnsServer | None = None,
     listen: str = "127.0.0.1:0",
+    formats: tuple[int, ...] = READABLE_FORMATS,
 ) -> RunningAgent:
     kernel = kernel if kernel is not None else FakeKernel()
     resolver = resolver if resolver is not None else FakeDnsServer()
@@ -97,7 +98,9 @@ def start_agent(
         resolver=resolver,
         port_free=lambda port: True,
     )
-    server, (port,) = serve(reconciler, ServingCredentials(tls), [listen], workers=8)
+    server, (port,) = serve(
+        reconciler, ServingCredentials(tls), [listen], workers=8, formats=formats
+    )
     assert port, f"could not listen on {listen}"
     address = f"127.0.0.1:{port}" if listen == "127.0.0.1:0" else listen
     return RunningAgent(node, state_dir, kernel, resolver, reconciler, server, address)

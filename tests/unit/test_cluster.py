@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from railnet.control.cluster import Cluster, ClusterNode, ClusterTlsPaths
+from railnet.control.cluster import (
+    Cluster,
+    ClusterNode,
+    ClusterTlsPaths,
+    load_cluster,
+    with_cordon,
+    with_node,
+    without_node,
+)
 from railnet.core.errors import InvalidField
 
 pytestmark = pytest.mark.unit
@@ -168,3 +177,115 @@ def test_a_bad_operator_entry_names_the_field(operator: object, field: str) -> N
     with pytest.raises(InvalidField) as bad:
         Cluster.from_dict(raw)
     assert bad.value.field == field
+
+
+# -- the format's other fields ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("where", "key"),
+    [("", "nodez"), ("nodes[0]", "cordonned"), ("tls", "bundle"), ("operator", "ca")],
+)
+def test_a_key_the_format_does_not_define_is_refused_by_its_path(where: str, key: str) -> None:
+    raw = raw_cluster()
+    raw["operator"] = {"cert": "op.pem", "key": "op-key.pem"}
+    target: Any = raw if not where else raw[where] if "[" not in where else raw["nodes"][0]
+    target[key] = True
+    path = f"cluster.{where}.{key}" if where else f"cluster.{key}"
+    assert "known:" in str(expect_invalid(raw, path))
+
+
+def test_the_lab_fields_are_part_of_the_format() -> None:
+    raw = raw_cluster()
+    raw["lab"] = "a1b2c3"
+    raw["nodes"][0].update(agent_tcp="198.18.0.1:7443", netns="rla1b2c3-n1")
+    assert Cluster.from_dict(raw).names == ["node-1", "node-2"]
+
+
+def test_cordoned_nodes_take_nothing_new() -> None:
+    raw = raw_cluster()
+    raw["nodes"][1]["cordoned"] = True
+    cluster = Cluster.from_dict(raw)
+    assert cluster.node("node-2").cordoned and not cluster.node("node-1").cordoned
+    assert cluster.schedulable == ["node-1"] and cluster.cordoned == ["node-2"]
+    raw["nodes"][1]["cordoned"] = "yes"
+    expect_invalid(raw, "cluster.nodes[1].cordoned")
+
+
+@pytest.mark.parametrize(
+    "agent",
+    ["node-1", "10.0.0.1", "10.0.0.1:0", "10.0.0.1:70000", "unix:", "unix:relative.sock",
+     "[fd00::zz]:7443", "host name:1"],
+)  # fmt: skip
+def test_an_agent_address_is_host_port_or_an_absolute_unix_path(agent: str) -> None:
+    raw = raw_cluster()
+    raw["nodes"][0]["agent"] = agent
+    expect_invalid(raw, "cluster.nodes[0].agent")
+
+
+@pytest.mark.parametrize("agent", ["10.0.0.1:7443", "[fd00::1]:7443", "node-1.lan:7443"])
+def test_good_agent_addresses(agent: str) -> None:
+    raw = raw_cluster()
+    raw["nodes"][0]["agent"] = agent
+    assert Cluster.from_dict(raw).nodes[0].agent == agent
+
+
+def test_an_underlay_must_be_an_ip_address() -> None:
+    raw = raw_cluster()
+    raw["nodes"][0]["underlay"] = "node-1.lan"
+    expect_invalid(raw, "cluster.nodes[0].underlay")
+
+
+def test_a_bad_file_names_the_field_and_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "cluster.json"
+    raw = raw_cluster()
+    raw["nodes"][1]["agent"] = "nowhere"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(InvalidField) as caught:
+        load_cluster(path, "--cluster")
+    assert caught.value.field == "cluster.nodes[1].agent"
+    assert str(path) in str(caught.value) and "nowhere" in str(caught.value)
+
+
+# -- edits ------------------------------------------------------------------------------
+
+
+def test_edits_keep_every_other_key_and_check_the_result() -> None:
+    raw = raw_cluster()
+    raw["lab"] = "a1b2c3"
+    added = with_node(raw, ClusterNode("node-3", "10.0.0.3:7443", "10.0.0.3"))
+    assert raw == raw_cluster() | {"lab": "a1b2c3"}  # the input is not changed
+    assert added["lab"] == "a1b2c3" and added["tls"] == raw["tls"]
+    assert added["nodes"][-1] == {
+        "name": "node-3",
+        "agent": "10.0.0.3:7443",
+        "underlay": "10.0.0.3",
+    }
+    cordoned = with_cordon(added, "node-3", True)
+    assert cordoned["nodes"][-1]["cordoned"] is True
+    assert with_cordon(cordoned, "node-3", False) == added  # uncordoned: as it was
+    assert [n["name"] for n in without_node(cordoned, "node-1")["nodes"]] == ["node-2", "node-3"]
+
+
+@pytest.mark.parametrize(
+    ("edit", "field"),
+    [
+        (lambda r: with_node(r, ClusterNode("node-1", "10.0.0.9:7443")), "node"),
+        (lambda r: with_node(r, ClusterNode("Node-9", "10.0.0.9:7443")), "node"),
+        (lambda r: with_node(r, ClusterNode("node-9", "198.18.0.2:7443")), "--agent"),
+        (lambda r: with_node(r, ClusterNode("node-9", "nowhere")), "--agent"),
+        (lambda r: with_node(r, ClusterNode("node-9", "10.0.0.9:7443", "x")), "--underlay"),
+        (lambda r: without_node(r, "node-9"), "node"),
+        (lambda r: with_cordon(r, "node-9", True), "node"),
+    ],
+)
+def test_a_bad_edit_names_the_field_and_the_value(edit: Any, field: str) -> None:
+    with pytest.raises(InvalidField) as caught:
+        edit(raw_cluster())
+    assert caught.value.field == field
+
+
+def test_the_last_node_cannot_be_removed() -> None:
+    raw = raw_cluster()
+    with pytest.raises(InvalidField, match="last node"):
+        without_node(without_node(raw, "node-2"), "node-1")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,11 +14,16 @@ from railnet.core.addressing import DEFAULT_IPV4_CIDR, ula_prefix
 from railnet.core.document import (
     DEFAULT_DNS_TTL,
     DEFAULT_DOMAIN,
+    FORMAT_VERSION,
+    READABLE_FORMATS,
     EnvironmentDocument,
     InstanceEntry,
     IpMode,
     NodeEntry,
     ServiceEntry,
+    advertised_formats,
+    check_formats,
+    common_format,
 )
 from railnet.core.errors import InvalidField
 
@@ -242,7 +248,7 @@ INVALID: list[tuple[str, str, object]] = [
     ("domain-upper", "domain", "Railway.internal"),
     ("domain-empty", "domain", ""),
     ("domain-trailing-dot", "domain", "railway.internal."),
-    ("format", "format", 2),
+    ("format", "format", 3),
     ("bad-id", "id", "E-1"),
     ("bad-project", "project", "Shop"),
     ("bad-environment", "environment", ""),
@@ -355,3 +361,70 @@ def test_key_rotation_token_round_trips_and_is_left_out_when_empty() -> None:
     assert rotated.key_rotation == "2024-06"
     assert json.loads(rotated.to_json())["key_rotation"] == "2024-06"
     assert EnvironmentDocument.from_json(rotated.to_json()) == rotated
+
+
+# -- format versions ------------------------------------------------------------------------
+
+GOLDEN_FORMAT_1 = Path(__file__).parents[1] / "golden" / "document" / "format-1.json"
+
+
+def test_a_document_of_format_1_written_before_versioning_still_reads_and_stays_canonical() -> None:
+    text = GOLDEN_FORMAT_1.read_text()  # canonical JSON as the release before format 2 wrote it
+    doc = EnvironmentDocument.from_json(text)
+    assert doc.format == 1
+    assert doc.leaving == ("node-2",) and doc.key_rotation == "2024-06" and doc.freed
+    assert doc.to_json() == text
+    assert doc.with_format(2).to_json() == text.replace('"format":1', '"format":2')
+
+
+def test_new_documents_are_written_in_the_newest_format() -> None:
+    raw = valid_dual()
+    del raw["format"]  # no format at all: the first one
+    assert EnvironmentDocument.from_dict(raw).format == 1
+    doc = EnvironmentDocument(ENV_ID, "shop", "production", 1)
+    assert doc.format == FORMAT_VERSION == 2
+    assert json.loads(doc.to_json())["format"] == 2
+    assert FORMAT_VERSION - 1 in READABLE_FORMATS  # an agent reads the previous format
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["", "nodes[0]", "services[1]", "services[0].instances[1]", "freed[0]"],
+)
+def test_format_2_refuses_a_key_it_does_not_define_and_format_1_ignores_it(path: str) -> None:
+    raw = valid_dual()
+    raw["freed"] = [{"address": "10.250.0.9", "generation": 2, "at": 0}]
+    target: Any = raw
+    for part in filter(None, path.replace("]", "").replace("[", ".").split(".")):
+        target = target[int(part)] if part.isdigit() else target[part]
+    target["weight"] = 3
+    assert EnvironmentDocument.from_dict(raw).format == 1  # format 1: ignored, as always
+    raw["format"] = 2
+    caught = expect_invalid(raw, f"{path}.weight" if path else "weight")
+    assert "format 2" in str(caught)
+
+
+def test_an_agent_limited_to_format_1_refuses_format_2_and_says_which_it_reads() -> None:
+    text = EnvironmentDocument.from_dict(valid_dual()).with_format(2).to_json()
+    with pytest.raises(InvalidField) as caught:
+        EnvironmentDocument.from_json(text, formats=(1,))
+    assert caught.value.field == "format" and caught.value.value == 2
+    assert "[1]" in str(caught.value)
+    assert EnvironmentDocument.from_json(text.replace('"format":2', '"format":1'), formats=(1,))
+
+
+def test_the_deployer_picks_the_highest_format_every_holder_reads() -> None:
+    assert common_format({"node-1": (1, 2), "node-2": (1, 2)}) == 2
+    assert common_format({"node-1": (1, 2), "node-2": advertised_formats([])}) == 1
+    assert common_format({}) == FORMAT_VERSION
+    with pytest.raises(InvalidField) as caught:
+        common_format({"node-1": (3,), "node-2": (1,)})
+    assert "node-1 reads [3]" in str(caught.value)
+
+
+@pytest.mark.parametrize("text", ["", "x", "3", "0,1"])
+def test_a_format_limit_names_the_formats_this_release_reads(text: str) -> None:
+    with pytest.raises(InvalidField) as caught:
+        check_formats("RAILNET_DOCUMENT_FORMATS", text)
+    assert caught.value.field == "RAILNET_DOCUMENT_FORMATS"
+    assert check_formats("F", "1") == (1,) and check_formats("F", "2, 1") == (1, 2)

@@ -40,6 +40,7 @@ from railnet.agent.state import StateDir
 from railnet.agent.v1 import agent_pb2 as pb
 from railnet.agent.v1 import agent_pb2_grpc as pb_grpc
 from railnet.agent.wireguard import select_backend
+from railnet.core.document import READABLE_FORMATS, check_formats
 from railnet.core.errors import RailnetError
 from railnet.core.names import check_netns_prefix, check_node_name
 
@@ -48,6 +49,9 @@ HANDOVER_TIMEOUT = 30.0
 """Seconds a new agent waits for the one it replaces to stop."""
 TLS_POLL_SECONDS = 2.0
 """How often the agent looks whether its TLS files (or the revocation list) changed."""
+FORMATS_VARIABLE = "RAILNET_DOCUMENT_FORMATS"
+"""Limits the document formats the agent reads (``1``): an agent of this release then
+behaves as one of the previous, which is how mixed-version clusters are tested."""
 
 
 def udp_port_free(port: int) -> bool:
@@ -66,6 +70,7 @@ def serve(
     listen: Sequence[str],
     workers: int = 16,
     metrics: AgentMetrics | None = None,
+    formats: tuple[int, ...] = READABLE_FORMATS,
 ) -> tuple[grpc.Server, list[int]]:
     """The NodeAgent API and the standard health service (``grpc.health.v1``) on every
     ``listen`` address, behind the role check (which a plaintext server, having no
@@ -78,7 +83,9 @@ def serve(
         check = RoleInterceptor(enforce=False)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), interceptors=[check])
     on_apply = metrics.applied if metrics is not None else None
-    pb_grpc.add_NodeAgentServicer_to_server(NodeAgentServicer(reconciler, on_apply), server)
+    pb_grpc.add_NodeAgentServicer_to_server(
+        NodeAgentServicer(reconciler, formats, on_apply), server
+    )
     health = HealthServicer()
     for name in ("", pb.DESCRIPTOR.services_by_name["NodeAgent"].full_name):
         health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -232,6 +239,9 @@ def run_agent(config: AgentConfig) -> int:
             )
         else:
             credentials = ServingCredentials(config.tls, config.tls_revoked)
+        formats = READABLE_FORMATS
+        if os.environ.get(FORMATS_VARIABLE):
+            formats = check_formats(FORMATS_VARIABLE, os.environ[FORMATS_VARIABLE])
         state = StateDir(config.state_dir)
         lock = StateLock(config.state_dir)  # held until this function returns
         previous = lock.acquire()
@@ -270,7 +280,7 @@ def run_agent(config: AgentConfig) -> int:
         reconciler.status, resolver.stats if isinstance(resolver, ResolverProcess) else None
     )
     try:
-        server, _ = serve(reconciler, credentials, config.listen, metrics=metrics)
+        server, _ = serve(reconciler, credentials, config.listen, formats=formats, metrics=metrics)
         if config.metrics_listen is not None:
             host, port = config.metrics_listen
             bound = metrics.serve(host, port)
@@ -278,7 +288,7 @@ def run_agent(config: AgentConfig) -> int:
     except (RuntimeError, OSError) as exc:
         print(f"railnet agent: cannot listen: {exc}", file=sys.stderr)
         return 2
-    log.info("listening on %s", ", ".join(config.listen))
+    log.info("listening on %s; document formats %s", ", ".join(config.listen), formats)
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -14,7 +14,7 @@ from railnet.agent.reconciler import Reconciler
 from railnet.agent.status_codes import code_for
 from railnet.agent.v1 import agent_pb2 as pb
 from railnet.agent.v1 import agent_pb2_grpc as pb_grpc
-from railnet.core.document import EnvironmentDocument
+from railnet.core.document import READABLE_FORMATS, EnvironmentDocument
 from railnet.core.errors import DamagedState, RailnetError
 
 log = logging.getLogger("railnet.agent")
@@ -34,9 +34,14 @@ def _guard(context: grpc.ServicerContext, call: Callable[[], R]) -> R:
 
 class NodeAgentServicer(pb_grpc.NodeAgentServicer):  # type: ignore[misc]
     def __init__(
-        self, reconciler: Reconciler, on_apply: Callable[[float, str], None] | None = None
+        self,
+        reconciler: Reconciler,
+        formats: tuple[int, ...] = READABLE_FORMATS,
+        on_apply: Callable[[float, str], None] | None = None,
     ) -> None:
         self.reconciler = reconciler
+        self.formats = formats
+        """The document formats this agent accepts (and says it reads, in its replies)."""
         self.on_apply = on_apply
         """Told each ApplyDocument's duration (seconds) and result (``ok`` or a code)."""
 
@@ -92,13 +97,17 @@ class NodeAgentServicer(pb_grpc.NodeAgentServicer):  # type: ignore[misc]
             public_key=key,
             endpoint=endpoint,
             key_rotation=rotation or "",
+            document_formats=self.formats,
         )
 
     def ApplyDocument(self, request: Any, context: grpc.ServicerContext) -> Any:
         started = time.perf_counter()
         result = "INVALID_ARGUMENT"
         try:
-            doc = _guard(context, lambda: EnvironmentDocument.from_json(request.document_json))
+            doc = _guard(
+                context,
+                lambda: EnvironmentDocument.from_json(request.document_json, self.formats),
+            )
             result = "INTERNAL"
 
             def apply() -> tuple[int, list[str]]:
@@ -130,8 +139,10 @@ class NodeAgentServicer(pb_grpc.NodeAgentServicer):  # type: ignore[misc]
 
         doc = _guard(context, held)
         if doc is None:
-            return pb.GetDocumentResponse(found=False)
-        return pb.GetDocumentResponse(found=True, document_json=doc.to_json())
+            return pb.GetDocumentResponse(found=False, document_formats=self.formats)
+        return pb.GetDocumentResponse(
+            found=True, document_json=doc.to_json(), document_formats=self.formats
+        )
 
     def DeleteEnvironment(self, request: Any, context: grpc.ServicerContext) -> Any:
         existed = self._audited(
@@ -145,7 +156,16 @@ class NodeAgentServicer(pb_grpc.NodeAgentServicer):  # type: ignore[misc]
 
     def Status(self, request: Any, context: grpc.ServicerContext) -> Any:
         reports = _guard(context, lambda: self.reconciler.status(request.env_id))
-        response = pb.StatusResponse(node=self.reconciler.node)
+        response = pb.StatusResponse(node=self.reconciler.node, document_formats=self.formats)
+        for doc in _guard(context, lambda: self._documents(request.env_id)):
+            response.documents.add(
+                env_id=doc.id,
+                project=doc.project,
+                environment=doc.environment,
+                generation=doc.generation,
+                hosted=doc.node(self.reconciler.node) is not None,
+                format=doc.format,
+            )
         for r in reports:
             env = response.environments.add(
                 env_id=r.env_id,
@@ -180,3 +200,17 @@ class NodeAgentServicer(pb_grpc.NodeAgentServicer):  # type: ignore[misc]
             for name, rtype, value, ttl in r.records:
                 env.records.add(name=name, type=rtype, value=value, ttl=ttl)
         return response
+
+    def _documents(self, env_id: str) -> list[EnvironmentDocument]:
+        """Every document the node holds (hosted or only kept); damaged ones are skipped
+        (``Status`` reports them as drift)."""
+        ids = [env_id] if env_id else self.reconciler.state.document_ids()
+        held = []
+        for each in ids:
+            try:
+                doc = self.reconciler.document(each)
+            except DamagedState:
+                continue
+            if doc is not None:
+                held.append(doc)
+        return held

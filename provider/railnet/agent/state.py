@@ -70,6 +70,11 @@ class StateDir:
         base = self.root / "environments"
         return sorted(p.name for p in base.iterdir() if (p / "identity.json").exists())
 
+    def document_ids(self) -> list[str]:
+        """Every environment with a stored document: hosted here, or only kept."""
+        base = self.root / "environments"
+        return sorted(p.name for p in base.iterdir() if (p / "document.json").exists())
+
     def _meta(self, env_id: str) -> dict[str, object] | None:
         path = self._env(env_id) / "identity.json"
         try:

@@ -7,6 +7,7 @@ import sys
 
 from railnet.cli.agent import add_agent_parser
 from railnet.cli.certs import add_certs_parser
+from railnet.cli.cluster import add_cluster_parser
 from railnet.cli.demo import add_demo_parser
 from railnet.cli.lab import add_lab_parser
 from railnet.cli.node import add_node_parser
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_agent_parser(sub)
     add_certs_parser(sub)
     add_lab_parser(sub)
+    add_cluster_parser(sub)
     add_exec_parsers(sub)
     add_status_parser(sub)
     add_plan_parser(sub)

@@ -16,6 +16,7 @@ import grpc
 from railnet.agent.v1 import agent_pb2 as pb
 from railnet.agent.v1 import agent_pb2_grpc as pb_grpc
 from railnet.control.cluster import Cluster
+from railnet.core.document import advertised_formats
 from railnet.core.errors import AgentUnreachable, RailnetError
 from railnet.core.names import check_node_name
 from railnet.pki.certs import TlsFiles
@@ -75,6 +76,9 @@ class AgentClient:
         self._channel: grpc.Channel | None = None
         # The engine calls a provider from several threads at once; one channel each.
         self._lock = threading.Lock()
+        self.formats: tuple[int, ...] | None = None
+        """The document formats the agent said it reads in its last reply that says so
+        (``advertised_formats``: format 1 when it says nothing); None before any."""
 
     def __enter__(self) -> AgentClient:
         return self
@@ -121,6 +125,7 @@ class AgentClient:
         if key_rotation is not None:
             request.key_rotation = key_rotation
         r = self._call("EnsureEnvironment", request)
+        self.formats = advertised_formats(r.document_formats)
         if key_rotation is not None and r.key_rotation != key_rotation:
             raise RailnetError(
                 f"node {self.target.node}: its agent did not make a key for rotation "
@@ -140,6 +145,7 @@ class AgentClient:
 
     def document(self, env_id: str) -> str | None:
         r = self._call("GetDocument", pb.GetDocumentRequest(env_id=env_id))
+        self.formats = advertised_formats(r.document_formats)
         return r.document_json if r.found else None
 
     def delete(self, env_id: str, expected_generation: int = 0) -> bool:
@@ -151,4 +157,6 @@ class AgentClient:
         return bool(r.existed)
 
     def status(self, env_id: str = "") -> Any:
-        return self._call("Status", pb.StatusRequest(env_id=env_id))
+        r = self._call("Status", pb.StatusRequest(env_id=env_id))
+        self.formats = advertised_formats(r.document_formats)
+        return r

@@ -1,24 +1,44 @@
-"""The cluster description: which nodes exist and how to reach their agents.
+"""The cluster description: which nodes exist, how to reach their agents, which are cordoned.
 
-It is what ``railnet lab up`` writes to ``cluster.json`` and what the ``railnet:cluster``
-stack setting holds (a path or inline JSON)::
+It is what ``railnet lab up`` writes to ``cluster.json``, what ``railnet cluster`` edits and
+what the ``railnet:cluster`` stack setting holds (a path or inline JSON)::
 
-    {"nodes": [{"name": "node-1", "agent": "unix:/.../node-1.sock", "underlay": "198.18.0.1"}],
-     "tls": {"ca": "ca.pem", "cert": "provider.pem", "key": "provider-key.pem"}}
+    {"nodes": [{"name": "node-1", "agent": "10.0.0.1:7443", "underlay": "10.0.0.1"},
+               {"name": "node-2", "agent": "10.0.0.2:7443", "cordoned": true}],
+     "tls": {"ca": "tls/ca.pem", "cert": "tls/provider.pem", "key": "tls/provider-key.pem"},
+     "operator": {"cert": "tls/operator.pem", "key": "tls/operator-key.pem"}}
 
 Relative TLS paths are relative to the file's directory. ``load_cluster`` is the one way in,
-for the provider's stack setting, the CLI's ``--cluster`` and the demo alike.
+for the provider's stack setting, the CLI's ``--cluster`` and the demo alike; every field is
+checked there and an error names it by its path (``cluster.nodes[1].agent``). A key the
+format does not define is refused too, so a misspelt ``cordoned`` never passes silently.
+The edits (``with_node``, ``without_node``, ``with_cordon``) work on the file's JSON object,
+keep what they do not touch, and check the result the same way. docs/cluster.md
+describes the format.
 """
 
 from __future__ import annotations
 
+import copy
+import ipaddress
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
 
 from railnet.core.errors import InvalidField, RailnetError
 from railnet.core.names import check_node_name
+
+CLUSTER_KEYS = ("nodes", "tls", "operator", "lab")
+"""The keys of a cluster file; ``lab`` is the lab's id, written by ``railnet lab up``."""
+NODE_KEYS = ("name", "agent", "underlay", "cordoned", "agent_tcp", "netns")
+"""The keys of a node entry; ``agent_tcp`` and ``netns`` describe a lab node."""
+TLS_KEYS = ("ca", "cert", "key")
+OPERATOR_KEYS = ("cert", "key")
+_HOST_PORT = re.compile(
+    r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]+)):(?P<port>[0-9]{1,5})"
+)
 
 
 @dataclass(frozen=True)
@@ -27,6 +47,9 @@ class ClusterNode:
     agent: str
     """The agent's gRPC address: ``host:port`` or ``unix:PATH``."""
     underlay: str = ""
+    cordoned: bool = False
+    """Cordoned: no new instance, keeper or moved replica is placed here, and the next
+    deploy of each environment moves its replicas away (``railnet cluster cordon``)."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +79,15 @@ class Cluster:
     def names(self) -> list[str]:
         return [n.name for n in self.nodes]
 
+    @property
+    def schedulable(self) -> list[str]:
+        """The nodes that take new instances and keepers: every node not cordoned."""
+        return [n.name for n in self.nodes if not n.cordoned]
+
+    @property
+    def cordoned(self) -> list[str]:
+        return [n.name for n in self.nodes if n.cordoned]
+
     @classmethod
     def from_json(cls, text: str, base: str = "", source: str = "") -> Cluster:
         try:
@@ -68,31 +100,26 @@ class Cluster:
     def from_dict(cls, raw: Any, base: str = "", source: str = "") -> Cluster:
         if not isinstance(raw, dict):
             raise InvalidField("cluster", raw, "must be an object with a 'nodes' list")
+        _known_keys("cluster", raw, CLUSTER_KEYS)
         nodes_raw = raw.get("nodes")
         if not isinstance(nodes_raw, list) or not nodes_raw:
             raise InvalidField("cluster.nodes", nodes_raw, "must be a non-empty list")
-        nodes = []
-        for i, n in enumerate(nodes_raw):
-            if not isinstance(n, dict):
-                raise InvalidField(f"cluster.nodes[{i}]", n, "must be an object")
-            name = check_node_name(f"cluster.nodes[{i}].name", n.get("name"))
-            agent = n.get("agent")
-            if not isinstance(agent, str) or not agent:
-                raise InvalidField(
-                    f"cluster.nodes[{i}].agent", agent, "must be host:port or unix:PATH"
-                )
-            nodes.append(ClusterNode(name=name, agent=agent, underlay=str(n.get("underlay", ""))))
+        nodes = [_node(f"cluster.nodes[{i}]", n) for i, n in enumerate(nodes_raw)]
         names = [n.name for n in nodes]
         for i, name in enumerate(names):
             if names.index(name) != i:
                 raise InvalidField(f"cluster.nodes[{i}].name", name, "is used twice")
+        lab = raw.get("lab")
+        if lab is not None and not isinstance(lab, str):
+            raise InvalidField("cluster.lab", lab, "must be the lab's id (a string)")
         tls_raw = raw.get("tls")
         tls = None
         if tls_raw is not None:
             if not isinstance(tls_raw, dict):
                 raise InvalidField("cluster.tls", tls_raw, "must be an object with ca, cert, key")
+            _known_keys("cluster.tls", tls_raw, TLS_KEYS)
             paths = []
-            for key in ("ca", "cert", "key"):
+            for key in TLS_KEYS:
                 value = tls_raw.get(key)
                 if not isinstance(value, str) or not value:
                     raise InvalidField(f"cluster.tls.{key}", value, "must be a file path")
@@ -107,14 +134,171 @@ class Cluster:
                 raise InvalidField(
                     "cluster.operator", operator_raw, "must be an object with cert, key"
                 )
+            _known_keys("cluster.operator", operator_raw, OPERATOR_KEYS)
             own = []
-            for key in ("cert", "key"):
+            for key in OPERATOR_KEYS:
                 value = operator_raw.get(key)
                 if not isinstance(value, str) or not value:
                     raise InvalidField(f"cluster.operator.{key}", value, "must be a file path")
                 own.append(str(PurePath(base, value)) if base else value)
             operator = ClusterTlsPaths(tls.ca, *own)
         return cls(nodes=tuple(nodes), tls=tls, source=source, operator=operator)
+
+
+def _known_keys(path: str, raw: dict[str, Any], known: tuple[str, ...]) -> None:
+    for key in raw:
+        if key not in known:
+            raise InvalidField(
+                f"{path}.{key}",
+                raw[key],
+                f"is not a field of the cluster file; known: {', '.join(known)}",
+            )
+
+
+def check_agent_address(field: str, value: object) -> str:
+    """``host:port`` (a name, an IPv4 address or an [IPv6] one) or ``unix:/absolute/path``."""
+    if isinstance(value, str) and value.startswith("unix:"):
+        if value[5:].startswith("/") and len(value) > 6:
+            return value
+        raise InvalidField(field, value, "a unix socket must be unix:/absolute/path")
+    match = _HOST_PORT.fullmatch(value) if isinstance(value, str) else None
+    if match is None or not 1 <= int(match.group("port")) <= 65535:
+        raise InvalidField(
+            field, value, "must be host:port (e.g. 10.0.0.1:7443, [fd00::1]:7443) or unix:PATH"
+        )
+    if match.group("v6") is not None:
+        try:
+            ipaddress.IPv6Address(match.group("v6"))
+        except ValueError:
+            raise InvalidField(field, value, "has no valid IPv6 address in brackets") from None
+    assert isinstance(value, str)
+    return value
+
+
+def check_underlay(field: str, value: object) -> str:
+    try:
+        return str(ipaddress.ip_address(value if isinstance(value, str) else ""))
+    except ValueError:
+        raise InvalidField(field, value, "must be the node's IP address, e.g. 10.0.0.1") from None
+
+
+def _node(path: str, raw: object) -> ClusterNode:
+    if not isinstance(raw, dict):
+        raise InvalidField(path, raw, "must be an object")
+    _known_keys(path, raw, NODE_KEYS)
+    name = check_node_name(f"{path}.name", raw.get("name"))
+    agent = check_agent_address(f"{path}.agent", raw.get("agent"))
+    underlay = raw.get("underlay")
+    cordoned = raw.get("cordoned", False)
+    if not isinstance(cordoned, bool):
+        raise InvalidField(f"{path}.cordoned", cordoned, "must be true or false")
+    return ClusterNode(
+        name=name,
+        agent=agent,
+        underlay="" if underlay in (None, "") else check_underlay(f"{path}.underlay", underlay),
+        cordoned=cordoned,
+    )
+
+
+# -- edits ---------------------------------------------------------------------------------
+# Each takes the file's JSON object and returns a new one (checked), keeping every other key.
+
+
+def new_cluster_file(tls_dir: str | None = None) -> dict[str, Any]:
+    """The object of a new cluster file, with the TLS material ``railnet certs init`` wrote
+    to ``tls_dir`` (relative to the file's directory, or absolute); None: no TLS."""
+    if tls_dir is None:
+        return {"nodes": []}
+    return {
+        "nodes": [],
+        "tls": {
+            "ca": str(PurePath(tls_dir, "ca.pem")),
+            "cert": str(PurePath(tls_dir, "provider.pem")),
+            "key": str(PurePath(tls_dir, "provider-key.pem")),
+        },
+        "operator": {
+            "cert": str(PurePath(tls_dir, "operator.pem")),
+            "key": str(PurePath(tls_dir, "operator-key.pem")),
+        },
+    }
+
+
+def _nodes_of(raw: dict[str, Any]) -> list[dict[str, Any]]:
+    nodes = raw.get("nodes")
+    if not isinstance(nodes, list):
+        raise InvalidField("cluster.nodes", nodes, "must be a list")
+    return nodes
+
+
+def _index(raw: dict[str, Any], name: str) -> int:
+    for i, entry in enumerate(_nodes_of(raw)):
+        if isinstance(entry, dict) and entry.get("name") == name:
+            return i
+    known = [e.get("name") for e in _nodes_of(raw) if isinstance(e, dict)]
+    raise InvalidField("node", name, f"is not in the cluster file; its nodes: {known}")
+
+
+def with_node(raw: dict[str, Any], node: ClusterNode) -> dict[str, Any]:
+    """``raw`` with ``node`` added; a node of that name must not exist yet."""
+    check_node_name("node", node.name)
+    check_agent_address("--agent", node.agent)
+    if node.underlay:
+        check_underlay("--underlay", node.underlay)
+    if any(isinstance(e, dict) and e.get("name") == node.name for e in _nodes_of(raw)):
+        raise InvalidField(
+            "node", node.name, "is already in the cluster file; remove-node it first to change it"
+        )
+    taken = next(
+        (
+            e.get("name")
+            for e in _nodes_of(raw)
+            if isinstance(e, dict) and e.get("agent") == node.agent
+        ),
+        None,
+    )
+    if taken is not None:
+        raise InvalidField("--agent", node.agent, f"is already the agent of node {taken}")
+    entry: dict[str, Any] = {"name": node.name, "agent": node.agent}
+    if node.underlay:
+        entry["underlay"] = node.underlay
+    if node.cordoned:
+        entry["cordoned"] = True
+    edited = copy.deepcopy(raw)
+    edited["nodes"] = [*_nodes_of(edited), entry]
+    Cluster.from_dict(edited)
+    return edited
+
+
+def without_node(raw: dict[str, Any], name: str) -> dict[str, Any]:
+    """``raw`` without the node ``name``; the last node cannot be removed (a cluster file
+    lists at least one)."""
+    index = _index(raw, name)
+    edited = copy.deepcopy(raw)
+    nodes = _nodes_of(edited)
+    if len(nodes) == 1:
+        raise InvalidField("node", name, "is the cluster's last node; a cluster file needs one")
+    del nodes[index]
+    Cluster.from_dict(edited)
+    return edited
+
+
+def with_cordon(raw: dict[str, Any], name: str, cordoned: bool) -> dict[str, Any]:
+    """``raw`` with the node ``name`` cordoned (or not); ``cordoned`` is written only when
+    true, so an uncordoned node's entry is what it was before."""
+    index = _index(raw, name)
+    edited = copy.deepcopy(raw)
+    entry = _nodes_of(edited)[index]
+    if cordoned:
+        entry["cordoned"] = True
+    else:
+        entry.pop("cordoned", None)
+    Cluster.from_dict(edited)
+    return edited
+
+
+def cluster_json(raw: dict[str, Any]) -> str:
+    """How ``railnet cluster`` writes a cluster file: indented, a newline at the end."""
+    return json.dumps(raw, indent=2) + "\n"
 
 
 class ClusterFileError(RailnetError):
@@ -133,11 +317,34 @@ def load_cluster(source: str | Path, origin: str, hint: str = "") -> Cluster:
             return Cluster.from_json(text, source=origin)
         source = Path(text)
     path = source.expanduser()
+    content = _read(path, origin, hint)
     try:
-        content = path.read_text()
+        return Cluster.from_json(content, base=str(path.resolve().parent), source=str(path))
+    except InvalidField as exc:
+        raise InvalidField(exc.field, exc.value, f"{exc.reason} (in {path})") from None
+
+
+def _read(path: Path, origin: str, hint: str) -> str:
+    try:
+        return path.read_text()
     except OSError as exc:
         raise ClusterFileError(
             f"cannot read cluster file {path} ({origin}): {exc.strerror}"
             + (f"; {hint}" if hint else "")
         ) from None
-    return Cluster.from_json(content, base=str(path.resolve().parent), source=str(path))
+
+
+def load_cluster_object(path: Path, origin: str) -> dict[str, Any]:
+    """A cluster file's JSON object, checked (``load_cluster`` would accept it), for an
+    edit: the edit keeps every key it does not change."""
+    content = _read(path, origin, "")
+    try:
+        raw = json.loads(content)
+    except ValueError as exc:
+        raise InvalidField("cluster", str(path), f"is not JSON ({exc})") from None
+    try:
+        Cluster.from_dict(raw)
+    except InvalidField as exc:
+        raise InvalidField(exc.field, exc.value, f"{exc.reason} (in {path})") from None
+    assert isinstance(raw, dict)
+    return raw

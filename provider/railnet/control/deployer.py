@@ -40,7 +40,7 @@ from railnet.core.desired import (
     keepers_of,
     spec_from_document,
 )
-from railnet.core.document import EnvironmentDocument
+from railnet.core.document import EnvironmentDocument, common_format
 from railnet.core.errors import AgentUnreachable, RailnetError
 from railnet.core.names import check_object_id, environment_id
 
@@ -305,6 +305,11 @@ class EnvironmentDeployer:
         # stop keeping it. The others are told right after the apply; should one of those
         # fail, the run fails and its retry finds the node again (it is where it was).
         hosted, involved = survey.hosted(), survey.involved()
+        # Every holder was asked in this round (the survey, or EnsureEnvironment) and said
+        # which formats it reads: write the highest all of them read.
+        version = common_format(
+            {n: self._client(n).formats or (1,) for n in holders if n not in survey.unreachable}
+        )
         doc = build_document(
             spec,
             previous,
@@ -316,6 +321,7 @@ class EnvironmentDeployer:
                 if (n in hosted and n not in hosting) or (n in involved and n not in holders)
             ),
             keepers=keep,
+            format=version,
         )
         if (
             previous is not None

@@ -77,6 +77,32 @@ def find_instance(cluster: Cluster, target: Target) -> tuple[str, str]:
     raise InvalidField("target", name, "no such service runs in the cluster")
 
 
+@dataclass(frozen=True)
+class Holding:
+    """An environment a node holds something of."""
+
+    env_id: str
+    name: str
+    """``project/environment``."""
+    hosted: bool
+    """True: it hosts instances or peers; False: it only keeps the document."""
+
+
+def node_holdings(cluster: Cluster, node: str) -> list[Holding]:
+    """Every environment ``node`` holds (hosts, or keeps the document of), asked of its
+    agent; ``AgentUnreachable`` when it does not answer."""
+    with AgentClient(agent_address(cluster, node, read_only=True), timeout=10.0) as client:
+        reply = client.status()
+    found: dict[str, Holding] = {}
+    for doc in reply.documents:
+        found[doc.env_id] = Holding(doc.env_id, f"{doc.project}/{doc.environment}", doc.hosted)
+    for env in reply.environments:  # agents before the documents field list only these
+        if env.env_id not in found or not found[env.env_id].hosted:
+            name = f"{env.project}/{env.environment}" if env.project else env.env_id
+            found[env.env_id] = Holding(env.env_id, name, True)
+    return sorted(found.values(), key=lambda h: h.name)
+
+
 def status_tree(cluster: Cluster) -> list[dict[str, Any]]:
     from google.protobuf.json_format import MessageToDict
 

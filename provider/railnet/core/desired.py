@@ -17,6 +17,7 @@ from railnet.core.addressing import DEFAULT_IPV4_CIDR, AddressPlan, check_ipv4_c
 from railnet.core.document import (
     DEFAULT_DNS_TTL,
     DEFAULT_DOMAIN,
+    FORMAT_VERSION,
     EnvironmentDocument,
     FreedAddress,
     InstanceEntry,
@@ -206,6 +207,7 @@ def build_document(
     now: int | None = None,
     leaving: tuple[str, ...] = (),
     keepers: tuple[str, ...] = (),
+    format: int = FORMAT_VERSION,
 ) -> EnvironmentDocument:
     """The next document: ``previous.generation + 1`` (or 1), with stable addresses.
 
@@ -213,7 +215,8 @@ def build_document(
     instances give up rest in quarantine (see ``FreedAddress.resting``; ``now`` is the time
     in seconds, None when unknown) before they are handed out again; when the range has
     nothing else left, the longest-resting go first. ``leaving`` lists the nodes that must
-    still remove the environment, ``keepers`` those that keep a copy of the document.
+    still remove the environment, ``keepers`` those that keep a copy of the document;
+    ``format`` is the document format version to write (one every holder reads).
     """
     check_dns_label("project", spec.project)
     check_dns_label("environment", spec.environment)
@@ -342,7 +345,7 @@ def build_document(
         freed=tuple(sorted(freed, key=lambda f: (f.generation, f.address))),
         keepers=tuple(keepers),
         key_rotation=spec.key_rotation,
-    )
+    ).with_format(format)
     # Round-trip through the validator: what we send is exactly what agents accept.
     return EnvironmentDocument.from_dict(doc.to_dict())
 

@@ -27,7 +27,20 @@ from railnet.core.names import (
     check_object_id,
 )
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""The newest document format: what this release writes when every reader reads it."""
+READABLE_FORMATS: tuple[int, ...] = (1, 2)
+"""The formats this release reads: its own and the previous one, so a document written for
+(or stored by) the previous release still applies after an upgrade. The formats:
+
+1. The first. A reader ignores keys it does not know.
+2. The same fields, read strictly: a key the format does not define is refused, naming it.
+   So a field added later comes with format 3, and a writer sends it only to nodes that
+   read it; no agent applies half of a document it does not understand.
+
+The deployer writes the highest format every node holding the document reads
+(``common_format``); agents say which they read in their replies (``document_formats``).
+"""
 DEFAULT_DOMAIN = "railway.internal"
 DEFAULT_DNS_TTL = 5
 MAX_DNS_TTL = 3600
@@ -129,6 +142,8 @@ class EnvironmentDocument:
     key_rotation: str = ""
     """The token the nodes' WireGuard keys were made for: a new token makes every node of
     the environment a new key pair (see docs/security.md, rotation procedures)."""
+    format: int = FORMAT_VERSION
+    """The format version the document is written in (see ``READABLE_FORMATS``)."""
 
     # -- derived views -------------------------------------------------------------------
 
@@ -146,11 +161,18 @@ class EnvironmentDocument:
     def with_generation(self, generation: int) -> EnvironmentDocument:
         return replace(self, generation=generation)
 
+    def with_format(self, version: int) -> EnvironmentDocument:
+        """The same document written in format ``version`` (every readable format carries
+        every field there is today, so nothing is lost)."""
+        if version not in READABLE_FORMATS:
+            raise InvalidField("format", version, f"this release writes formats {READABLE_FORMATS}")
+        return replace(self, format=version)
+
     # -- serialisation -------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
         raw: dict[str, Any] = {
-            "format": FORMAT_VERSION,
+            "format": self.format,
             "id": self.id,
             "project": self.project,
             "environment": self.environment,
@@ -196,16 +218,56 @@ class EnvironmentDocument:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> EnvironmentDocument:
+    def from_json(
+        cls, text: str | bytes, formats: Sequence[int] = READABLE_FORMATS
+    ) -> EnvironmentDocument:
+        """The document ``text`` holds; ``formats`` are the format versions accepted."""
         try:
             raw = json.loads(text)
         except (ValueError, UnicodeDecodeError) as exc:
             raise InvalidField("document", _preview(text), f"is not JSON ({exc})") from None
-        return cls.from_dict(raw)
+        return cls.from_dict(raw, formats)
 
     @classmethod
-    def from_dict(cls, raw: object) -> EnvironmentDocument:
-        return _DocumentReader().read(raw)
+    def from_dict(
+        cls, raw: object, formats: Sequence[int] = READABLE_FORMATS
+    ) -> EnvironmentDocument:
+        return _DocumentReader(tuple(formats)).read(raw)
+
+
+def check_formats(field: str, raw: str) -> tuple[int, ...]:
+    """A list of document formats (``"1"``, ``"1,2"``), each one this release reads: the
+    formats an agent is told to accept (standing in for an older release's agent)."""
+    try:
+        formats = tuple(sorted({int(part) for part in raw.split(",") if part.strip()}))
+    except ValueError:
+        raise InvalidField(field, raw, "must be format numbers separated by commas") from None
+    if not formats or not set(formats) <= set(READABLE_FORMATS):
+        raise InvalidField(field, raw, f"must name formats among {list(READABLE_FORMATS)}")
+    return formats
+
+
+def advertised_formats(reply: Sequence[int]) -> tuple[int, ...]:
+    """The formats an agent's reply says it reads: none said means format 1, which every
+    agent before versioning read."""
+    return tuple(sorted(set(reply))) if reply else (1,)
+
+
+def common_format(readers: Mapping[str, Sequence[int]]) -> int:
+    """The highest format every reader (node → the formats it reads) and this release
+    read; an error names the nodes when there is none."""
+    shared = set(READABLE_FORMATS)
+    for formats in readers.values():
+        shared &= set(formats)
+    if shared:
+        return max(shared)
+    said = ", ".join(f"{node} reads {list(f)}" for node, f in sorted(readers.items()))
+    raise InvalidField(
+        "document_formats",
+        said,
+        f"no format is read by every node and by this release ({list(READABLE_FORMATS)}); "
+        "upgrade the nodes that read only older formats",
+    )
 
 
 def _preview(text: str | bytes) -> str:
@@ -213,14 +275,54 @@ def _preview(text: str | bytes) -> str:
     return shown[:80]
 
 
+DOCUMENT_KEYS = frozenset(
+    {
+        "format", "id", "project", "environment", "generation", "ip_mode", "ipv4_cidr",
+        "domain", "dns_ttl", "nodes", "services", "owner", "key_rotation", "leaving",
+        "keepers", "freed",
+    }
+)  # fmt: skip
+NODE_KEYS = frozenset({"name", "public_key", "endpoint"})
+SERVICE_KEYS = frozenset({"id", "name", "instances", "owner"})
+INSTANCE_KEYS = frozenset({"node", "ipv4", "ipv6"})
+FREED_KEYS = frozenset({"address", "generation", "at"})
+
+
 class _DocumentReader:
     """Validates a raw mapping into an ``EnvironmentDocument``; errors name field paths."""
 
+    def __init__(self, formats: tuple[int, ...] = READABLE_FORMATS) -> None:
+        self.formats = formats
+        self.format = 1
+        self.strict = False
+
+    def _keys(self, path: str, raw: Mapping[str, Any], known: frozenset[str]) -> None:
+        """From format 2 on, a key the format does not define is refused."""
+        if not self.strict:
+            return
+        for key in sorted(raw):
+            if key not in known:
+                where = f"{path}.{key}" if path else key
+                raise InvalidField(
+                    where,
+                    raw[key],
+                    f"is not a field of document format {self.format}; a newer release "
+                    "wrote it for a node that reads it",
+                )
+
     def read(self, raw: object) -> EnvironmentDocument:
         doc = self._mapping("document", raw)
-        fmt = doc.get("format", FORMAT_VERSION)
-        if fmt != FORMAT_VERSION:
-            raise InvalidField("format", fmt, f"this agent reads format {FORMAT_VERSION}")
+        fmt = doc.get("format", 1)
+        if isinstance(fmt, bool) or fmt not in self.formats:
+            raise InvalidField(
+                "format",
+                fmt,
+                f"this agent reads document formats {list(self.formats)}; upgrade it, or let "
+                "the deployer write a format it reads",
+            )
+        self.format = int(fmt)
+        self.strict = self.format >= 2
+        self._keys("", doc, DOCUMENT_KEYS)
         env_id = check_object_id("id", doc.get("id"))
         project = check_dns_label("project", doc.get("project"))
         environment = check_dns_label("environment", doc.get("environment"))
@@ -293,12 +395,14 @@ class _DocumentReader:
             freed=freed,
             keepers=keepers,
             key_rotation=key_rotation,
+            format=self.format,
         )
 
     def _freed(
         self, path: str, raw: object, generation: int, plan: AddressPlan, in_use: set[str]
     ) -> FreedAddress:
         entry = self._mapping(path, raw)
+        self._keys(path, entry, FREED_KEYS)
         value = entry.get("address")
         try:
             version = ipaddress.ip_address(str(value)).version
@@ -346,6 +450,7 @@ class _DocumentReader:
 
     def _node(self, path: str, raw: object) -> NodeEntry:
         node = self._mapping(path, raw)
+        self._keys(path, node, NODE_KEYS)
         name = check_node_name(f"{path}.name", node.get("name"))
         key = node.get("public_key")
         try:
@@ -368,6 +473,7 @@ class _DocumentReader:
         known_nodes: set[str],
     ) -> ServiceEntry:
         svc = self._mapping(path, raw)
+        self._keys(path, svc, SERVICE_KEYS)
         sid = check_object_id(f"{path}.id", svc.get("id"))
         name = check_dns_label(f"{path}.name", svc.get("name"))
         raw_instances = svc.get("instances", [])
@@ -377,6 +483,7 @@ class _DocumentReader:
         for j, inst_raw in enumerate(raw_instances):
             ipath = f"{path}.instances[{j}]"
             inst = self._mapping(ipath, inst_raw)
+            self._keys(ipath, inst, INSTANCE_KEYS)
             node = inst.get("node")
             if not isinstance(node, str) or node not in known_nodes:
                 raise InvalidField(

@@ -15,16 +15,18 @@ class EnsureEnvironmentRequest(_message.Message):
     def __init__(self, env_id: _Optional[str] = ..., key_rotation: _Optional[str] = ...) -> None: ...
 
 class EnsureEnvironmentResponse(_message.Message):
-    __slots__ = ("node", "public_key", "endpoint", "key_rotation")
+    __slots__ = ("node", "public_key", "endpoint", "key_rotation", "document_formats")
     NODE_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     KEY_ROTATION_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_FORMATS_FIELD_NUMBER: _ClassVar[int]
     node: str
     public_key: str
     endpoint: str
     key_rotation: str
-    def __init__(self, node: _Optional[str] = ..., public_key: _Optional[str] = ..., endpoint: _Optional[str] = ..., key_rotation: _Optional[str] = ...) -> None: ...
+    document_formats: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, node: _Optional[str] = ..., public_key: _Optional[str] = ..., endpoint: _Optional[str] = ..., key_rotation: _Optional[str] = ..., document_formats: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ApplyDocumentRequest(_message.Message):
     __slots__ = ("document_json", "expected_generation")
@@ -49,12 +51,14 @@ class GetDocumentRequest(_message.Message):
     def __init__(self, env_id: _Optional[str] = ...) -> None: ...
 
 class GetDocumentResponse(_message.Message):
-    __slots__ = ("found", "document_json")
+    __slots__ = ("found", "document_json", "document_formats")
     FOUND_FIELD_NUMBER: _ClassVar[int]
     DOCUMENT_JSON_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_FORMATS_FIELD_NUMBER: _ClassVar[int]
     found: bool
     document_json: str
-    def __init__(self, found: _Optional[bool] = ..., document_json: _Optional[str] = ...) -> None: ...
+    document_formats: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, found: _Optional[bool] = ..., document_json: _Optional[str] = ..., document_formats: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class DeleteEnvironmentRequest(_message.Message):
     __slots__ = ("env_id", "expected_generation")
@@ -77,12 +81,32 @@ class StatusRequest(_message.Message):
     def __init__(self, env_id: _Optional[str] = ...) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("node", "environments")
+    __slots__ = ("node", "environments", "documents", "document_formats")
     NODE_FIELD_NUMBER: _ClassVar[int]
     ENVIRONMENTS_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_FORMATS_FIELD_NUMBER: _ClassVar[int]
     node: str
     environments: _containers.RepeatedCompositeFieldContainer[EnvironmentStatus]
-    def __init__(self, node: _Optional[str] = ..., environments: _Optional[_Iterable[_Union[EnvironmentStatus, _Mapping]]] = ...) -> None: ...
+    documents: _containers.RepeatedCompositeFieldContainer[HeldDocument]
+    document_formats: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, node: _Optional[str] = ..., environments: _Optional[_Iterable[_Union[EnvironmentStatus, _Mapping]]] = ..., documents: _Optional[_Iterable[_Union[HeldDocument, _Mapping]]] = ..., document_formats: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class HeldDocument(_message.Message):
+    __slots__ = ("env_id", "project", "environment", "generation", "hosted", "format")
+    ENV_ID_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    HOSTED_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    env_id: str
+    project: str
+    environment: str
+    generation: int
+    hosted: bool
+    format: int
+    def __init__(self, env_id: _Optional[str] = ..., project: _Optional[str] = ..., environment: _Optional[str] = ..., generation: _Optional[int] = ..., hosted: _Optional[bool] = ..., format: _Optional[int] = ...) -> None: ...
 
 class EnvironmentStatus(_message.Message):
     __slots__ = ("env_id", "project", "environment", "generation", "netns", "listen_port", "public_key", "peers", "instances", "drift", "records")

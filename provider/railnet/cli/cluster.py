@@ -1,0 +1,246 @@
+"""``railnet cluster``: read and edit the cluster file (nodes, agent addresses, cordons).
+
+Every edit reads the file, checks it, changes one thing, checks the result and replaces
+the file atomically, so a crash or a bad argument never leaves half a cluster file.
+Exit codes: 0 done; 1 refused to keep the cluster safe (``remove-node`` of a node that
+still holds environments, or whose agent cannot be asked); 2 bad input or an unreadable
+file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from railnet.cli.runtime import DEFAULT_CLUSTER
+from railnet.control.cluster import (
+    Cluster,
+    ClusterNode,
+    cluster_json,
+    load_cluster,
+    load_cluster_object,
+    new_cluster_file,
+    with_cordon,
+    with_node,
+    without_node,
+)
+from railnet.control.inspect import node_holdings
+from railnet.core.errors import AgentUnreachable
+from railnet.linux.files import write_atomic
+
+EXIT_OK = 0
+EXIT_REFUSED = 1
+EXIT_BAD_INPUT = 2
+
+
+def add_cluster_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "cluster",
+        help="show and edit the cluster file: nodes, agent addresses, cordons",
+        description="Show and edit the cluster file (docs/cluster.md). The file is "
+        f"--cluster FILE, else $RAILNET_CLUSTER, else {DEFAULT_CLUSTER}. Exit codes: 0 done, "
+        "1 refused to keep the cluster safe, 2 bad input.",
+    )
+    sub = p.add_subparsers(dest="cluster_command", required=True)
+
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=text, description=text)
+        c.add_argument(
+            "--cluster",
+            type=Path,
+            metavar="FILE",
+            help=f"the cluster file (default: $RAILNET_CLUSTER, else {DEFAULT_CLUSTER})",
+        )
+        return c
+
+    show = command("show", "list the nodes, their agents and cordons")
+    show.add_argument("--json", action="store_true", help="print the stable JSON form")
+    show.set_defaults(func=run_show)
+
+    add = command("add-node", "add a node (creates the file when it does not exist)")
+    add.add_argument("node", metavar="NAME", help="the node's name, e.g. node-4")
+    add.add_argument(
+        "--agent",
+        required=True,
+        metavar="ADDR",
+        help="its agent's gRPC address: host:port or unix:PATH",
+    )
+    add.add_argument(
+        "--underlay", default="", metavar="IP", help="its underlay IP address (default: none)"
+    )
+    add.add_argument(
+        "--cordoned", action="store_true", help="add it cordoned: it takes no instance yet"
+    )
+    how = add.add_mutually_exclusive_group()
+    how.add_argument(
+        "--tls-dir",
+        metavar="DIR",
+        help="for a new file: the directory 'railnet certs init' wrote (relative to the "
+        "file's directory, or absolute); the file then names its provider and operator "
+        "certificates",
+    )
+    how.add_argument(
+        "--insecure",
+        action="store_true",
+        help="for a new file: the agents serve plaintext (--insecure agents; never in production)",
+    )
+    add.set_defaults(func=run_add_node)
+
+    remove = command(
+        "remove-node",
+        "remove a node; refused while it holds any environment (drain it first)",
+    )
+    remove.add_argument("node", metavar="NAME")
+    remove.add_argument(
+        "--force",
+        action="store_true",
+        help="remove it even when its agent cannot be asked (a dead node); its environments "
+        "forget it at their next deploy",
+    )
+    remove.set_defaults(func=run_remove_node)
+
+    for name, cordoned, text in (
+        ("cordon", True, "cordon a node: the next deploy moves its replicas and keepers away"),
+        ("uncordon", False, "uncordon a node: it takes new instances again"),
+    ):
+        c = command(name, text)
+        c.add_argument("node", metavar="NAME")
+        c.set_defaults(func=run_cordon, cordoned=cordoned)
+
+
+def cluster_path(flag: Path | None) -> tuple[Path, str]:
+    """The cluster file to edit, and where its name came from."""
+    if flag is not None:
+        return flag, "--cluster"
+    from_env = os.environ.get("RAILNET_CLUSTER")
+    if from_env:
+        return Path(from_env), "RAILNET_CLUSTER"
+    return DEFAULT_CLUSTER, "the default"
+
+
+def _write(path: Path, raw: dict[str, Any]) -> Cluster:
+    write_atomic(path, cluster_json(raw).encode(), 0o644)
+    return load_cluster(path, "the edited file")
+
+
+def _fail(command: str, message: str, code: int) -> int:
+    print(f"railnet cluster {command}: {message}", file=sys.stderr)
+    return code
+
+
+def run_show(args: argparse.Namespace) -> int:
+    path, origin = cluster_path(args.cluster)
+    cluster = load_cluster(path, origin, "pass --cluster FILE, or create one with add-node")
+    if args.json:
+        print(json.dumps(show_json(cluster, path), indent=2))
+        return EXIT_OK
+    tls = "mutual TLS" if cluster.tls else "plaintext (insecure agents)"
+    if cluster.operator is not None:
+        tls += ", operator certificate for reads"
+    print(f"{path}: {len(cluster.nodes)} nodes, {tls}")
+    width = max(len(n.name) for n in cluster.nodes)
+    for n in cluster.nodes:
+        extra = [f"underlay {n.underlay}"] if n.underlay else []
+        if n.cordoned:
+            extra.append("cordoned")
+        print(f"  {n.name:<{width}}  {n.agent}" + ("  " + ", ".join(extra) if extra else ""))
+    return EXIT_OK
+
+
+def show_json(cluster: Cluster, path: Path) -> dict[str, Any]:
+    """``railnet cluster show --json``: a stable contract (docs/cluster.md)."""
+
+    def tls(paths: Any) -> dict[str, str] | None:
+        return None if paths is None else {"ca": paths.ca, "cert": paths.cert, "key": paths.key}
+
+    return {
+        "file": str(path.resolve()),
+        "nodes": [
+            {"name": n.name, "agent": n.agent, "underlay": n.underlay, "cordoned": n.cordoned}
+            for n in cluster.nodes
+        ],
+        "tls": tls(cluster.tls),
+        "operator": tls(cluster.operator),
+    }
+
+
+def run_add_node(args: argparse.Namespace) -> int:
+    path, origin = cluster_path(args.cluster)
+    if path.exists():
+        if args.tls_dir is not None or args.insecure:
+            return _fail(
+                "add-node",
+                f"{path} exists; --tls-dir and --insecure only shape a new file",
+                EXIT_BAD_INPUT,
+            )
+        raw = load_cluster_object(path, origin)
+    elif args.tls_dir is None and not args.insecure:
+        return _fail(
+            "add-node",
+            f"{path} does not exist; to create it, say how agents are reached: --tls-dir DIR "
+            "(from 'railnet certs init') or --insecure",
+            EXIT_BAD_INPUT,
+        )
+    else:
+        raw = new_cluster_file(args.tls_dir)
+    node = ClusterNode(args.node, args.agent, args.underlay, cordoned=args.cordoned)
+    cluster = _write(path, with_node(raw, node))
+    state = " (cordoned)" if args.cordoned else ""
+    print(f"added {args.node}{state} at {args.agent} to {path}; {len(cluster.nodes)} nodes")
+    return EXIT_OK
+
+
+def run_remove_node(args: argparse.Namespace) -> int:
+    path, origin = cluster_path(args.cluster)
+    raw = load_cluster_object(path, origin)
+    cluster = load_cluster(path, origin)
+    cluster.node(args.node)  # an unknown node is bad input, named with the known ones
+    try:
+        held = node_holdings(cluster, args.node)
+    except AgentUnreachable as exc:
+        if not args.force:
+            return _fail(
+                "remove-node",
+                f"{exc}; cannot tell whether it still holds environments: start its agent, "
+                "or pass --force for a dead node",
+                EXIT_REFUSED,
+            )
+        held = []
+    if held:
+        listed = ", ".join(
+            f"{h.name} ({'hosts it' if h.hosted else 'keeps its document'})" for h in held
+        )
+        hint = (
+            ""
+            if cluster.node(args.node).cordoned
+            else f"'railnet cluster cordon {args.node}', then "
+        )
+        return _fail(
+            "remove-node",
+            f"node {args.node} still holds {listed}; drain it first: {hint}deploy each of "
+            "those environments ('pulumi up'), then remove it",
+            EXIT_REFUSED,
+        )
+    cluster = _write(path, without_node(raw, args.node))
+    print(f"removed {args.node} from {path}; {len(cluster.nodes)} nodes left")
+    return EXIT_OK
+
+
+def run_cordon(args: argparse.Namespace) -> int:
+    path, origin = cluster_path(args.cluster)
+    raw = load_cluster_object(path, origin)
+    was = load_cluster(path, origin).node(args.node).cordoned
+    _write(path, with_cordon(raw, args.node, args.cordoned))
+    if args.cordoned:
+        verb = "was already cordoned" if was else "cordoned"
+        print(
+            f"{args.node} {verb} in {path}; the next deploy of each environment moves its "
+            f"replicas and document copies away, then 'railnet cluster remove-node {args.node}'"
+        )
+    else:
+        print(f"{args.node} {'uncordoned' if was else 'was not cordoned'} in {path}")
+    return EXIT_OK

@@ -516,16 +516,16 @@ def test_periodic_reconcile_repairs_drift(
 ) -> None:
     k = agent.kernel
     db_ns = netns_of(agent, applied, "db", 0)
+    instance = k.namespaces[db_ns]
     k.cut_link(db_ns)
     k.unconfigure(env_netns(agent))
     changes = agent.reconciler.reconcile(ENV)
     assert changes == [
         f"configure namespace {env_netns(agent)} (forwarding, resolver, mesh routes)",
-        f"remove instance namespace {db_ns}",
-        changes[2],
+        f"rewire instance db#0 in {db_ns} in place",
     ]
-    assert changes[2].startswith("create instance db#0")
-    assert k.namespaces[db_ns].linked
+    assert k.namespaces[db_ns] is instance  # patched, not rebuilt: its processes stay
+    assert instance.linked
     assert agent.reconciler.reconcile(ENV) == []
 
 
@@ -704,3 +704,22 @@ def test_the_client_checks_it_reached_the_node_it_meant(
         wrong.ensure(ENV)
     assert caught.value.node == "node-2"
     assert agent.reconciler.state.environment_ids() == []
+
+
+def test_a_deleted_instance_namespace_is_made_again_and_status_says_what_was_lost(
+    agent: RunningAgent, client: AgentClient, applied: EnvironmentDocument
+) -> None:
+    k = agent.kernel
+    api_ns = netns_of(agent, applied, "api", 0)
+    k.delete_namespace(api_ns)
+    (env,) = client.status(ENV).environments
+    assert [line.split(" (")[0] for line in env.drift] == [f"create instance api#0 in {api_ns}"]
+    assert "processes that ran in it are gone" in env.drift[0]
+    assert list(env.lost) == []
+    agent.reconciler.reconcile(ENV)
+    assert k.namespaces[api_ns].linked
+    (env,) = client.status(ENV).environments
+    assert list(env.drift) == []
+    (line,) = env.lost
+    assert f"instance api#0: namespace {api_ns} was gone" in line
+    assert "processes that ran in it are gone" in line

@@ -25,8 +25,10 @@ from railnet.core.reconcile import (
     ReaddressInstance,
     RemoveInstance,
     RemovePeer,
+    RewireInstance,
     SetPeer,
     SetPrivateKey,
+    plan_device,
     plan_environment,
     plan_removal,
 )
@@ -325,7 +327,8 @@ def test_an_instance_whose_source_guard_drifted_is_guarded_again_in_place(
     assert "api#0" in changes[0].describe() and target.netns in changes[0].describe()
 
 
-def test_unlinked_instance_is_recreated(env: LocalEnvironment) -> None:
+def test_unlinked_instance_is_rewired_in_place(env: LocalEnvironment) -> None:
+    # A deleted route, address or veth: the namespace (and what runs in it) stays.
     target = env.instances[1]
     observed = observed_from(env)
     instances = tuple(
@@ -333,7 +336,40 @@ def test_unlinked_instance_is_recreated(env: LocalEnvironment) -> None:
         for o in observed.instances
     )
     changes = plan(env, dataclasses.replace(observed, instances=instances))
-    assert changes == (RemoveInstance(target.netns), CreateInstance(target))
+    assert changes == (RewireInstance(target),)
+    assert "in place" in changes[0].describe() and target.netns in changes[0].describe()
+
+
+def test_a_wanted_instance_namespace_that_exists_is_never_removed(
+    env: LocalEnvironment,
+) -> None:
+    observed = observed_from(env)
+    for linked in (True, False):
+        for addresses in (frozenset(), frozenset({"10.250.0.200"})):
+            for guard in (None, frozenset()):
+                instances = tuple(
+                    dataclasses.replace(o, linked=linked, addresses=addresses, guard=guard)
+                    for o in observed.instances
+                )
+                for exists in (True, False):
+                    seen = dataclasses.replace(
+                        observed, instances=instances, netns_exists=exists, base_ready=exists
+                    )
+                    changes = plan(env, seen, env)
+                    assert not any(isinstance(c, (RemoveInstance, CreateInstance)) for c in changes)
+
+
+def test_an_instance_made_again_says_its_processes_are_gone(env: LocalEnvironment) -> None:
+    target = env.instances[0]
+    observed = observed_from(env)
+    gone = dataclasses.replace(
+        observed, instances=tuple(o for o in observed.instances if o.netns != target.netns)
+    )
+    assert plan(env, gone, env) == (CreateInstance(target, again=True),)
+    assert "processes that ran in it are gone" in plan(env, gone, env)[0].describe()
+    first = plan(env, gone, None)  # never told about it: a first build
+    assert first == (CreateInstance(target),)
+    assert "gone" not in first[0].describe()
 
 
 def test_missing_instance_is_created_and_stray_one_removed(env: LocalEnvironment) -> None:
@@ -421,13 +457,42 @@ def test_unknown_peer_on_the_device_is_removed(env: LocalEnvironment) -> None:
     assert changes == (RemovePeer(STRANGER),)
 
 
-def test_instances_in_a_vanished_namespace_are_ignored(env: LocalEnvironment) -> None:
-    # The observer may still list instance namespaces; without the environment
-    # namespace their veths are gone, so everything is built again.
-    stale = dataclasses.replace(observed_from(env), netns_exists=False, base_ready=False)
-    changes = plan(env, stale)
-    assert sum(isinstance(c, CreateInstance) for c in changes) == len(env.instances)
+def test_instances_outliving_their_environment_namespace_are_rewired(
+    env: LocalEnvironment,
+) -> None:
+    # Instance namespaces are named of their own: when the environment namespace is
+    # deleted they stay (with the processes in them) and only their veths die.
+    observed = observed_from(env)
+    stale = dataclasses.replace(
+        observed,
+        netns_exists=False,
+        base_ready=False,
+        instances=tuple(dataclasses.replace(o, linked=False) for o in observed.instances),
+    )
+    changes = plan(env, stale, env)
     assert changes[0] == CreateNamespace(env.netns)
+    assert [c for c in changes if isinstance(c, RewireInstance)] == [
+        RewireInstance(i) for i in sorted(env.instances, key=lambda i: i.netns)
+    ]
+    assert not any(isinstance(c, (RemoveInstance, CreateInstance)) for c in changes)
+
+
+def test_device_plan_is_empty_when_the_device_matches(env: LocalEnvironment) -> None:
+    assert plan_device(env, MY_KEY, MY_PORT, observed_from(env).device) == ()
+
+
+def test_device_plan_sees_a_removed_peer_a_lost_device_and_a_moved_port(
+    env: LocalEnvironment,
+) -> None:
+    device = observed_from(env).device
+    assert device is not None
+    lost_peer = dataclasses.replace(device, peers=device.peers[1:])
+    (change,) = plan_device(env, MY_KEY, MY_PORT, lost_peer)
+    assert isinstance(change, SetPeer) and change.public_key == device.peers[0].public_key
+    assert change.endpoint == env.peers[0].endpoint
+    assert plan_device(env, MY_KEY, MY_PORT, None) == (CreateDevice(env.wg_ifname, MY_PORT),)
+    moved = dataclasses.replace(device, listen_port=MY_PORT + 1)
+    assert plan_device(env, MY_KEY, MY_PORT, moved) == (CreateDevice(env.wg_ifname, MY_PORT),)
 
 
 def test_every_change_describes_itself(env: LocalEnvironment) -> None:
@@ -436,6 +501,8 @@ def test_every_change_describes_itself(env: LocalEnvironment) -> None:
         DeleteDevice(env.netns, env.wg_ifname, "reason"),
         *plan_removal(env.env_id, env.netns, env.wg_ifname),
         RemoveInstance("ns-x"),
+        RewireInstance(env.instances[0]),
+        CreateInstance(env.instances[0], again=True),
         RemovePeer(STRANGER),
         SetPeer("node-9", STRANGER, None, ()),
     ]

@@ -19,12 +19,14 @@ class NetworkBackend(ABC):
 
     @abstractmethod
     def observe(
-        self, env: LocalEnvironment, deep: bool = True
+        self, env: LocalEnvironment, deep: bool | frozenset[str] = True
     ) -> tuple[bool, bool, tuple[ObservedInstance, ...]]:
         """(namespace exists, base configured, instances found) for one environment.
 
         ``deep`` also looks inside every instance namespace (start-up, periodic repair);
-        without it only the environment namespace's side of each instance is read (applies).
+        without it only the environment namespace's side of each instance is read (applies);
+        a set of instance namespaces looks inside those only (a repair after events there).
+        Instance namespaces are listed even when the environment namespace is gone.
         """
 
     @abstractmethod
@@ -35,7 +37,13 @@ class NetworkBackend(ABC):
         """Forwarding, resolver addresses on ``lo``, ``wg0`` up, and the mesh routes."""
 
     @abstractmethod
-    def create_instance(self, env: LocalEnvironment, instance: InstancePlacement) -> None: ...
+    def create_instance(self, env: LocalEnvironment, instance: InstancePlacement) -> None:
+        """Make the instance's namespace and wire it (an existing one is wired in place)."""
+
+    @abstractmethod
+    def rewire_instance(self, env: LocalEnvironment, instance: InstancePlacement) -> None:
+        """Put back what an existing instance namespace lacks of its wiring (veth pair,
+        addresses, routes, source guard, resolv.conf), in place: never remove it."""
 
     @abstractmethod
     def readdress_instance(
@@ -86,6 +94,11 @@ class WireGuardBackend(ABC):
     @abstractmethod
     def delete(self, netns: str, ifname: str) -> None:
         """Remove the device wherever it is (and its process, for wireguard-go)."""
+
+    def process(self, env: LocalEnvironment) -> int | None:
+        """The pid of the process that is the device (wireguard-go), whose exit the agent
+        watches; ``None`` when the device is no process (the kernel's) or is not there."""
+        return None
 
 
 class ResolverBackend(ABC):

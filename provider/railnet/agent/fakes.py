@@ -89,6 +89,8 @@ class FakeDevice:
     private_key: str
     listen_port: int
     peers: dict[str, FakePeer] = field(default_factory=dict)
+    pid: int = 0
+    """The process that is the device (as wireguard-go's): a new one for every create."""
 
     @property
     def public_key(self) -> str:
@@ -108,6 +110,9 @@ class FakeKernel:
         """By host-namespace interface name."""
         self.log: list[str] = []
         """Every mutating backend call, in order, e.g. ``create_namespace rn-x-e1``."""
+        self.pids = 1000
+        self.observed: list[tuple[str, bool | frozenset[str]]] = []
+        """Every ``observe``: (environment namespace, how deep), to check what it costs."""
         self.lock = threading.RLock()
 
     @property
@@ -144,6 +149,12 @@ class FakeKernel:
         """Someone ran ``ip netns del NAME``: what lived in it goes too."""
         with self.lock:
             self._drop_namespace(name)
+
+    def kill_device(self, netns: str) -> None:
+        """Someone killed the environment's wireguard-go: its TUN device, wg0, goes too."""
+        with self.lock:
+            device = self._device(netns)
+            del self.devices[device.ifname]
 
     def cut_link(self, instance_netns: str) -> None:
         """An instance's veth pair vanished (or lost its routes)."""
@@ -232,20 +243,21 @@ class FakeNetwork(NetworkBackend):
         self.kernel = kernel or FakeKernel()
 
     def observe(
-        self, env: LocalEnvironment, deep: bool = True
+        self, env: LocalEnvironment, deep: bool | frozenset[str] = True
     ) -> tuple[bool, bool, tuple[ObservedInstance, ...]]:
         k = self.kernel
         with k.lock:
+            k.observed.append((env.netns, deep))
             ns = k.namespaces.get(env.netns)
-            if ns is None:
-                return False, False, ()
-            base = ns.base == _base_of(env) and k.device_in(env.netns) is not None
             found = tuple(
                 ObservedInstance(
                     netns=name, addresses=inst.addresses, linked=inst.linked, guard=inst.guard
                 )
                 for name, inst in sorted(k.instances_of(env.netns).items())
             )
+            if ns is None:
+                return False, False, found
+            base = ns.base == _base_of(env) and k.device_in(env.netns) is not None
             return True, base, found
 
     def create_namespace(self, netns: str) -> None:
@@ -268,15 +280,27 @@ class FakeNetwork(NetworkBackend):
         with k.lock:
             k.record(f"create_instance {instance.netns}")
             k._namespace(env.netns)  # the veth's other end goes there
-            k._drop_namespace(instance.netns)
-            k.namespaces[instance.netns] = FakeNamespace(
-                instance.netns,
-                environment=env.netns,
-                addresses=instance.addresses,
-                linked=True,
-                resolvers=env.resolvers,
-                guard=instance.addresses,
-            )
+            # As on Linux: an existing namespace is wired in place, never made again.
+            ns = k.namespaces.setdefault(instance.netns, FakeNamespace(instance.netns))
+            self._wire(env, instance, ns)
+
+    def rewire_instance(self, env: LocalEnvironment, instance: InstancePlacement) -> None:
+        k = self.kernel
+        with k.lock:
+            k.record(f"rewire_instance {instance.netns}")
+            k._namespace(env.netns)
+            ns = k.namespaces.get(instance.netns)
+            if ns is None:
+                raise DataPlaneError(f"instance {instance.netns} is not there to rewire")
+            self._wire(env, instance, ns)
+
+    @staticmethod
+    def _wire(env: LocalEnvironment, instance: InstancePlacement, ns: FakeNamespace) -> None:
+        ns.environment = env.netns
+        ns.addresses = instance.addresses
+        ns.linked = True
+        ns.resolvers = env.resolvers
+        ns.guard = instance.addresses
 
     def readdress_instance(
         self,
@@ -363,11 +387,13 @@ class FakeWireGuard(WireGuardBackend):
             k._namespace(env.netns)  # the move into the environment fails without it
             if k.device_in(env.netns) is not None:
                 raise DataPlaneError(f"namespace {env.netns} already holds a wg0")
+            k.pids += 1
             k.devices[env.wg_ifname] = FakeDevice(
                 ifname=env.wg_ifname,
                 netns=env.netns,
                 private_key=private_key,
                 listen_port=listen_port,
+                pid=k.pids,
             )
 
     def set_private_key(self, env: LocalEnvironment, private_key: str) -> None:
@@ -410,3 +436,8 @@ class FakeWireGuard(WireGuardBackend):
         with k.lock:
             k.record(f"delete_device {ifname}")
             k.devices.pop(ifname, None)
+
+    def process(self, env: LocalEnvironment) -> int | None:
+        with self.kernel.lock:
+            device = self.kernel.devices.get(env.wg_ifname)
+            return device.pid if device is not None else None

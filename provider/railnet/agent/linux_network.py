@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -93,11 +94,13 @@ class LinuxNetwork(NetworkBackend):
     """The real thing: named namespaces under /var/run/netns."""
 
     def observe(
-        self, env: LocalEnvironment, deep: bool = True
+        self, env: LocalEnvironment, deep: bool | frozenset[str] = True
     ) -> tuple[bool, bool, tuple[ObservedInstance, ...]]:
         names = set(list_netns())
+        mine = sorted(n for n in names if n.startswith(env.netns + "-"))
         if env.netns not in names:
-            return False, False, ()
+            # Instance namespaces outlive it, their veths do not: they are to be rewired.
+            return False, False, tuple(ObservedInstance(n, frozenset(), False, None) for n in mine)
 
         def look(ns: Any) -> tuple[Any, ...]:
             links = {link.get_attr("IFLA_IFNAME"): link for link in ns.get_links()}
@@ -113,7 +116,7 @@ class LinuxNetwork(NetworkBackend):
             base = read_sysctl(env.netns, "net.ipv4.ip_forward") == "1"
         wanted_veth = {i.netns: i for i in env.instances}
         found: list[ObservedInstance] = []
-        for name in sorted(n for n in names if n.startswith(env.netns + "-")):
+        for name in mine:
             placement = wanted_veth.get(name)
             veth = links.get(placement.veth) if placement else None
             # The environment's side of the wiring: the veth (whose other end lives in the
@@ -125,7 +128,7 @@ class LinuxNetwork(NetworkBackend):
             )
             outside = veth is not None and bool(veth["flags"] & 1)
             guard = guards.get(placement.veth) if placement else None
-            if deep:
+            if deep is True or (not isinstance(deep, bool) and name in deep):
                 inside, linked = self._observe_instance(name)
                 found.append(
                     ObservedInstance(
@@ -137,7 +140,8 @@ class LinuxNetwork(NetworkBackend):
                 )
             else:
                 # An apply trusts the inside of instances it built; start-up and the
-                # periodic repair look inside every one (deep).
+                # periodic repair look inside every one (deep), a repair after events
+                # inside those the events came from.
                 found.append(
                     ObservedInstance(netns=name, addresses=routed, linked=outside, guard=guard)
                 )
@@ -212,55 +216,97 @@ class LinuxNetwork(NetworkBackend):
         netlink(env.netns, configure)
 
     def create_instance(self, env: LocalEnvironment, instance: InstancePlacement) -> None:
-        self.remove_instance(instance.netns)
+        if instance.netns in list_netns():
+            # Never removed to be made again: its processes would keep the old one.
+            self.rewire_instance(env, instance)
+            return
         create_netns(instance.netns)
-
-        def outside(ens: Any) -> None:
-            stale = _link_index(ens, instance.veth)
-            if stale is not None:
-                ens.link("del", index=stale)
-            fd = netns_fd(instance.netns)
-            try:
-                ens.link(
-                    "add",
-                    ifname=instance.veth,
-                    kind="veth",
-                    mtu=MESH_MTU,
-                    peer={"ifname": "eth0", "net_ns_fd": fd, "mtu": MESH_MTU},
-                )
-            finally:
-                os.close(fd)
-            veth = _link_index(ens, instance.veth)
-            ens.link("set", index=veth, state="up")
-            if env.gateway4:
-                ens.addr("add", index=veth, address=env.gateway4, prefixlen=32)
-            ens.addr("add", index=veth, address=env.gateway6, prefixlen=64)
-            for address in sorted(instance.addresses):
-                ens.route("replace", dst=f"{address}/{_prefixlen(address)}", oif=veth)
-            _guard_sources(ens, instance.veth, instance.addresses)
-
-        def inside(ins: Any) -> None:
-            ins.link("set", index=_link_index(ins, "lo"), state="up")
-            eth0 = _link_index(ins, "eth0")
-            ins.link("set", index=eth0, state="up")
-            if instance.ipv4 and env.gateway4:
-                ins.addr("add", index=eth0, address=instance.ipv4, prefixlen=32)
-                ins.route("add", dst=f"{env.gateway4}/32", oif=eth0, scope=253)
-                ins.route("add", dst="0.0.0.0/0", gateway=env.gateway4, oif=eth0)
-            ins.addr("add", index=eth0, address=instance.ipv6, prefixlen=128)
-            ins.route("add", dst="::/0", gateway=env.gateway6, oif=eth0, family=socket.AF_INET6)
-
         try:
-            write_sysctls(instance.netns, INSTANCE_SYSCTLS)
-            netlink(env.netns, outside)
-            netlink(instance.netns, inside)
-            self._write_resolv_conf(env, instance.netns)
+            self._wire(env, instance)
         except Exception as exc:
-            self.remove_instance(instance.netns)
+            self.remove_instance(instance.netns)  # only the one made just now
             raise DataPlaneError(
                 f"cannot build instance {instance.service}#{instance.index} "
                 f"in {instance.netns}: {exc}"
             ) from exc
+
+    def rewire_instance(self, env: LocalEnvironment, instance: InstancePlacement) -> None:
+        try:
+            self._wire(env, instance)
+        except (NetlinkError, OSError, DataPlaneError) as exc:
+            raise DataPlaneError(
+                f"cannot rewire instance {instance.service}#{instance.index} "
+                f"in {instance.netns}: {exc}"
+            ) from exc
+
+    def _wire(self, env: LocalEnvironment, instance: InstancePlacement) -> None:
+        """Make an existing instance namespace's wiring exactly what ``instance`` says,
+        adding what is missing and leaving what is right alone: the veth pair (made again
+        only when either end is gone), its addresses, routes, source guard, sysctls and
+        resolv.conf. Processes in the namespace keep running and find their network back."""
+
+        def has(ifname: str) -> Callable[[Any], bool]:
+            return lambda ns: _link_index(ns, ifname) is not None
+
+        def drop(ifname: str) -> Callable[[Any], None]:
+            def work(ns: Any) -> None:
+                index = _link_index(ns, ifname)
+                if index is not None:
+                    ns.link("del", index=index)
+
+            return work
+
+        def outside(ens: Any) -> None:
+            veth = _link_index(ens, instance.veth)
+            if veth is None:
+                fd = netns_fd(instance.netns)
+                try:
+                    ens.link(
+                        "add",
+                        ifname=instance.veth,
+                        kind="veth",
+                        mtu=MESH_MTU,
+                        peer={"ifname": "eth0", "net_ns_fd": fd, "mtu": MESH_MTU},
+                    )
+                finally:
+                    os.close(fd)
+                veth = _require_link(ens, instance.veth, env.netns)
+            ens.link("set", index=veth, state="up", mtu=MESH_MTU)
+            have = _addresses(ens, veth)
+            gateways = {(env.gateway6, 64)} | ({(env.gateway4, 32)} if env.gateway4 else set())
+            for address, length in sorted(gateways):
+                if address not in have:
+                    ens.addr("add", index=veth, address=address, prefixlen=length)
+            for address in sorted(instance.addresses):
+                ens.route("replace", dst=f"{address}/{_prefixlen(address)}", oif=veth)
+            for dst, length, oif in _routes(ens, socket.AF_INET) | _routes(ens, socket.AF_INET6):
+                if oif == veth and length in (32, 128) and dst not in instance.addresses:
+                    ens.route("del", dst=f"{dst}/{length}", oif=veth, family=_family(dst))
+            _guard_sources(ens, instance.veth, instance.addresses)
+
+        def inside(ins: Any) -> None:
+            ins.link("set", index=_require_link(ins, "lo", instance.netns), state="up")
+            eth0 = _require_link(ins, "eth0", instance.netns)
+            ins.link("set", index=eth0, state="up")
+            have = {a for a in _addresses(ins, eth0) if not a.startswith("fe80:")}
+            for address in sorted(have - instance.addresses):
+                ins.addr("del", index=eth0, address=address, prefixlen=_prefixlen(address))
+            for address in sorted(instance.addresses - have):
+                ins.addr("add", index=eth0, address=address, prefixlen=_prefixlen(address))
+            if instance.ipv4 and env.gateway4:
+                ins.route("replace", dst=f"{env.gateway4}/32", oif=eth0, scope=253)
+                ins.route("replace", dst="0.0.0.0/0", gateway=env.gateway4, oif=eth0)
+            ins.route("replace", dst="::/0", gateway=env.gateway6, oif=eth0, family=socket.AF_INET6)
+
+        write_sysctls(instance.netns, INSTANCE_SYSCTLS)
+        if not (netlink(env.netns, has(instance.veth)) and netlink(instance.netns, has("eth0"))):
+            # Half a pair is no pair: the veth left pointing into an instance namespace that
+            # was deleted while a process held it, or an eth0 of someone else's.
+            netlink(env.netns, drop(instance.veth))
+            netlink(instance.netns, drop("eth0"))
+        netlink(env.netns, outside)
+        netlink(instance.netns, inside)
+        self._write_resolv_conf(env, instance.netns)
 
     def readdress_instance(
         self,
@@ -286,8 +332,10 @@ class LinuxNetwork(NetworkBackend):
             eth0 = _require_link(ins, "eth0", instance.netns)
             for address in removed:
                 ins.addr("del", index=eth0, address=address, prefixlen=_prefixlen(address))
+            have = _addresses(ins, eth0)
             for address in added:
-                ins.addr("add", index=eth0, address=address, prefixlen=_prefixlen(address))
+                if address not in have:  # only its route was gone (seen from outside)
+                    ins.addr("add", index=eth0, address=address, prefixlen=_prefixlen(address))
             gateway = env.gateway4 if instance.ipv4 else None
             if gateway:
                 # replace: the default route moves to the new gateway in one step

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,8 +43,10 @@ from railnet.core.reconcile import (
     RemoveInstance,
     RemovePeer,
     RemoveResolverView,
+    RewireInstance,
     SetPeer,
     SetPrivateKey,
+    plan_device,
     plan_environment,
     plan_removal,
 )
@@ -51,6 +54,8 @@ from railnet.core.reconcile import (
 log = logging.getLogger("railnet.agent")
 
 DEFAULT_PORT_RANGE = (51820, 52819)
+LOST_KEPT = 10
+"""How many of an environment's losses (see ``EnvironmentReport.lost``) status shows."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,19 @@ class EnvironmentReport:
     local: LocalEnvironment | None
     drift: tuple[str, ...]
     records: tuple[tuple[str, str, str, int], ...]
+    lost: tuple[str, ...] = ()
+    """What repairs since the agent started could not keep, oldest first: e.g. an instance
+    namespace that was gone and is made again, without the processes that ran in it."""
+
+
+@dataclass(frozen=True)
+class Hosted:
+    """An environment this node builds, as the last reconcile left it: what the watcher
+    looks at between events without reading the state directory."""
+
+    local: LocalEnvironment
+    public_key: str
+    listen_port: int
 
 
 class Reconciler:
@@ -106,6 +124,8 @@ class Reconciler:
         self.port_range = port_range
         self._guard = threading.Lock()
         self._locks: dict[str, threading.Lock] = {}
+        self._hosted: dict[str, Hosted] = {}
+        self._lost: dict[str, list[str]] = {}
 
     @contextmanager
     def _locked(self, env_id: str) -> Iterator[None]:
@@ -245,6 +265,7 @@ class Reconciler:
             wireguard_ifname(self.netns_prefix, doc.id),
         )
         self._execute(removal, None, None)
+        self._forget(doc.id)
         self.state.forget_identity(doc.id)
         log.info("environment %s: no longer hosted here; its document is kept", doc.id)
         return [change.describe() for change in removal]
@@ -315,13 +336,16 @@ class Reconciler:
                 wireguard_ifname(self.netns_prefix, env_id),
             )
             self._execute(removal, None, None)
+            self._forget(env_id)
             self.state.forget(env_id)
             if existed:
                 log.info("environment %s: deleted", env_id)
             return existed
 
-    def reconcile(self, env_id: str) -> list[str]:
-        """Repair one environment from the stored document (start-up and periodic)."""
+    def reconcile(self, env_id: str, deep: bool | frozenset[str] = True) -> list[str]:
+        """Repair one environment from the stored document: at start-up and periodically
+        looking inside every instance namespace (``deep``), after events (the watcher)
+        inside only the instance namespaces the events came from."""
         check_object_id("env_id", env_id)
         with self._locked(env_id):
             try:
@@ -333,7 +357,7 @@ class Reconciler:
                 return [f"not repaired: {exc}"]
             if identity is None or doc is None:
                 return []
-            return self._reconcile(doc, identity, doc, deep=True)
+            return self._reconcile(doc, identity, doc, deep=deep)
 
     def reconcile_all(self) -> dict[str, list[str]]:
         done: dict[str, list[str]] = {}
@@ -344,6 +368,26 @@ class Reconciler:
                 log.error("environment %s: repair failed: %s", env_id, exc)
                 done[env_id] = [f"error: {exc}"]
         return done
+
+    def hosted(self) -> dict[str, Hosted]:
+        """The environments this node builds (as their last reconcile left them)."""
+        with self._guard:
+            return dict(self._hosted)
+
+    def device_drift(self, env_id: str) -> tuple[Change, ...]:
+        """What the environment's WireGuard device lacks, read without the environment's
+        lock (one UAPI or netlink read): the watcher's look between events. An apply in
+        progress may show as drift; the repair that follows takes the lock and sees."""
+        hosted = self.hosted().get(env_id)
+        if hosted is None:
+            return ()
+        device = self.wireguard.read(hosted.local)
+        return plan_device(hosted.local, hosted.public_key, hosted.listen_port, device)
+
+    def wireguard_process(self, env_id: str) -> int | None:
+        """The pid of the process serving the environment's device (wireguard-go), if any."""
+        hosted = self.hosted().get(env_id)
+        return self.wireguard.process(hosted.local) if hosted is not None else None
 
     def status(self, env_id: str = "") -> list[EnvironmentReport]:
         if env_id:
@@ -356,7 +400,9 @@ class Reconciler:
     def _local(self, doc: EnvironmentDocument) -> LocalEnvironment:
         return local_environment(doc, self.node, self.netns_prefix)
 
-    def _observe(self, local: LocalEnvironment, deep: bool = True) -> ObservedEnvironment:
+    def _observe(
+        self, local: LocalEnvironment, deep: bool | frozenset[str] = True
+    ) -> ObservedEnvironment:
         exists, base, instances = self.network.observe(local, deep)
         device = self.wireguard.read(local) if exists else None
         return ObservedEnvironment(
@@ -368,18 +414,41 @@ class Reconciler:
         doc: EnvironmentDocument,
         identity: Identity,
         previous: EnvironmentDocument | None,
-        deep: bool = False,
+        deep: bool | frozenset[str] = False,
     ) -> list[str]:
         local = self._local(doc)
         before = self._local(previous) if previous is not None else None
         observed = self._observe(local, deep)
-        plan = plan_environment(
-            local, public_key_of(identity.private_key), identity.listen_port, observed, before
-        )
+        public_key = public_key_of(identity.private_key)
+        plan = plan_environment(local, public_key, identity.listen_port, observed, before)
         self._execute(plan, local, identity)
+        with self._guard:
+            self._hosted[doc.id] = Hosted(local, public_key, identity.listen_port)
+        self._remember_losses(doc.id, plan)
         if self.resolver is not None:
             self.resolver.apply(ResolverView.from_document(doc, local.netns))
         return [change.describe() for change in plan]
+
+    def _remember_losses(self, env_id: str, plan: Sequence[Change]) -> None:
+        lost = [c for c in plan if isinstance(c, CreateInstance) and c.again]
+        if not lost:
+            return
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+        with self._guard:
+            kept = self._lost.setdefault(env_id, [])
+            for change in lost:
+                i = change.instance
+                kept.append(
+                    f"{when} UTC: instance {i.service}#{i.index}: namespace {i.netns} was gone "
+                    "and is made again; the processes that ran in it are gone (start them again)"
+                )
+                log.warning("environment %s: %s", env_id, kept[-1])
+            del kept[:-LOST_KEPT]
+
+    def _forget(self, env_id: str) -> None:
+        with self._guard:
+            self._hosted.pop(env_id, None)
+            self._lost.pop(env_id, None)
 
     def _execute(
         self,
@@ -415,6 +484,8 @@ class Reconciler:
                     self.network.configure_namespace(local)
                 elif isinstance(change, CreateInstance):
                     self.network.create_instance(local, change.instance)
+                elif isinstance(change, RewireInstance):
+                    self.network.rewire_instance(local, change.instance)
                 elif isinstance(change, GuardInstance):
                     self.network.guard_sources(local, change.instance)
                 else:
@@ -468,6 +539,8 @@ class Reconciler:
             observed = self._observe(local)
             drift = plan_environment(local, public_key, identity.listen_port, observed, local)
             records = tuple(self.resolver.records(env_id)) if self.resolver else ()
+            with self._guard:
+                lost = tuple(self._lost.get(env_id, ()))
             return EnvironmentReport(
                 env_id=env_id,
                 project=doc.project,
@@ -480,6 +553,7 @@ class Reconciler:
                 local=local,
                 drift=tuple(c.describe() for c in drift),
                 records=records,
+                lost=lost,
             )
 
 

@@ -176,6 +176,7 @@ class NodeAgentServicer(pb_grpc.NodeAgentServicer):  # type: ignore[misc]
                 listen_port=r.listen_port,
                 public_key=r.public_key,
                 drift=list(r.drift),
+                lost=list(r.lost),
             )
             for p in r.peers:
                 env.peers.add(

@@ -259,6 +259,13 @@ class UserspaceWireGuard(WireGuardBackend):
     def set_private_key(self, env: LocalEnvironment, private_key: str) -> None:
         Uapi(env.wg_ifname).set([f"private_key={_hex(private_key)}"])
 
+    def process(self, env: LocalEnvironment) -> int | None:
+        uapi = Uapi(env.wg_ifname)
+        try:
+            return uapi.pid()
+        except OSError:
+            return None  # no socket, or one left by a process that is gone
+
     def configure(self, env: LocalEnvironment, changes: Sequence[SetPeer | RemovePeer]) -> None:
         if not changes:
             return

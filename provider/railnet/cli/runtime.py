@@ -104,4 +104,6 @@ def run_status(args: argparse.Namespace) -> int:
             if drift:
                 unhealthy = True
             print(f"    drift: {'; '.join(drift) if drift else 'none'}")
+            for line in env.get("lost", []):
+                print(f"    lost: {line}")
     return 1 if unhealthy else 0

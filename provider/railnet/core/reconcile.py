@@ -141,12 +141,30 @@ class RemovePeer:
 @dataclass(frozen=True)
 class CreateInstance:
     instance: InstancePlacement
+    again: bool = False
+    """The node was told about this instance before, so its namespace existed and is gone:
+    whatever ran in it went with it (a reboot, someone's ``ip netns del``)."""
 
     def describe(self) -> str:
         i = self.instance
-        return (
+        what = (
             f"create instance {i.service}#{i.index} in {i.netns} ({', '.join(sorted(i.addresses))})"
         )
+        if self.again:
+            what += "; its namespace was gone: the processes that ran in it are gone"
+        return what
+
+
+@dataclass(frozen=True)
+class RewireInstance:
+    """Put a standing instance's wiring back in place (its veth pair, addresses, routes,
+    source guard and resolv.conf): the namespace and the processes in it stay."""
+
+    instance: InstancePlacement
+
+    def describe(self) -> str:
+        i = self.instance
+        return f"rewire instance {i.service}#{i.index} in {i.netns} in place"
 
 
 @dataclass(frozen=True)
@@ -213,6 +231,7 @@ Change = (
     | SetPeer
     | RemovePeer
     | CreateInstance
+    | RewireInstance
     | ReaddressInstance
     | GuardInstance
     | RemoveInstance
@@ -251,15 +270,19 @@ def plan_environment(
         changes.append(ConfigureNamespace(desired.netns))
 
     wanted = {i.netns: i for i in desired.instances}
-    seen = {o.netns: o for o in observed.instances} if observed.netns_exists else {}
-    for netns in sorted(seen):
-        inst = wanted.get(netns)
-        if inst is None or not seen[netns].linked:
-            changes.append(RemoveInstance(netns))
+    # Instance namespaces are named namespaces of their own: they outlive a deleted
+    # environment namespace (their veth pairs do not), and are wired again, not remade.
+    seen = {o.netns: o for o in observed.instances}
+    known = {i.netns for i in previous.instances} if previous is not None else set()
+    # An instance namespace that exists is never removed to be made again: the processes
+    # in it would be left with only ``lo``. What is missing of its wiring is put back.
+    changes.extend(RemoveInstance(netns) for netns in sorted(seen) if netns not in wanted)
     for netns in sorted(wanted):
         inst, obs = wanted[netns], seen.get(netns)
-        if obs is None or not obs.linked:
-            changes.append(CreateInstance(inst))
+        if obs is None:
+            changes.append(CreateInstance(inst, again=netns in known))
+        elif not obs.linked:
+            changes.append(RewireInstance(inst))
         elif obs.addresses != inst.addresses:
             changes.append(
                 ReaddressInstance(
@@ -272,6 +295,20 @@ def plan_environment(
             changes.append(GuardInstance(inst))
 
     changes.extend(_plan_peers(desired.peers, device, previous))
+    return tuple(changes)
+
+
+def plan_device(
+    desired: LocalEnvironment, public_key: str, listen_port: int, device: ObservedDevice | None
+) -> tuple[Change, ...]:
+    """What the WireGuard device alone lacks (the watcher's cheap look between events:
+    a peer removed with ``wg`` makes no netlink event). Empty when it matches."""
+    if device is None or device.listen_port != listen_port:
+        return (CreateDevice(desired.wg_ifname, listen_port),)
+    changes: list[Change] = []
+    if device.public_key != public_key:
+        changes.append(SetPrivateKey(desired.wg_ifname, public_key))
+    changes.extend(_plan_peers(desired.peers, device, desired))
     return tuple(changes)
 
 

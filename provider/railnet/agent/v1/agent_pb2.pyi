@@ -109,7 +109,7 @@ class HeldDocument(_message.Message):
     def __init__(self, env_id: _Optional[str] = ..., project: _Optional[str] = ..., environment: _Optional[str] = ..., generation: _Optional[int] = ..., hosted: _Optional[bool] = ..., format: _Optional[int] = ...) -> None: ...
 
 class EnvironmentStatus(_message.Message):
-    __slots__ = ("env_id", "project", "environment", "generation", "netns", "listen_port", "public_key", "peers", "instances", "drift", "records")
+    __slots__ = ("env_id", "project", "environment", "generation", "netns", "listen_port", "public_key", "peers", "instances", "drift", "records", "lost")
     ENV_ID_FIELD_NUMBER: _ClassVar[int]
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
@@ -121,6 +121,7 @@ class EnvironmentStatus(_message.Message):
     INSTANCES_FIELD_NUMBER: _ClassVar[int]
     DRIFT_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
+    LOST_FIELD_NUMBER: _ClassVar[int]
     env_id: str
     project: str
     environment: str
@@ -132,7 +133,8 @@ class EnvironmentStatus(_message.Message):
     instances: _containers.RepeatedCompositeFieldContainer[InstanceStatus]
     drift: _containers.RepeatedScalarFieldContainer[str]
     records: _containers.RepeatedCompositeFieldContainer[DnsRecord]
-    def __init__(self, env_id: _Optional[str] = ..., project: _Optional[str] = ..., environment: _Optional[str] = ..., generation: _Optional[int] = ..., netns: _Optional[str] = ..., listen_port: _Optional[int] = ..., public_key: _Optional[str] = ..., peers: _Optional[_Iterable[_Union[PeerStatus, _Mapping]]] = ..., instances: _Optional[_Iterable[_Union[InstanceStatus, _Mapping]]] = ..., drift: _Optional[_Iterable[str]] = ..., records: _Optional[_Iterable[_Union[DnsRecord, _Mapping]]] = ...) -> None: ...
+    lost: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, env_id: _Optional[str] = ..., project: _Optional[str] = ..., environment: _Optional[str] = ..., generation: _Optional[int] = ..., netns: _Optional[str] = ..., listen_port: _Optional[int] = ..., public_key: _Optional[str] = ..., peers: _Optional[_Iterable[_Union[PeerStatus, _Mapping]]] = ..., instances: _Optional[_Iterable[_Union[InstanceStatus, _Mapping]]] = ..., drift: _Optional[_Iterable[str]] = ..., records: _Optional[_Iterable[_Union[DnsRecord, _Mapping]]] = ..., lost: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PeerStatus(_message.Message):
     __slots__ = ("node", "public_key", "endpoint", "last_handshake", "rx_bytes", "tx_bytes", "allowed_ips")

@@ -79,7 +79,10 @@ def test_the_underlay_carries_only_wireguard_and_never_the_payload() -> None:
 
 def _link_control(proto: str, src: str, dst: str) -> bool:
     """ICMPv6 (or its hop-by-hop-headed MLD) from a link-local address or to a multicast
-    group: the links' own housekeeping, which carries no instance traffic."""
+    group, and IGMP reports to a multicast group: the links' own housekeeping, which
+    carries no instance traffic."""
+    if proto in ("igmp", "proto2"):
+        return ipaddress.ip_address(dst.rsplit(":", 1)[0] if ":" in dst else dst).is_multicast
     if proto not in ("icmp6", "proto0"):
         return False
     source = ipaddress.ip_address(src.rsplit(":", 1)[0] if "." in src else src)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -484,11 +485,13 @@ def test_a_rotation_cut_short_converges_with_the_staged_keys(lab: FakeCluster) -
     real_apply = AgentClient.apply
     calls: list[str] = []
 
-    def lost(self: AgentClient, document_json: str, expected: int) -> tuple[int, list[str]]:
+    def lost(
+        self: AgentClient, document_json: str, expected: int, *, delta_json: str = ""
+    ) -> tuple[int, list[str]]:
         calls.append(self.target.node)
         if self.target.node == "node-2" and calls.count("node-2") == 1:
             raise railnet.control.deployer.AgentUnreachable("node-2", "x", "reply lost")
-        return real_apply(self, document_json, expected)
+        return real_apply(self, document_json, expected, delta_json=delta_json)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(AgentClient, "apply", lost)
@@ -511,11 +514,13 @@ def test_a_rotation_is_applied_one_node_after_another(lab: FakeCluster) -> None:
     spans: list[tuple[float, float]] = []
     hosting = set(BASE.nodes)
 
-    def timed(self: AgentClient, document_json: str, expected: int) -> tuple[int, list[str]]:
+    def timed(
+        self: AgentClient, document_json: str, expected: int, *, delta_json: str = ""
+    ) -> tuple[int, list[str]]:
         started = time.monotonic()
         try:
             time.sleep(0.05)
-            return real_apply(self, document_json, expected)
+            return real_apply(self, document_json, expected, delta_json=delta_json)
         finally:
             if self.target.node in hosting:  # keepers that host nothing switch no key
                 spans.append((started, time.monotonic()))
@@ -531,3 +536,99 @@ def test_a_rotation_is_applied_one_node_after_another(lab: FakeCluster) -> None:
         spans.clear()
         lab.deployer.apply(replace(BASE, key_rotation="r1", dns_ttl=7))
         assert len(spans) == 2 and overlapping()
+
+
+# -- deltas: a deploy sends what changed, not the environment ---------------------------
+
+
+def sent(deployer: EnvironmentDeployer) -> int:
+    return sum(c.sent_bytes for c in deployer._clients.values())
+
+
+def big(count: int) -> EnvironmentSpec:
+    return spec(*(svc(f"svc-{i:03d}", NODES[i % 3]) for i in range(count)))
+
+
+def bytes_to_add_one(lab: FakeCluster, count: int) -> int:
+    base = replace(big(count), environment=f"size{count}")
+    lab.deployer.apply(base)
+    before = sent(lab.deployer)
+    doc = lab.deployer.apply(replace(base, services=(*base.services, svc("new", "node-2"))))
+    assert_mesh(lab, doc.document)
+    return sent(lab.deployer) - before
+
+
+def test_adding_a_service_sends_the_same_bytes_whatever_the_environment_size(
+    lab: FakeCluster,
+) -> None:
+    small, large = bytes_to_add_one(lab, 10), bytes_to_add_one(lab, 150)
+    held = lab.agents["node-1"].reconciler.state.document(
+        replace(big(150), environment="size150").id
+    )
+    assert held is not None
+    assert large <= small * 1.2, (small, large)
+    assert large < len(held.to_json()), "less than one copy of the document in all"
+
+
+def test_a_node_that_takes_no_deltas_gets_the_whole_document(lab: FakeCluster) -> None:
+    lab.deployer.apply(big(30))
+    real_held = AgentClient.held
+
+    def old_agent(self: AgentClient, env_id: str, known_digest: str = "") -> Any:
+        reply = real_held(self, env_id, "")  # an old agent ignores the digest...
+        if self.target.node != "node-3":
+            return real_held(self, env_id, known_digest)
+        return replace(reply, digest="")  # ...and sends none
+
+    requests: dict[str, list[tuple[bool, bool]]] = {}
+    real_apply = AgentClient.apply
+
+    def recorded(
+        self: AgentClient, document_json: str, expected: int, *, delta_json: str = ""
+    ) -> tuple[int, list[str]]:
+        requests.setdefault(self.target.node, []).append((bool(document_json), bool(delta_json)))
+        return real_apply(self, document_json, expected, delta_json=delta_json)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(AgentClient, "held", old_agent)
+        patch.setattr(AgentClient, "apply", recorded)
+        doc = lab.deployer.apply(replace(big(30), dns_ttl=9)).document
+    assert requests["node-3"] == [(True, False)]
+    assert requests["node-1"] == [(False, True)] and requests["node-2"] == [(False, True)]
+    assert_mesh(lab, doc)
+
+
+def test_a_node_holding_another_document_of_the_same_generation_converges(
+    lab: FakeCluster,
+) -> None:
+    first = lab.deployer.apply(big(12)).document
+    # Another writer's document at the same generation on node-2 (racing writers).
+    other = replace(first, dns_ttl=first.dns_ttl + 1)
+    agent = lab.agents["node-2"].reconciler
+    agent.state.save_document(other)
+    doc = lab.deployer.apply(replace(big(12), dns_ttl=30)).document
+    assert doc.generation > first.generation
+    assert_mesh(lab, doc)
+
+
+def test_a_delta_never_reaches_a_node_holding_another_base(lab: FakeCluster) -> None:
+    from railnet.core.delta import DocumentDelta
+
+    first = lab.deployer.apply(big(5)).document
+    nxt = build_document(
+        replace(big(5), dns_ttl=11),
+        first,
+        {n.name: (n.public_key, n.endpoint) for n in first.nodes},
+    )
+    delta = DocumentDelta.between(first, nxt)
+    assert delta is not None
+    lab.agents["node-1"].reconciler.state.save_document(replace(first, dns_ttl=99))
+    with lab.client("node-1") as client, pytest.raises(AgentError) as caught:
+        client.apply("", first.generation, delta_json=delta.to_json())
+    assert caught.value.code == grpc.StatusCode.ABORTED
+    assert "another document" in caught.value.detail
+    with lab.client("node-2") as client:
+        assert client.apply("", first.generation, delta_json=delta.to_json())[0] == nxt.generation
+        # The same delta again (a lost reply, retried) is accepted as what it built.
+        assert client.apply("", first.generation, delta_json=delta.to_json())[0] == nxt.generation
+    assert lab.agents["node-2"].reconciler.state.document(first.id) == nxt

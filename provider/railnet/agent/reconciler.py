@@ -17,13 +17,15 @@ from dataclasses import dataclass
 from railnet.agent.backends import NetworkBackend, ResolverBackend, WireGuardBackend
 from railnet.agent.state import Identity, StagedKey, StateDir
 from railnet.agent.wireguard import generate_private_key, public_key_of
+from railnet.core.delta import DocumentDelta
 from railnet.core.dns import ResolverView
-from railnet.core.document import EnvironmentDocument, check_key_rotation
+from railnet.core.document import READABLE_FORMATS, EnvironmentDocument, check_key_rotation
 from railnet.core.errors import (
     DamagedState,
     DataPlaneError,
     EnvironmentNotFound,
     InvalidField,
+    StaleBase,
     StaleGeneration,
     StaleIdentity,
 )
@@ -194,6 +196,21 @@ class Reconciler:
         return self.apply_document(
             EnvironmentDocument.from_json(document_json), expected_generation
         )
+
+    def resolve_delta(
+        self, delta: DocumentDelta, formats: Sequence[int] = READABLE_FORMATS
+    ) -> EnvironmentDocument:
+        """The document ``delta`` makes of the one stored here (checked as a whole one
+        would be); ``StaleBase`` when the node holds another. ``apply_document`` then
+        applies it with the usual compare-and-set, so a write in between is caught."""
+        env_id = check_object_id("delta.header.id", delta.header.get("id"))
+        with self._locked(env_id):
+            base = self._stored(env_id)
+            if base is None:
+                raise StaleBase(env_id, 0, delta.base_generation)
+            if base.digest == delta.digest:
+                return base  # a retry of a delta applied already
+            return delta.apply_to(base, formats)
 
     def apply_document(
         self, doc: EnvironmentDocument, expected_generation: int

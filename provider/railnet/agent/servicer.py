@@ -14,8 +14,9 @@ from railnet.agent.reconciler import Reconciler
 from railnet.agent.status_codes import code_for
 from railnet.agent.v1 import agent_pb2 as pb
 from railnet.agent.v1 import agent_pb2_grpc as pb_grpc
+from railnet.core.delta import DocumentDelta
 from railnet.core.document import READABLE_FORMATS, EnvironmentDocument
-from railnet.core.errors import DamagedState, RailnetError
+from railnet.core.errors import DamagedState, InvalidField, RailnetError
 
 log = logging.getLogger("railnet.agent")
 R = TypeVar("R")
@@ -104,10 +105,7 @@ class NodeAgentServicer(pb_grpc.NodeAgentServicer):  # type: ignore[misc]
         started = time.perf_counter()
         result = "INVALID_ARGUMENT"
         try:
-            doc = _guard(
-                context,
-                lambda: EnvironmentDocument.from_json(request.document_json, self.formats),
-            )
+            doc = _guard(context, lambda: self._requested(request))
             result = "INTERNAL"
 
             def apply() -> tuple[int, list[str]]:
@@ -128,6 +126,18 @@ class NodeAgentServicer(pb_grpc.NodeAgentServicer):  # type: ignore[misc]
                 self.on_apply(time.perf_counter() - started, result)
         return pb.ApplyDocumentResponse(generation=generation, changes=changes)
 
+    def _requested(self, request: Any) -> EnvironmentDocument:
+        """The document an ApplyDocument asks for: the whole one, or the one its delta
+        makes of the document held here."""
+        if request.delta_json:
+            if request.document_json:
+                raise InvalidField(
+                    "document_json", "...", "give the whole document or a delta, not both"
+                )
+            delta = DocumentDelta.from_json(request.delta_json)
+            return self.reconciler.resolve_delta(delta, self.formats)
+        return EnvironmentDocument.from_json(request.document_json, self.formats)
+
     def GetDocument(self, request: Any, context: grpc.ServicerContext) -> Any:
         def held() -> EnvironmentDocument | None:
             try:
@@ -140,8 +150,20 @@ class NodeAgentServicer(pb_grpc.NodeAgentServicer):  # type: ignore[misc]
         doc = _guard(context, held)
         if doc is None:
             return pb.GetDocumentResponse(found=False, document_formats=self.formats)
+        if request.known_digest and request.known_digest == doc.digest:
+            return pb.GetDocumentResponse(
+                found=True,
+                unchanged=True,
+                digest=doc.digest,
+                generation=doc.generation,
+                document_formats=self.formats,
+            )
         return pb.GetDocumentResponse(
-            found=True, document_json=doc.to_json(), document_formats=self.formats
+            found=True,
+            document_json=doc.to_json(),
+            digest=doc.digest,
+            generation=doc.generation,
+            document_formats=self.formats,
         )
 
     def DeleteEnvironment(self, request: Any, context: grpc.ServicerContext) -> Any:

@@ -69,6 +69,18 @@ class AgentError(RailnetError):
         super().__init__(f"node {node}: {detail}")
 
 
+@dataclass(frozen=True)
+class HeldReply:
+    """What a node said it holds for an environment (``AgentClient.held``)."""
+
+    text: str | None
+    """The document's JSON; None when the node holds none, or holds the known one."""
+    digest: str
+    """Its digest; empty from agents that predate deltas (they take whole documents)."""
+    unchanged: bool
+    """The node holds the document whose digest the caller gave."""
+
+
 class AgentClient:
     def __init__(self, target: AgentAddress, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.target = target
@@ -76,6 +88,8 @@ class AgentClient:
         self._channel: grpc.Channel | None = None
         # The engine calls a provider from several threads at once; one channel each.
         self._lock = threading.Lock()
+        self.sent_bytes = 0
+        """Bytes of the requests sent (protobuf-encoded), for the benchmarks."""
         self.formats: tuple[int, ...] | None = None
         """The document formats the agent said it reads in its last reply that says so
         (``advertised_formats``: format 1 when it says nothing); None before any."""
@@ -105,6 +119,7 @@ class AgentClient:
             return pb_grpc.NodeAgentStub(self._channel)
 
     def _call(self, method: str, request: Any) -> Any:
+        self.sent_bytes += request.ByteSize()
         try:
             return getattr(self._stub(), method)(request, timeout=self.timeout)
         except grpc.RpcError as exc:
@@ -134,19 +149,36 @@ class AgentClient:
             )
         return r.public_key, r.endpoint
 
-    def apply(self, document_json: str, expected_generation: int) -> tuple[int, list[str]]:
+    def apply(
+        self, document_json: str, expected_generation: int, *, delta_json: str = ""
+    ) -> tuple[int, list[str]]:
+        """Apply the whole document, or (``delta_json``, with ``document_json`` empty) the
+        change against the document the node holds."""
         r = self._call(
             "ApplyDocument",
             pb.ApplyDocumentRequest(
-                document_json=document_json, expected_generation=expected_generation
+                document_json=document_json,
+                expected_generation=expected_generation,
+                delta_json=delta_json,
             ),
         )
         return r.generation, list(r.changes)
 
     def document(self, env_id: str) -> str | None:
-        r = self._call("GetDocument", pb.GetDocumentRequest(env_id=env_id))
+        return self.held(env_id).text
+
+    def held(self, env_id: str, known_digest: str = "") -> HeldReply:
+        """What the node holds; when that is the document ``known_digest`` names, the
+        reply says so instead of carrying it."""
+        r = self._call(
+            "GetDocument", pb.GetDocumentRequest(env_id=env_id, known_digest=known_digest)
+        )
         self.formats = advertised_formats(r.document_formats)
-        return r.document_json if r.found else None
+        if not r.found:
+            return HeldReply(None, "", False)
+        if r.unchanged:
+            return HeldReply(None, r.digest, True)
+        return HeldReply(r.document_json, r.digest, False)
 
     def delete(self, env_id: str, expected_generation: int = 0) -> bool:
         """Remove the environment; with ``expected_generation``, only if the node holds it."""

@@ -34,6 +34,7 @@ import grpc
 
 from railnet.control.client import AgentClient, AgentError, agent_address
 from railnet.control.cluster import Cluster
+from railnet.core.delta import DocumentDelta
 from railnet.core.desired import (
     EnvironmentSpec,
     build_document,
@@ -135,6 +136,11 @@ class EnvironmentDeployer:
         self._hosting: dict[str, tuple[str, ...]] = {}
         """Per environment, the nodes this deployer last saw involved: the next survey's
         starting point, so deploys in one run do not scan the cluster again."""
+        self._known: dict[str, EnvironmentDocument] = {}
+        """Per environment, the newest document this deployer saw or wrote: nodes that hold
+        it say so instead of sending it again, and changes to it travel as deltas."""
+        self._takes_deltas: dict[str, bool] = {}
+        """Per node, whether its agent said (by a digest) that it accepts deltas."""
 
     def __enter__(self) -> EnvironmentDeployer:
         return self
@@ -205,10 +211,19 @@ class EnvironmentDeployer:
         held: dict[str, EnvironmentDocument | None] = {}
         down: dict[str, AgentUnreachable] = {}
         parsed: dict[str, EnvironmentDocument] = {}  # nodes in sync hold the same text
+        with self._clients_lock:
+            known = self._known.get(env_id)
+        digest = known.digest if known is not None else ""
         while frontier:
-            texts, unreachable = self._ask(frontier, lambda c: c.document(env_id))
+            replies, unreachable = self._ask(frontier, lambda c: c.held(env_id, digest))
             down.update(unreachable)
-            for node, text in texts.items():
+            for node, reply in replies.items():
+                with self._clients_lock:
+                    self._takes_deltas[node] = bool(reply.digest)
+                if reply.unchanged and known is not None:
+                    held[node] = known
+                    continue
+                text = reply.text
                 if text is not None and text not in parsed:
                     parsed[text] = EnvironmentDocument.from_json(text)
                 held[node] = None if text is None else parsed[text]
@@ -343,16 +358,17 @@ class EnvironmentDeployer:
         if holders and all(n in survey.unreachable for n in holders):
             # No node could record the change.
             raise survey.unreachable[holders[0]]
-        text = doc.to_json()
 
         def expected(node: str) -> int:
             stored = held.get(node)
             return 0 if stored is None else stored.generation
 
         reachable = [n for n in holders if n not in survey.unreachable]
+        sends = self._sends(doc, {n: held.get(n) for n in reachable})
 
         def apply(c: AgentClient) -> list[str]:
-            return c.apply(text, expected(c.target.node))[1]
+            whole, delta = sends[c.target.node]
+            return c.apply(whole, expected(c.target.node), delta_json=delta)[1]
 
         switching = [n for n in reachable if n in hosting]
         rotating = any(
@@ -379,6 +395,7 @@ class EnvironmentDeployer:
         _, leave_down = self._ask(gone, lambda c: c.delete(spec.id, expected(c.target.node)))
         with self._clients_lock:
             self._hosting[env_id] = tuple(holders) + tuple(leaving)
+            self._known[env_id] = doc
         for node in hosting:
             failure = survey.unreachable.get(node) or down.get(node)
             if failure is not None:
@@ -390,6 +407,37 @@ class EnvironmentDeployer:
         if leave_down:
             raise leave_down[min(leave_down)]
         return Applied(document=doc, changes=applied, removed_from=tuple(gone))
+
+    def _sends(
+        self, doc: EnvironmentDocument, held: dict[str, EnvironmentDocument | None]
+    ) -> dict[str, tuple[str, str]]:
+        """Per node, what carries ``doc`` to it: ``(whole document, "")``, or ``("",
+        delta)`` against the document the node holds, when its agent takes deltas and the
+        delta is the smaller. Computed once per distinct held document."""
+        whole: list[str] = []
+
+        def text() -> str:
+            if not whole:
+                whole.append(doc.to_json())
+            return whole[0]
+
+        deltas: dict[str, str | None] = {}
+        sends: dict[str, tuple[str, str]] = {}
+        for node, base in held.items():
+            with self._clients_lock:
+                takes = self._takes_deltas.get(node, False)
+            if base is None or not takes or base.id != doc.id:
+                sends[node] = (text(), "")
+                continue
+            if base.digest not in deltas:
+                delta = DocumentDelta.between(base, doc)
+                deltas[base.digest] = None if delta is None else delta.to_json()
+            found = deltas[base.digest]
+            if found is None or (whole and len(found) >= len(whole[0])):
+                sends[node] = (text(), "")
+            else:
+                sends[node] = ("", found)
+        return sends
 
     def destroy(self, env_id: str, hints: Iterable[str] = ()) -> list[str]:
         """Remove the environment from every node that holds it; return those nodes.

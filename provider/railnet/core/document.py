@@ -11,11 +11,13 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import hashlib
 import ipaddress
 import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 from railnet.core.addressing import DEFAULT_IPV4_CIDR, AddressPlan, check_ipv4_cidr, ula_prefix
@@ -216,6 +218,11 @@ class EnvironmentDocument:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @cached_property
+    def digest(self) -> str:
+        """SHA-256 of the canonical JSON, in hex: what a delta names its base by."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()
 
     @classmethod
     def from_json(

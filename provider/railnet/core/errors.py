@@ -46,6 +46,22 @@ class StaleGeneration(RailnetError):
         )
 
 
+class StaleBase(StaleGeneration):
+    """A change was made against another document than the one the node holds (the same
+    generation may hold another document after racing writers, or a lost one)."""
+
+    def __init__(self, env_id: str, stored: int, expected: int) -> None:
+        self.env_id = env_id
+        self.stored = stored
+        self.expected = expected
+        RailnetError.__init__(
+            self,
+            f"environment {env_id}: the change was made against generation {expected}, "
+            f"and this node holds another document (generation {stored}); read it again "
+            "and apply the whole document",
+        )
+
+
 class EnvironmentNotFound(RailnetError):
     """The environment is not known on this node."""
 

@@ -29,12 +29,14 @@ class EnsureEnvironmentResponse(_message.Message):
     def __init__(self, node: _Optional[str] = ..., public_key: _Optional[str] = ..., endpoint: _Optional[str] = ..., key_rotation: _Optional[str] = ..., document_formats: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ApplyDocumentRequest(_message.Message):
-    __slots__ = ("document_json", "expected_generation")
+    __slots__ = ("document_json", "expected_generation", "delta_json")
     DOCUMENT_JSON_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    DELTA_JSON_FIELD_NUMBER: _ClassVar[int]
     document_json: str
     expected_generation: int
-    def __init__(self, document_json: _Optional[str] = ..., expected_generation: _Optional[int] = ...) -> None: ...
+    delta_json: str
+    def __init__(self, document_json: _Optional[str] = ..., expected_generation: _Optional[int] = ..., delta_json: _Optional[str] = ...) -> None: ...
 
 class ApplyDocumentResponse(_message.Message):
     __slots__ = ("generation", "changes")
@@ -45,20 +47,28 @@ class ApplyDocumentResponse(_message.Message):
     def __init__(self, generation: _Optional[int] = ..., changes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetDocumentRequest(_message.Message):
-    __slots__ = ("env_id",)
+    __slots__ = ("env_id", "known_digest")
     ENV_ID_FIELD_NUMBER: _ClassVar[int]
+    KNOWN_DIGEST_FIELD_NUMBER: _ClassVar[int]
     env_id: str
-    def __init__(self, env_id: _Optional[str] = ...) -> None: ...
+    known_digest: str
+    def __init__(self, env_id: _Optional[str] = ..., known_digest: _Optional[str] = ...) -> None: ...
 
 class GetDocumentResponse(_message.Message):
-    __slots__ = ("found", "document_json", "document_formats")
+    __slots__ = ("found", "document_json", "document_formats", "digest", "unchanged", "generation")
     FOUND_FIELD_NUMBER: _ClassVar[int]
     DOCUMENT_JSON_FIELD_NUMBER: _ClassVar[int]
     DOCUMENT_FORMATS_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    UNCHANGED_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
     found: bool
     document_json: str
     document_formats: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, found: _Optional[bool] = ..., document_json: _Optional[str] = ..., document_formats: _Optional[_Iterable[int]] = ...) -> None: ...
+    digest: str
+    unchanged: bool
+    generation: int
+    def __init__(self, found: _Optional[bool] = ..., document_json: _Optional[str] = ..., document_formats: _Optional[_Iterable[int]] = ..., digest: _Optional[str] = ..., unchanged: _Optional[bool] = ..., generation: _Optional[int] = ...) -> None: ...
 
 class DeleteEnvironmentRequest(_message.Message):
     __slots__ = ("env_id", "expected_generation")

@@ -1,0 +1,239 @@
+"""A document change sent as the difference against the generation a node holds.
+
+Most deploys change one service of an environment that may hold a thousand. Sending each
+node the whole next document makes every deploy cost the environment's size in bytes, and
+every agent parse and check all of it. A ``DocumentDelta`` carries only what differs:
+
+- ``header``: every top-level field of the next document except its services (nodes,
+  keepers, quarantined addresses, generation...), in the document's own JSON shape;
+- ``upserts``: the services that are new or changed, whole;
+- ``removed``: the ids of the services that are gone.
+
+Applying it to the base keeps the base's service order: a changed service stays where it
+was, removed ones drop out, new ones follow in the order given. That is the order
+``railnet.core.desired.with_service`` produces, so ordinary edits travel as deltas; any
+other edit is sent whole (``DocumentDelta.between`` says so by returning None).
+
+Compare-and-set is unchanged. A delta names the base by generation *and* digest (SHA-256 of
+the canonical JSON), and the digest of the document it produces; a node whose document is
+not that base refuses the delta (``StaleBase``), and the writer reads again. Checking is as
+strict as for a whole document, and costs what the change costs: the header and the upserts
+go through the same reader, then the few facts that span services (unique names, ids and
+addresses; known nodes) are checked against the services kept.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from railnet.core.document import READABLE_FORMATS, EnvironmentDocument, ServiceEntry
+from railnet.core.errors import InvalidField, StaleBase
+
+DELTA_KEYS = frozenset({"base_generation", "base_digest", "digest", "header", "upserts", "removed"})
+PLAN_FIELDS = ("id", "ip_mode", "ipv4_cidr")
+"""Header fields a delta never changes: they decide every address, so a change of them is
+a change of every service, sent as a whole document."""
+
+
+@dataclass(frozen=True)
+class DocumentDelta:
+    """The next document of an environment, as a change to the one a node holds."""
+
+    base_generation: int
+    """The generation the change applies to."""
+    base_digest: str
+    """``EnvironmentDocument.digest`` of that generation's document."""
+    digest: str
+    """The digest of the document the change produces: the node checks it got exactly the
+    document the writer built."""
+    header: Mapping[str, Any]
+    """The next document's JSON without ``services``."""
+    upserts: tuple[Mapping[str, Any], ...]
+    """New and changed services, in the document's JSON shape."""
+    removed: tuple[str, ...]
+    """Ids of the services that are gone."""
+
+    @classmethod
+    def between(cls, base: EnvironmentDocument, doc: EnvironmentDocument) -> DocumentDelta | None:
+        """The delta that turns ``base`` into ``doc``; None when ``doc`` is better sent
+        whole (another environment, another address plan, a reordering of services)."""
+        if any(getattr(base, f) != getattr(doc, f) for f in PLAN_FIELDS):
+            return None
+        old = {s.id: s for s in base.services}
+        new_ids = {s.id for s in doc.services}
+        raw = doc.to_dict()
+        services = raw.pop("services")
+        upserts = tuple(
+            entry for s, entry in zip(doc.services, services, strict=True) if old.get(s.id) != s
+        )
+        removed = tuple(s.id for s in base.services if s.id not in new_ids)
+        delta = cls(
+            base_generation=base.generation,
+            base_digest=base.digest,
+            digest=doc.digest,
+            header=raw,
+            upserts=upserts,
+            removed=removed,
+        )
+        if _merged(base, delta, {s.id: s for s in doc.services if old.get(s.id) != s}) != doc:
+            return None  # the order is not one a delta keeps
+        return delta
+
+    # -- applying ------------------------------------------------------------------------
+
+    def apply_to(
+        self, base: EnvironmentDocument, formats: Sequence[int] = READABLE_FORMATS
+    ) -> EnvironmentDocument:
+        """The next document, checked as strictly as a whole one would be. Raises
+        ``StaleBase`` when ``base`` is not the document the delta was made against."""
+        if base.generation != self.base_generation or base.digest != self.base_digest:
+            raise StaleBase(base.id, base.generation, self.base_generation)
+        if "services" in self.header:
+            raise InvalidField("delta.header.services", "[...]", "services travel as upserts")
+        plan = {"id": base.id, "ip_mode": base.ip_mode.value, "ipv4_cidr": base.ipv4_cidr}
+        for field, value in plan.items():
+            if self.header.get(field, ...) != value:
+                raise InvalidField(
+                    f"delta.header.{field}",
+                    self.header.get(field),
+                    f"must be the base's {value!r}; a change of the address plan is sent as "
+                    "a whole document",
+                )
+        # The header and the changed services, read as a document of their own: every
+        # field is checked, with its path (``services[i]`` counts the upserts).
+        partial = EnvironmentDocument.from_dict(
+            {**self.header, "services": list(self.upserts)}, formats
+        )
+        changed = {s.id: s for s in partial.services}
+        removed = set(self.removed)
+        for i, sid in enumerate(self.removed):
+            if sid in changed:
+                raise InvalidField(f"delta.removed[{i}]", sid, "is also among the upserts")
+        kept = [s for s in base.services if s.id not in removed and s.id not in changed]
+        self._check_kept(partial, kept)
+        doc = _merged(base, self, changed, partial)
+        if doc.digest != self.digest:
+            raise InvalidField(
+                "delta.digest",
+                self.digest,
+                f"the change applied to generation {base.generation} gives {doc.digest}; "
+                "send the whole document",
+            )
+        return doc
+
+    @staticmethod
+    def _check_kept(partial: EnvironmentDocument, kept: Sequence[ServiceEntry]) -> None:
+        """What spans services: the kept ones still fit the new header and do not clash
+        with the upserts."""
+        nodes = {n.name for n in partial.nodes}
+        names = {s.name: s.id for s in partial.services}
+        ids = {s.id for s in partial.services}
+        addresses = {a for s in partial.services for i in s.instances for a in (i.ipv4, i.ipv6)}
+        addresses.discard(None)
+        for s in kept:
+            if s.name in names:
+                raise InvalidField(
+                    "delta.upserts", s.name, f"is already the name of service {s.id}"
+                )
+            if s.id in ids:  # not reached: kept excludes upserted ids
+                raise InvalidField("delta.upserts", s.id, "is used twice")
+            for inst in s.instances:
+                if inst.node not in nodes:
+                    raise InvalidField(
+                        "delta.header.nodes",
+                        sorted(nodes),
+                        f"leaves out node {inst.node}, which service {s.name} still runs on",
+                    )
+                for address in (inst.ipv4, inst.ipv6):
+                    if address in addresses:
+                        raise InvalidField(
+                            "delta.upserts", address, f"is in use by service {s.name}"
+                        )
+        freed = {f.address for f in partial.freed}
+        for s in kept:
+            for inst in s.instances:
+                for address in (inst.ipv4, inst.ipv6):
+                    if address is not None and address in freed:
+                        raise InvalidField(
+                            "delta.header.freed", address, f"is in use by service {s.name}"
+                        )
+
+    # -- the wire ------------------------------------------------------------------------
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "base_generation": self.base_generation,
+                "base_digest": self.base_digest,
+                "digest": self.digest,
+                "header": dict(self.header),
+                "upserts": list(self.upserts),
+                "removed": list(self.removed),
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> DocumentDelta:
+        try:
+            raw = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidField("delta", str(text)[:60], f"is not JSON ({exc})") from None
+        if not isinstance(raw, dict):
+            raise InvalidField("delta", raw, "must be an object")
+        for key in sorted(raw):
+            if key not in DELTA_KEYS:
+                raise InvalidField(f"delta.{key}", raw[key], "is not a field of a delta")
+        generation = raw.get("base_generation")
+        if not isinstance(generation, int) or isinstance(generation, bool) or generation < 1:
+            raise InvalidField("delta.base_generation", generation, "must be an integer >= 1")
+        digests = []
+        for key in ("base_digest", "digest"):
+            value = raw.get(key)
+            if not isinstance(value, str) or len(value) != 64:
+                raise InvalidField(f"delta.{key}", value, "must be a SHA-256 digest in hex")
+            digests.append(value)
+        header = raw.get("header")
+        if not isinstance(header, dict):
+            raise InvalidField("delta.header", header, "must be an object")
+        upserts = raw.get("upserts", [])
+        if not isinstance(upserts, list):
+            raise InvalidField("delta.upserts", upserts, "must be a list")
+        removed = raw.get("removed", [])
+        if not isinstance(removed, list) or not all(isinstance(r, str) for r in removed):
+            raise InvalidField("delta.removed", removed, "must be a list of service ids")
+        return cls(
+            base_generation=generation,
+            base_digest=digests[0],
+            digest=digests[1],
+            header=header,
+            upserts=tuple(upserts),
+            removed=tuple(removed),
+        )
+
+
+def _merged(
+    base: EnvironmentDocument,
+    delta: DocumentDelta,
+    changed: Mapping[str, ServiceEntry],
+    header: EnvironmentDocument | None = None,
+) -> EnvironmentDocument:
+    """``base`` with the delta's services in place (changed ones where they were, new ones
+    last) under ``header``'s top-level fields (a document read from the delta's header;
+    None: read it here, unchecked formats aside)."""
+    if header is None:
+        header = EnvironmentDocument.from_dict({**delta.header, "services": []})
+    removed = set(delta.removed)
+    seen: set[str] = set()
+    services: list[ServiceEntry] = []
+    for s in base.services:
+        if s.id in removed:
+            continue
+        services.append(changed.get(s.id, s))
+        seen.add(s.id)
+    services.extend(s for sid, s in changed.items() if sid not in seen)
+    return replace(header, services=tuple(services))

@@ -632,3 +632,23 @@ def test_a_delta_never_reaches_a_node_holding_another_base(lab: FakeCluster) -> 
         # The same delta again (a lost reply, retried) is accepted as what it built.
         assert client.apply("", first.generation, delta_json=delta.to_json())[0] == nxt.generation
     assert lab.agents["node-2"].reconciler.state.document(first.id) == nxt
+
+
+def test_an_apply_looks_only_at_the_instances_its_change_touches(lab: FakeCluster) -> None:
+    base = big(30)
+    lab.deployer.apply(base)
+    for agent in lab.agents.values():
+        agent.kernel.observed_only.clear()
+    doc = lab.deployer.apply(replace(base, services=(*base.services, svc("new", "node-2"))))
+    new = doc.document.service("new")
+    assert new is not None
+    made = instance_netns(lab.agents["node-2"].prefix, doc.document.id, new.id, 0)
+    looked = {node: agent.kernel.observed_only for node, agent in lab.agents.items()}
+    assert looked["node-2"] == [frozenset({made})]
+    assert looked["node-1"] == [frozenset()] and looked["node-3"] == [frozenset()]
+    assert_mesh(lab, doc.document)
+    # A re-apply of the held document reads everything again: it is how a retry repairs.
+    for agent in lab.agents.values():
+        agent.kernel.observed_only.clear()
+    lab.deployer.apply(replace(base, services=(*base.services, svc("new", "node-2"))))
+    assert all(agent.kernel.observed_only == [] for agent in lab.agents.values())

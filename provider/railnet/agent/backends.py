@@ -19,14 +19,19 @@ class NetworkBackend(ABC):
 
     @abstractmethod
     def observe(
-        self, env: LocalEnvironment, deep: bool | frozenset[str] = True
+        self,
+        env: LocalEnvironment,
+        deep: bool | frozenset[str] = True,
+        only: frozenset[str] | None = None,
     ) -> tuple[bool, bool, tuple[ObservedInstance, ...]]:
         """(namespace exists, base configured, instances found) for one environment.
 
         ``deep`` also looks inside every instance namespace (start-up, periodic repair);
         without it only the environment namespace's side of each instance is read (applies);
         a set of instance namespaces looks inside those only (a repair after events there).
-        Instance namespaces are listed even when the environment namespace is gone.
+        ``only`` limits the look to those instance namespaces (an apply: the ones its change
+        touches); the others are not reported. Instance namespaces are listed even when the
+        environment namespace is gone.
         """
 
     @abstractmethod

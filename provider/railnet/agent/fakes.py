@@ -113,6 +113,8 @@ class FakeKernel:
         self.pids = 1000
         self.observed: list[tuple[str, bool | frozenset[str]]] = []
         """Every ``observe``: (environment namespace, how deep), to check what it costs."""
+        self.observed_only: list[frozenset[str]] = []
+        """The instance namespaces each limited ``observe`` (an apply's) looked at."""
         self.lock = threading.RLock()
 
     @property
@@ -243,17 +245,23 @@ class FakeNetwork(NetworkBackend):
         self.kernel = kernel or FakeKernel()
 
     def observe(
-        self, env: LocalEnvironment, deep: bool | frozenset[str] = True
+        self,
+        env: LocalEnvironment,
+        deep: bool | frozenset[str] = True,
+        only: frozenset[str] | None = None,
     ) -> tuple[bool, bool, tuple[ObservedInstance, ...]]:
         k = self.kernel
         with k.lock:
             k.observed.append((env.netns, deep))
+            if only is not None:
+                k.observed_only.append(only)
             ns = k.namespaces.get(env.netns)
             found = tuple(
                 ObservedInstance(
                     netns=name, addresses=inst.addresses, linked=inst.linked, guard=inst.guard
                 )
                 for name, inst in sorted(k.instances_of(env.netns).items())
+                if only is None or name in only
             )
             if ns is None:
                 return False, False, found

@@ -73,6 +73,27 @@ def _routes(ns: Any, family: int) -> set[tuple[str, int, int]]:
     return found
 
 
+def _routes_via(ns: Any, oif: int) -> set[tuple[str, int, int]]:
+    """The main table's routes over one link (both families)."""
+    found = set()
+    for family in (socket.AF_INET, socket.AF_INET6):
+        for r in ns.get_routes(family=family, table=254, oif=oif):
+            if (r.get_attr("RTA_OIF") or 0) != oif:
+                continue
+            dst = r.get_attr("RTA_DST") or ("::" if family == socket.AF_INET6 else "0.0.0.0")
+            found.add((dst, r["dst_len"], oif))
+    return found
+
+
+def _link(ns: Any, ifname: str) -> Any | None:
+    """One link by name (a single request, not a dump); None when there is none."""
+    try:
+        found = ns.link("get", ifname=ifname)
+    except NetlinkError:
+        return None
+    return found[0] if found else None
+
+
 def _link_index(ns: Any, ifname: str) -> int | None:
     found = ns.link_lookup(ifname=ifname)
     return found[0] if found else None
@@ -94,13 +115,19 @@ class LinuxNetwork(NetworkBackend):
     """The real thing: named namespaces under /var/run/netns."""
 
     def observe(
-        self, env: LocalEnvironment, deep: bool | frozenset[str] = True
+        self,
+        env: LocalEnvironment,
+        deep: bool | frozenset[str] = True,
+        only: frozenset[str] | None = None,
     ) -> tuple[bool, bool, tuple[ObservedInstance, ...]]:
         names = set(list_netns())
-        mine = sorted(n for n in names if n.startswith(env.netns + "-"))
+        mine = sorted(
+            n for n in names if n.startswith(env.netns + "-") and (only is None or n in only)
+        )
         if env.netns not in names:
             # Instance namespaces outlive it, their veths do not: they are to be rewired.
             return False, False, tuple(ObservedInstance(n, frozenset(), False, None) for n in mine)
+        wanted_veth = {i.netns: i for i in env.instances}
 
         def look(ns: Any) -> tuple[Any, ...]:
             links = {link.get_attr("IFLA_IFNAME"): link for link in ns.get_links()}
@@ -110,11 +137,33 @@ class LinuxNetwork(NetworkBackend):
             routes = _routes(ns, socket.AF_INET) | _routes(ns, socket.AF_INET6)
             return links, addresses, routes, _source_guards(ns)
 
-        links, addresses, routes, guards = netlink(env.netns, look)
+        def look_at_some(ns: Any) -> tuple[Any, ...]:
+            # Requests for the links asked about, not dumps of all: what an apply reads
+            # grows with the change, not with the instances the node hosts.
+            veths = [wanted_veth[n].veth for n in mine if n in wanted_veth]
+            links = {
+                name: link
+                for name in ("lo", WG_LINK, *veths)
+                if (link := _link(ns, name)) is not None
+            }
+            addresses: dict[int, set[str]] = {}
+            if "lo" in links:
+                lo = links["lo"]["index"]
+                addresses[lo] = _addresses(ns, lo)
+            routes: set[tuple[str, int, int]] = set()
+            for name, link in links.items():
+                if name != "lo":
+                    routes |= _routes_via(ns, link["index"])
+            # Guards matter for instances that exist and stay (a readdress): rare.
+            guards = _source_guards(ns) if veths else {}
+            return links, addresses, routes, guards
+
+        links, addresses, routes, guards = netlink(
+            env.netns, look if only is None else look_at_some
+        )
         base = self._base_ready(env, links, addresses, routes)
         if base:
             base = read_sysctl(env.netns, "net.ipv4.ip_forward") == "1"
-        wanted_veth = {i.netns: i for i in env.instances}
         found: list[ObservedInstance] = []
         for name in mine:
             placement = wanted_veth.get(name)
@@ -279,8 +328,8 @@ class LinuxNetwork(NetworkBackend):
                     ens.addr("add", index=veth, address=address, prefixlen=length)
             for address in sorted(instance.addresses):
                 ens.route("replace", dst=f"{address}/{_prefixlen(address)}", oif=veth)
-            for dst, length, oif in _routes(ens, socket.AF_INET) | _routes(ens, socket.AF_INET6):
-                if oif == veth and length in (32, 128) and dst not in instance.addresses:
+            for dst, length, _ in _routes_via(ens, veth):
+                if length in (32, 128) and dst not in instance.addresses:
                     ens.route("del", dst=f"{dst}/{length}", oif=veth, family=_family(dst))
             _guard_sources(ens, instance.veth, instance.addresses)
 

@@ -48,9 +48,11 @@ from railnet.core.reconcile import (
     RewireInstance,
     SetPeer,
     SetPrivateKey,
+    as_built,
     plan_device,
     plan_environment,
     plan_removal,
+    touched_instances,
 )
 
 log = logging.getLogger("railnet.agent")
@@ -418,9 +420,21 @@ class Reconciler:
         return local_environment(doc, self.node, self.netns_prefix)
 
     def _observe(
-        self, local: LocalEnvironment, deep: bool | frozenset[str] = True
+        self,
+        local: LocalEnvironment,
+        deep: bool | frozenset[str] = True,
+        before: LocalEnvironment | None = None,
     ) -> ObservedEnvironment:
-        exists, base, instances = self.network.observe(local, deep)
+        """What the node has of ``local``. With ``before`` (an apply of a change from it),
+        only the instances the change touches are read; the others are taken as built."""
+        if before is None:
+            exists, base, instances = self.network.observe(local, deep)
+        else:
+            touched = touched_instances(before, local)
+            exists, base, seen = self.network.observe(local, deep, only=touched)
+            instances = seen + as_built(local, touched)
+            if not exists:  # the environment is gone under the agent: read everything
+                exists, base, instances = self.network.observe(local, deep)
         device = self.wireguard.read(local) if exists else None
         return ObservedEnvironment(
             netns_exists=exists, base_ready=base, device=device, instances=instances
@@ -435,7 +449,10 @@ class Reconciler:
     ) -> list[str]:
         local = self._local(doc)
         before = self._local(previous) if previous is not None else None
-        observed = self._observe(local, deep)
+        # An apply of a new document reads what its change touches; a re-apply of the
+        # stored one, start-up and repairs read everything.
+        changing = before is not None and previous is not doc and previous != doc
+        observed = self._observe(local, deep, before if changing and deep is False else None)
         public_key = public_key_of(identity.private_key)
         plan = plan_environment(local, public_key, identity.listen_port, observed, before)
         self._execute(plan, local, identity)

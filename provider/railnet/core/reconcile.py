@@ -298,6 +298,24 @@ def plan_environment(
     return tuple(changes)
 
 
+def touched_instances(before: LocalEnvironment, after: LocalEnvironment) -> frozenset[str]:
+    """The instance namespaces a change from ``before`` to ``after`` touches: made, removed,
+    or placed differently (addresses, veth). An apply looks at these only."""
+    old = {i.netns: i for i in before.instances}
+    new = {i.netns: i for i in after.instances}
+    return frozenset(n for n in old.keys() | new.keys() if old.get(n) != new.get(n))
+
+
+def as_built(after: LocalEnvironment, touched: frozenset[str]) -> tuple[ObservedInstance, ...]:
+    """The instances a change does not touch, as the node last built them: what an apply
+    trusts instead of reading them again (start-up and repairs read them all)."""
+    return tuple(
+        ObservedInstance(netns=i.netns, addresses=i.addresses, linked=True, guard=i.addresses)
+        for i in after.instances
+        if i.netns not in touched
+    )
+
+
 def plan_device(
     desired: LocalEnvironment, public_key: str, listen_port: int, device: ObservedDevice | None
 ) -> tuple[Change, ...]:

@@ -112,3 +112,40 @@ def test_deleted_guard_rules_are_drift_and_restored_in_place(lab: LabNet) -> Non
     with lab.lab.client(node_1) as client:
         assert list(client.status(doc.id).environments[0].drift) == []
     assert spoofing_round(lab, doc) == ["own4-b", "own4-c", "own6-b", "own6-c"]
+
+
+def guard_rules(lab: LabNet, env_ns: str, veth: str) -> list[str]:
+    rules = []
+    for family in ("-4", "-6"):
+        out = lab.run(env_ns, "ip", family, "rule", "show").stdout
+        rules += [line.split(":", 1)[1].strip() for line in out.splitlines() if veth in line]
+    return sorted(rules)
+
+
+def test_a_removed_instance_takes_its_guard_rules_and_a_namesake_gets_only_its_own(
+    lab: LabNet,
+) -> None:
+    doc = lab.deploy(SPEC).document
+    a = doc.service("a")
+    assert a is not None and a.instances[0].ipv4
+    old = a.instances[0]
+    veth = veth_ifname(doc.id, a.id, 0)
+    node_1 = next(n for n in lab.lab.nodes() if n.name == "node-1")
+    with lab.lab.client(node_1) as client:
+        env_ns = client.status(doc.id).environments[0].netns
+    assert len(guard_rules(lab, env_ns, veth)) == 4
+
+    without_a = EnvironmentSpec("shop", "production", services=SPEC.services[1:])
+    lab.deploy(without_a)
+    assert guard_rules(lab, env_ns, veth) == []
+
+    again = lab.deploy(SPEC).document  # "a" again: the same id and veth, new addresses
+    a2 = again.service("a")
+    assert a2 is not None and a2.id == a.id
+    new = a2.instances[0]
+    assert new.ipv4 != old.ipv4 and new.ipv6 != old.ipv6  # the old ones rest
+    rules = guard_rules(lab, env_ns, veth)
+    assert len(rules) == 4
+    assert any(f"from {new.ipv4} " in r for r in rules) and any(new.ipv6 in r for r in rules)
+    assert not any(old.ipv4 in r or old.ipv6 in r for r in rules)
+    assert spoofing_round(lab, again) == ["own4-b", "own4-c", "own6-b", "own6-c"]

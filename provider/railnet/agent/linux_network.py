@@ -12,6 +12,7 @@ Layout per environment on a node (see docs/architecture.md):
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import socket
@@ -25,7 +26,7 @@ from railnet.agent.backends import NetworkBackend
 from railnet.agent.dns import STUB_ATTEMPTS, STUB_TIMEOUT
 from railnet.core.errors import DataPlaneError
 from railnet.core.local import InstancePlacement, LocalEnvironment
-from railnet.core.names import MESH_MTU, WG_LINK
+from railnet.core.names import MESH_MTU, WG_LINK, veth_ifname
 from railnet.core.reconcile import ObservedInstance
 from railnet.linux.files import write_atomic
 from railnet.linux.netns import (
@@ -307,6 +308,7 @@ class LinuxNetwork(NetworkBackend):
 
         def outside(ens: Any) -> None:
             veth = _link_index(ens, instance.veth)
+            fresh = veth is None
             if veth is None:
                 fd = netns_fd(instance.netns)
                 try:
@@ -331,7 +333,7 @@ class LinuxNetwork(NetworkBackend):
             for dst, length, _ in _routes_via(ens, veth):
                 if length in (32, 128) and dst not in instance.addresses:
                     ens.route("del", dst=f"{dst}/{length}", oif=veth, family=_family(dst))
-            _guard_sources(ens, instance.veth, instance.addresses)
+            _guard_sources(ens, instance.veth, instance.addresses, fresh=fresh)
 
         def inside(ins: Any) -> None:
             ins.link("set", index=_require_link(ins, "lo", instance.netns), state="up")
@@ -427,8 +429,35 @@ class LinuxNetwork(NetworkBackend):
             ) from exc
 
     def remove_instance(self, name: str) -> None:
+        self._drop_guards_of(name)
         delete_netns(name)
         shutil.rmtree(ETC_NETNS / name, ignore_errors=True)
+
+    @staticmethod
+    def _drop_guards_of(name: str) -> None:
+        """The instance's guard rules in its environment namespace go with it: a later
+        namesake then starts from none (see ``_guard_sources``, ``fresh``)."""
+        try:
+            head, env_id, service_id, index = name.rsplit("-", 3)
+            veth = veth_ifname(env_id, service_id, int(index))
+        except ValueError:
+            return
+        env_netns = f"{head}-{env_id}"
+        names = set(list_netns())
+        if env_netns not in names:
+            return
+
+        def addresses(ns: Any) -> frozenset[str] | None:
+            eth0 = _link_index(ns, "eth0")
+            if eth0 is None:
+                return None
+            return frozenset(a for a in _addresses(ns, eth0) if not a.startswith("fe80:"))
+
+        try:
+            own = netlink(name, addresses) if name in names else None
+        except (NetlinkError, OSError, DataPlaneError):
+            own = None
+        netlink(env_netns, lambda ens: _drop_guards(ens, veth, own))
 
     def delete_environment(self, name: str) -> None:
         for child in list_netns():
@@ -447,25 +476,85 @@ FR_ACT_TO_TBL = 1
 FR_ACT_BLACKHOLE = 6
 
 
-def _guard_sources(ens: Any, veth: str, addresses: frozenset[str]) -> None:
+def _guard_sources(ens: Any, veth: str, addresses: frozenset[str], *, fresh: bool = False) -> None:
     """Anti-spoofing in the environment namespace: a packet that enters from an instance's
     veth with any source but that instance's own address is dropped (a family the instance
-    has no address in is dropped whole). Rules of veths that no longer exist go too."""
-    links = {link.get_attr("IFLA_IFNAME") for link in ens.get_links()}
+    has no address in is dropped whole). Rules of veths that no longer exist go too.
+
+    ``fresh``: the veth was made just now, so it has no rules but those a removal of its
+    namesake left (``_drop_guards`` removes them, so at most identical ones): the rules are
+    added without reading every rule of the namespace, which costs what the namespace
+    holds. A deep repair reads them all and puts any difference right."""
     guard = (SOURCE_GUARD_PRIORITY, SOURCE_GUARD_PRIORITY + 1)
-    for family in (socket.AF_INET, socket.AF_INET6):
-        for rule in ens.get_rules(family=family):
-            iif = rule.get_attr("FRA_IIFNAME")
-            if rule.get_attr("FRA_PRIORITY") in guard and (iif == veth or iif not in links):
-                fields = {"src": rule.get_attr("FRA_SRC"), "src_len": rule["src_len"]}
-                ens.rule("del", family=family, priority=rule.get_attr("FRA_PRIORITY"),
-                         iifname=iif, action=rule["action"], table=rule.get_attr("FRA_TABLE"),
-                         **{k: v for k, v in fields.items() if v})  # fmt: skip
+    if not fresh:
+        links = {link.get_attr("IFLA_IFNAME") for link in ens.get_links()}
+        for family in (socket.AF_INET, socket.AF_INET6):
+            for rule in ens.get_rules(family=family):
+                iif = rule.get_attr("FRA_IIFNAME")
+                if rule.get_attr("FRA_PRIORITY") in guard and (iif == veth or iif not in links):
+                    _delete_rule(ens, family, rule)
     for family, length in ((socket.AF_INET, 32), (socket.AF_INET6, 128)):
         for own in (a for a in addresses if (":" in a) == (family == socket.AF_INET6)):
-            ens.rule("add", family=family, priority=guard[0], iifname=veth, src=own,
-                     src_len=length, table=MAIN_TABLE, action=FR_ACT_TO_TBL)  # fmt: skip
-        ens.rule("add", family=family, priority=guard[1], iifname=veth, action=FR_ACT_BLACKHOLE)
+            _add_rule(ens, fresh, family=family, priority=guard[0], iifname=veth, src=own,
+                      src_len=length, table=MAIN_TABLE, action=FR_ACT_TO_TBL)  # fmt: skip
+        _add_rule(ens, fresh, family=family, priority=guard[1], iifname=veth,
+                  action=FR_ACT_BLACKHOLE)  # fmt: skip
+
+
+def _delete_rule(ens: Any, family: int, rule: Any) -> None:
+    fields = {"src": rule.get_attr("FRA_SRC"), "src_len": rule["src_len"]}
+    ens.rule(
+        "del",
+        family=family,
+        priority=rule.get_attr("FRA_PRIORITY"),
+        iifname=rule.get_attr("FRA_IIFNAME"),
+        action=rule["action"],
+        table=rule.get_attr("FRA_TABLE"),
+        **{k: v for k, v in fields.items() if v},
+    )
+
+
+def _add_rule(ens: Any, exists_ok: bool, **rule: Any) -> None:
+    try:
+        ens.rule("add", **rule)
+    except NetlinkError as exc:
+        if not (exists_ok and exc.code == errno.EEXIST):
+            raise
+
+
+def _drop_guards(ens: Any, veth: str, addresses: frozenset[str] | None) -> None:
+    """Remove a veth's guard rules (its instance is being removed). With its addresses
+    known, one request per rule; else by reading every rule of the namespace."""
+    guard = (SOURCE_GUARD_PRIORITY, SOURCE_GUARD_PRIORITY + 1)
+    if addresses is None:
+        for family in (socket.AF_INET, socket.AF_INET6):
+            for rule in ens.get_rules(family=family):
+                if rule.get_attr("FRA_PRIORITY") in guard and rule.get_attr("FRA_IIFNAME") == veth:
+                    _delete_rule(ens, family, rule)
+        return
+    wanted: list[dict[str, Any]] = []
+    for family, length in ((socket.AF_INET, 32), (socket.AF_INET6, 128)):
+        for own in (a for a in addresses if (":" in a) == (family == socket.AF_INET6)):
+            wanted.append(
+                {
+                    "family": family,
+                    "priority": guard[0],
+                    "iifname": veth,
+                    "src": own,
+                    "src_len": length,
+                    "table": MAIN_TABLE,
+                    "action": FR_ACT_TO_TBL,
+                }
+            )
+        wanted.append(
+            {"family": family, "priority": guard[1], "iifname": veth, "action": FR_ACT_BLACKHOLE}
+        )
+    for rule in wanted:
+        try:
+            ens.rule("del", **rule)
+        except NetlinkError as exc:
+            if exc.code != errno.ENOENT:
+                raise
 
 
 def _source_guards(ens: Any) -> dict[str, frozenset[str] | None]:

@@ -290,7 +290,10 @@ class ServiceProvider(RailnetProvider):
                 "environment_owner",
             )
         }
-        inputs.update(name=svc.name)
+        # What check carries over from its old inputs (``derived``): after a refresh the next
+        # check gets these inputs as its olds, so without them a rename would get a new
+        # service id and every replica a fresh placement.
+        inputs.update(name=svc.name, service_id=sid, placement=nodes)
         if props.get("nodes"):
             inputs["nodes"] = nodes
         else:

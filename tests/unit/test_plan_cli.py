@@ -226,6 +226,66 @@ def test_a_refresh_step_is_no_change(capsys: pytest.CaptureFixture[str]) -> None
     assert "service worker" not in out
 
 
+def _refresh_preview(tmp_path: Path, program_steps: list[dict[str, Any]]) -> Path:
+    """refresh.json with its program steps (everything after the refreshes) replaced."""
+    raw = json.loads(fixture("refresh").read_text(encoding="utf-8"))
+    raw["steps"] = [s for s in raw["steps"] if s["op"] == "refresh"] + program_steps
+    path = tmp_path / "preview.json"
+    path.write_text(json.dumps(raw), encoding="utf-8")
+    return path
+
+
+def _refreshed(name: str) -> dict[str, Any]:
+    raw = json.loads(fixture("refresh").read_text(encoding="utf-8"))
+    return next(s for s in raw["steps"] if s["op"] == "refresh" and s["urn"].endswith(name))
+
+
+def test_a_refresh_with_nothing_after_it_changes_nothing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out, err = plan(capsys, str(_refresh_preview(tmp_path, [])), "--fail-on", "any")
+    assert (code, err) == (0, "")
+    assert "Resources" not in out and "Consequences: none" in out
+
+
+def test_a_refresh_then_a_delete_is_a_delete(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # worker left the program: its refresh step, then the delete the program causes.
+    worker = _refreshed("::worker")
+    delete = {
+        "op": "delete",
+        "urn": worker["urn"],
+        "provider": worker["provider"],
+        "oldState": worker["oldState"],
+        "detailedDiff": None,
+    }
+    path = _refresh_preview(tmp_path, [delete])
+    code, out, err = plan(capsys, str(path), "--fail-on", "delete")
+    assert code == 1 and err == "railnet plan: failing on delete\n"
+    assert "delete Service worker" in out
+    assert "service worker: removed" in out
+
+
+def test_a_refresh_then_a_create_is_a_create(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # database was gone from the nodes: the refresh drops it and the program creates it.
+    database = _refreshed("::database")
+    state = {k: v for k, v in database["newState"].items() if k not in ("id", "outputs")}
+    create = {
+        "op": "create",
+        "urn": database["urn"],
+        "provider": database["provider"],
+        "newState": state,
+        "detailedDiff": None,
+    }
+    code, out, err = plan(capsys, str(_refresh_preview(tmp_path, [create])))
+    assert (code, err) == (0, "")
+    assert "create Service database" in out
+    assert "service database: added" in out
+
+
 def test_an_unknown_operation_warns_and_plans_the_rest(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = plan(capsys, str(fixture("unknown_op")), "--fail-on", "delete")
     assert code == 0

@@ -286,7 +286,8 @@ def _decode_error(source: str, text: str, exc: json.JSONDecodeError) -> PreviewF
             source,
             "",
             "holds one engine event per line (what `pulumi up --json` or `--event-log` "
-            "write), not the single preview document",
+            "write, and `pulumi preview --json` with PULUMI_ENABLE_STREAMING_JSON_PREVIEW "
+            "set), not the single preview document",
         )
     return PreviewFileError(
         source, "", f"is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"

@@ -305,6 +305,47 @@ def only_line(err: str) -> str:
     return err.removesuffix("\n")
 
 
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        ("{}", "is an empty JSON object, not a preview"),
+        ('{"steps": []}', "holds no steps and no changeSummary"),
+        (
+            json.dumps({"nodes": [{"name": "node-1", "agent": "198.18.0.1:7443"}]}),
+            'is a railnet cluster file (it has "nodes")',
+        ),
+        ('{"stack": "dev", "outputs": {}}', "has none of a preview's fields"),
+        (
+            json.dumps(
+                {
+                    "diagnostics": [
+                        {
+                            "urn": "urn:pulumi:dev::infra::pulumi:pulumi:Stack::infra-dev",
+                            "message": "error: Program failed with an unhandled exception:\n"
+                            "  KeyError: 'railnet:cluster'\n",
+                            "severity": "error",
+                        }
+                    ],
+                    "duration": 1200000000,
+                    "changeSummary": {"same": 1},
+                }
+            ),
+            'the preview failed (infra-dev): "error: Program failed with an unhandled '
+            "exception: KeyError: 'railnet:cluster'\"",
+        ),
+    ],
+    ids=["empty-object", "no-steps", "cluster-file", "other-json", "failed-preview"],
+)
+def test_what_is_not_a_finished_preview_never_passes(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, content: str, says: str
+) -> None:
+    path = tmp_path / "preview.json"
+    path.write_text(content, encoding="utf-8")
+    code, out, err = plan(capsys, str(path), "--fail-on", "any")
+    assert (code, out) == (2, "")
+    assert says in only_line(err)
+
+
 def test_truncated_file(capsys: pytest.CaptureFixture[str]) -> None:
     path = fixture("truncated")
     code, out, err = plan(capsys, str(path))

@@ -87,8 +87,7 @@ def add_plan_parser(subparsers: Any) -> None:
     )
     p.add_argument(
         "--max-bytes",
-        type=parse_max_bytes,
-        default=DEFAULT_MAX_BYTES,
+        default=str(DEFAULT_MAX_BYTES),
         metavar="N",
         help=f"bound Markdown on stdout to N bytes (default: {DEFAULT_MAX_BYTES}, under "
         f"GitHub's {GITHUB_COMMENT_LIMIT:,}-character comment limit); what is cut is counted "
@@ -108,6 +107,7 @@ def add_plan_parser(subparsers: Any) -> None:
 
 def run_plan(args: argparse.Namespace) -> int:
     fail_on = parse_fail_on(args.fail_on)
+    max_bytes = parse_max_bytes(args.max_bytes)
     if str(args.preview) == "-":
         text, source = sys.stdin.read(), "<stdin>"
     else:
@@ -135,7 +135,7 @@ def run_plan(args: argparse.Namespace) -> int:
                 "--output", str(path), f"cannot be written: {exc.strerror}"
             ) from None
     full_plan = str(outputs[0]) if outputs else None
-    sys.stdout.write(render(report, args.format, args.max_bytes, full_plan))
+    sys.stdout.write(render(report, args.format, max_bytes, full_plan))
     hit = sorted(s.value for s in report.severities & fail_on)
     if hit:
         print(f"railnet plan: failing on {', '.join(hit)}", file=sys.stderr)

@@ -173,3 +173,25 @@ def test_refresh_reads_then_diffs_to_show_drift(lab: LabNet, engine: Engine) -> 
     assert seen["api"].drift and seen["api"].drift_replaces == []
     assert len(seen["api"].after["ipv4_addresses"]) == 1
     assert not seen["worker"].drift and not seen["production"].drift and not seen["shop"].drift
+
+
+def test_a_refreshed_service_keeps_its_id_and_placement_through_the_next_check(
+    engine: Engine,
+) -> None:
+    # `pulumi preview --refresh` / `up --refresh`: the refreshed state's inputs are what Read
+    # returned (RefreshStep.Apply, step.go), and the next Check gets them as its olds
+    # (stepGenerator.generateSteps, step_generator.go). A rename must keep the service id
+    # and the placement check would carry over from the stored inputs.
+    engine.up(program({"api": {"replicas": 2}, "database": {}}))
+    before = engine.state["database"].outputs
+    engine.refresh()
+
+    renamed = program({"api": {"replicas": 2}, "database": {"name": "postgres"}})
+    steps = {s.name: s for s in engine.preview(renamed)}
+
+    assert steps["database"].op == "update"
+    checked = steps["database"].detail
+    assert checked["service_id"] == before["service_id"]
+    assert checked["placement"] == before["placement"]
+    assert "service postgres: renamed (from database)" in checked["plan"]
+    assert steps["api"].op == "same"

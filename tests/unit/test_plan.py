@@ -211,7 +211,7 @@ def test_an_ipv6_only_environment_gets_only_aaaa_records() -> None:
 
 def test_a_service_without_instances_is_added_on_no_node() -> None:
     plan = plan_change(None, doc(svc("api")))
-    assert plan.services == (ServiceChange("api", "added", "0 instance(s) on no node"),)
+    assert plan.services == (ServiceChange("api", "added", "no instances"),)
     assert (plan.dns, plan.peers, plan.namespaces) == ((), (), ())
     assert plan.counts == counts((0, 1), (0, 0))
 
@@ -656,7 +656,7 @@ def _plan_from_dict(raw: dict[str, Any]) -> EnvironmentPlan:
         action=raw["action"],
         services=tuple(ServiceChange(**c) for c in raw["services"]),
         dns=tuple(
-            DnsChange(d["name"], d["type"], tuple(d["added"]), tuple(d["removed"]))
+            DnsChange(d["name"], d["type"], tuple(d["added"]), tuple(d["removed"]), d["pending"])
             for d in raw["dns"]
         ),
         peers=tuple(
@@ -664,7 +664,8 @@ def _plan_from_dict(raw: dict[str, Any]) -> EnvironmentPlan:
         ),
         namespaces=tuple(NamespaceChange(**n) for n in raw["namespaces"]),
         consequences=tuple(
-            Consequence(Severity(c["severity"]), c["message"]) for c in raw["consequences"]
+            Consequence(Severity(c["severity"]), c["message"], c["subject"])
+            for c in raw["consequences"]
         ),
         counts=tuple(raw["counts"].items()),
     )
@@ -676,7 +677,9 @@ def test_to_dict_round_trips_through_json() -> None:
         raw = plan.to_dict()
         text = json.dumps(raw, ensure_ascii=False)
         assert json.loads(text) == raw
-        assert _plan_from_dict(json.loads(text)) == plan
+        again = _plan_from_dict(json.loads(text))
+        assert again == plan
+        assert [c.subject for c in again.consequences] == [c.subject for c in plan.consequences]
 
 
 def test_to_dict_exact() -> None:
@@ -689,8 +692,20 @@ def test_to_dict_exact() -> None:
         "action": "update",
         "services": [{"service": "worker", "change": "removed", "detail": "1 instance(s) stop"}],
         "dns": [
-            {"name": f"worker.{DOMAIN}", "type": "A", "added": [], "removed": ["10.250.0.4"]},
-            {"name": f"worker.{DOMAIN}", "type": "AAAA", "added": [], "removed": [f"{V6}4"]},
+            {
+                "name": f"worker.{DOMAIN}",
+                "type": "A",
+                "added": [],
+                "removed": ["10.250.0.4"],
+                "pending": 0,
+            },
+            {
+                "name": f"worker.{DOMAIN}",
+                "type": "AAAA",
+                "added": [],
+                "removed": [f"{V6}4"],
+                "pending": 0,
+            },
         ],
         "peers": [
             {"node": "node-1", "added": [], "removed": ["node-2"]},
@@ -703,9 +718,14 @@ def test_to_dict_exact() -> None:
         "consequences": [
             {
                 "severity": "connections-drop",
+                "subject": "worker#0",
                 "message": "worker#0 on node-2 stops: its open connections drop",
             },
-            {"severity": "delete", "message": "service worker is deleted (1 instance(s) stop)"},
+            {
+                "severity": "delete",
+                "subject": "worker",
+                "message": "service worker is deleted (1 instance(s) stop)",
+            },
         ],
         "counts": {
             "services_before": 2,

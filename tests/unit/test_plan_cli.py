@@ -13,6 +13,7 @@ import io
 import json
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -127,19 +128,40 @@ def test_the_three_formats_agree(capsys: pytest.CaptureFixture[str], name: str) 
     _, markdown, _ = plan(capsys, str(fixture(name)), "--format", "markdown")
     _, raw, _ = plan(capsys, str(fixture(name)), "--format", "json")
     report = json.loads(raw)
-    assert report["format"] == 1
-    consequences = ", ".join(report["consequences"]) or "none"
-    assert text.endswith(f"Consequences: {consequences}\n")
+    assert report["format"] == 2
+    counted = Counter(c["severity"] for c in report["consequences"])
+    assert set(counted) == set(report["severities"])
+    kinds = ", ".join(f"{k} ({n})" for k, n in sorted(counted.items())) or "none"
+    assert text.endswith(f"Consequences: {kinds}\n")
+    for kind, n in counted.items():
+        assert f"| **{kind}** | {n} |\n" in markdown
     for env in report["environments"]:
         title = f"{env['project']}/{env['environment']}"
         assert f"Environment {title} [{env['action']}]\n" in text
         assert f"<summary><code>{title}</code>: {env['action']}</summary>" in markdown
         for c in env["consequences"]:
             assert f"  ! {c['severity']}: {c['message']}\n" in text
-            assert f"- **{c['severity']}**: {c['message']}\n" in markdown
+        # The summary row's Consequences column is what the list says of this environment.
+        listed = {
+            c["severity"]
+            for c in report["consequences"]
+            if (c["project"], c["environment"]) == (env["project"], env["environment"])
+        }
+        assert set(env["severities"]) == listed
+        column = ", ".join(sorted(listed)) or "none"
+        assert f"| `{title}` | {env['action']} |" in markdown
+        row = next(line for line in markdown.splitlines() if line.startswith(f"| `{title}` |"))
+        assert row.endswith(f"| {column} |")
+    for c in report["consequences"]:
+        # Every consequence names its project/environment and what it happens to.
+        assert c["project"] and c["environment"] and c["subject"], c
+        assert f"- **{c['severity']}** `{c['project']}/{c['environment']}`: {c['message']}\n" in (
+            markdown
+        )
     for note in report["notes"]:
         assert f"note: {note}\n" in text
         assert f"> note: {note}" in markdown
+    assert len(report["notes"]) == len(set(report["notes"]))
     for r in report["resources"]:
         assert f" {r['kind']} {r['name']}" in text
 
@@ -220,10 +242,70 @@ def test_a_refresh_step_is_no_change(capsys: pytest.CaptureFixture[str]) -> None
     code, out, err = plan(capsys, str(fixture("refresh")), "--fail-on", "delete,replace")
     assert (code, err) == (0, "")
     assert "worker" not in out
-    assert out.startswith("Resources\n  update Service database\n")
+    assert out.startswith("Resources\n  update Service database in shop/production\n")
     # The same plan as the update file's database change alone.
     assert "service postgres: renamed (from database)" in out
     assert "service worker" not in out
+
+
+def _refresh_preview(tmp_path: Path, program_steps: list[dict[str, Any]]) -> Path:
+    """refresh.json with its program steps (everything after the refreshes) replaced."""
+    raw = json.loads(fixture("refresh").read_text(encoding="utf-8"))
+    raw["steps"] = [s for s in raw["steps"] if s["op"] == "refresh"] + program_steps
+    path = tmp_path / "preview.json"
+    path.write_text(json.dumps(raw), encoding="utf-8")
+    return path
+
+
+def _refreshed(name: str) -> dict[str, Any]:
+    raw = json.loads(fixture("refresh").read_text(encoding="utf-8"))
+    return next(s for s in raw["steps"] if s["op"] == "refresh" and s["urn"].endswith(name))
+
+
+def test_a_refresh_with_nothing_after_it_changes_nothing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out, err = plan(capsys, str(_refresh_preview(tmp_path, [])), "--fail-on", "any")
+    assert (code, err) == (0, "")
+    assert "Resources" not in out and "Consequences: none" in out
+
+
+def test_a_refresh_then_a_delete_is_a_delete(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # worker left the program: its refresh step, then the delete the program causes.
+    worker = _refreshed("::worker")
+    delete = {
+        "op": "delete",
+        "urn": worker["urn"],
+        "provider": worker["provider"],
+        "oldState": worker["oldState"],
+        "detailedDiff": None,
+    }
+    path = _refresh_preview(tmp_path, [delete])
+    code, out, err = plan(capsys, str(path), "--fail-on", "delete")
+    assert code == 1 and err == "railnet plan: failing on delete\n"
+    assert "delete Service worker" in out
+    assert "service worker: removed" in out
+
+
+def test_a_refresh_then_a_create_is_a_create(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # database was gone from the nodes: the refresh drops it and the program creates it.
+    database = _refreshed("::database")
+    state = {k: v for k, v in database["newState"].items() if k not in ("id", "outputs")}
+    create = {
+        "op": "create",
+        "urn": database["urn"],
+        "provider": database["provider"],
+        "newState": state,
+        "detailedDiff": None,
+    }
+    code, out, err = plan(capsys, str(_refresh_preview(tmp_path, [create])))
+    assert (code, err) == (0, "")
+    assert "create Service database" in out
+    assert "service database: added" in out
 
 
 def test_an_unknown_operation_warns_and_plans_the_rest(capsys: pytest.CaptureFixture[str]) -> None:
@@ -243,6 +325,47 @@ def only_line(err: str) -> str:
     assert err.endswith("\n") and err.count("\n") == 1, err
     assert err.startswith("railnet plan: "), err
     return err.removesuffix("\n")
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        ("{}", "is an empty JSON object, not a preview"),
+        ('{"steps": []}', "holds no steps and no changeSummary"),
+        (
+            json.dumps({"nodes": [{"name": "node-1", "agent": "198.18.0.1:7443"}]}),
+            'is a railnet cluster file (it has "nodes")',
+        ),
+        ('{"stack": "dev", "outputs": {}}', "has none of a preview's fields"),
+        (
+            json.dumps(
+                {
+                    "diagnostics": [
+                        {
+                            "urn": "urn:pulumi:dev::infra::pulumi:pulumi:Stack::infra-dev",
+                            "message": "error: Program failed with an unhandled exception:\n"
+                            "  KeyError: 'railnet:cluster'\n",
+                            "severity": "error",
+                        }
+                    ],
+                    "duration": 1200000000,
+                    "changeSummary": {"same": 1},
+                }
+            ),
+            'the preview failed (infra-dev): "error: Program failed with an unhandled '
+            "exception: KeyError: 'railnet:cluster'\"",
+        ),
+    ],
+    ids=["empty-object", "no-steps", "cluster-file", "other-json", "failed-preview"],
+)
+def test_what_is_not_a_finished_preview_never_passes(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, content: str, says: str
+) -> None:
+    path = tmp_path / "preview.json"
+    path.write_text(content, encoding="utf-8")
+    code, out, err = plan(capsys, str(path), "--fail-on", "any")
+    assert (code, out) == (2, "")
+    assert says in only_line(err)
 
 
 def test_truncated_file(capsys: pytest.CaptureFixture[str]) -> None:
@@ -317,14 +440,25 @@ def test_unknown_format_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> 
 # -- where the plan goes ---------------------------------------------------------------------------
 
 
-def test_output_writes_the_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_output_writes_the_full_plan_in_the_format_of_its_suffix(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     _, shown, _ = plan(capsys, str(fixture("delete")), "--format", "markdown")
-    target = tmp_path / "plan.md"
+    _, as_json, _ = plan(capsys, str(fixture("delete")), "--format", "json")
+    _, as_text, _ = plan(capsys, str(fixture("delete")))
+    md, js, txt = tmp_path / "plan.md", tmp_path / "plan.json", tmp_path / "plan.log"
     code, out, err = plan(
-        capsys, str(fixture("delete")), "--format", "markdown", "--output", str(target)
+        capsys,
+        str(fixture("delete")),
+        "--format",
+        "markdown",
+        *("--output", str(md), "--output", str(js), "--output", str(txt)),
     )
-    assert (code, out, err) == (0, "", "")
-    assert target.read_bytes() == shown.encode("utf-8")
+    # stdout keeps the --format rendering; each file gets the format its suffix names.
+    assert (code, out, err) == (0, shown, "")
+    assert md.read_bytes() == shown.encode("utf-8")
+    assert js.read_text(encoding="utf-8") == as_json
+    assert txt.read_text(encoding="utf-8") == as_text
     assert shown.startswith("## railnet network plan\n")
 
 
@@ -335,9 +469,9 @@ def test_output_is_written_when_fail_on_hits(
     code, out, err = plan(
         capsys, str(fixture("delete")), "--output", str(target), "--fail-on", "delete"
     )
-    assert (code, out) == (1, "")
+    assert code == 1 and out.endswith("Consequences: delete (3)\n")
     assert err == "railnet plan: failing on delete\n"
-    assert target.read_text(encoding="utf-8").endswith("Consequences: delete\n")
+    assert target.read_text(encoding="utf-8") == out
 
 
 def test_stdin(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -405,7 +539,35 @@ def test_new_addresses_are_not_guessed_from_a_partial_file(
     _, raw, _ = plan(capsys, str(fixture(name)), "--format", "json")
     added = _dns_added(json.loads(raw), environment, record)
     assert not added & held
-    assert added == {"(new: assigned at apply)"}
+    assert added == set()
+    pending = [
+        d["pending"]
+        for e in json.loads(raw)["environments"]
+        if e["environment"] == environment
+        for d in e["dns"]
+        if d["name"] == record
+    ]
+    assert pending and all(n > 0 for n in pending)
+
+
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
+def test_no_two_names_are_planned_at_one_address(
+    capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    _, raw, _ = plan(capsys, str(fixture(name)), "--format", "json")
+    for env in json.loads(raw)["environments"]:
+        named = [(a, d["name"]) for d in env["dns"] for a in d["added"]]
+        assert len({a for a, _ in named}) == len(named), (env["environment"], named)
+
+
+def test_new_services_get_their_addresses_at_apply(capsys: pytest.CaptureFixture[str]) -> None:
+    # create.json: three new services, four instances. No agent holds an address for any of
+    # them, so the plan counts them rather than guessing the first free one for each.
+    _, raw, _ = plan(capsys, str(fixture("create")), "--format", "json")
+    (env,) = json.loads(raw)["environments"]
+    assert all(d["added"] == [] for d in env["dns"])
+    assert sum(d["pending"] for d in env["dns"] if d["type"] == "A") == 4
+    assert sum(d["pending"] for d in env["dns"] if d["type"] == "AAAA") == 4
 
 
 def test_an_environment_the_stack_does_not_declare_is_flagged(

@@ -356,14 +356,87 @@ def test_an_operation_must_still_be_a_string() -> None:
 
 
 def test_the_refresh_fixture_has_a_refresh_step_per_resource_and_hides_sames() -> None:
-    preview = parse_preview((FIXTURES / "refresh.json").read_text())
-    assert summary(preview.railnet_steps()) == [
-        ("refresh", "Service", "worker"),
-        ("refresh", "Service", "database"),
-        ("update", "Service", "database"),
+    # deploymentExecutor.refresh (deployment_executor.go) makes a refresh step for every
+    # resource of the old snapshot, before the program runs; the default provider's is an
+    # internal step and not shown. Then the program's steps: the root's same (always
+    # shown) and database's update; the other sames are hidden.
+    preview = load("refresh.json")
+    assert [(s.op.value, s.name) for s in preview.steps] == [
+        ("refresh", "infra-dev"),
+        ("refresh", "shop"),
+        ("refresh", "production"),
+        ("refresh", "api"),
+        ("refresh", "worker"),
+        ("refresh", "database"),
+        ("same", "infra-dev"),
+        ("update", "database"),
     ]
-    worker = by_name(preview, "worker")
-    assert worker.old_outputs == worker.new_outputs and worker.old.id == worker.new.id
+    # previewActions.OnResourceStepPost (pkg/engine/update.go): a refresh step is not
+    # logical, and only `pulumi refresh` counts its result, so a preview counts no refresh.
+    assert preview.change_summary == {StepOp.SAME: 5, StepOp.UPDATE: 1}
+    assert sum(preview.change_summary.values()) == len(
+        {s.name for s in preview.steps if s.op is StepOp.REFRESH}
+    )
+
+
+def test_a_refresh_step_writes_the_state_before_it_twice() -> None:
+    # The pre-event carries RefreshStep.New(), which is the old state until Apply copies
+    # it (step.go); ShowPreviewDigest writes that pre-event and nothing later for a refresh.
+    raw = json.loads((FIXTURES / "refresh.json").read_text(encoding="utf-8"))
+    refreshes = [s for s in raw["steps"] if s["op"] == "refresh"]
+    assert len(refreshes) == 6
+    for s in refreshes:
+        assert s["newState"] == s["oldState"], s["urn"]
+        assert s["detailedDiff"] is None and "diffReasons" not in s
+    # The step after it starts from the refreshed state: Read's inputs and outputs.
+    update = next(s for s in raw["steps"] if s["op"] == "update")
+    refreshed = update["oldState"]
+    assert refreshed["inputs"]["service_id"] == refreshed["outputs"]["service_id"]
+    assert "plan" not in refreshed["inputs"] and "plan" in refreshed["outputs"]
+    assert refreshed["modified"] > next(
+        s["oldState"]["modified"] for s in refreshes if s["urn"] == update["urn"]
+    )
+
+
+@pytest.mark.parametrize(
+    "name", ["create", "delete", "ipv6_switch", "mixed", "refresh", "replace", "update"]
+)
+def test_new_states_follow_the_step_generator(name: str) -> None:
+    # stepGenerator.generateSteps builds the new state with no id and no outputs and the old
+    # state's created/modified; CreateStep/UpdateStep/SameStep.Apply fill in the rest. A
+    # new state written before Apply therefore has no id; one written after it has both.
+    raw = json.loads((FIXTURES / f"{name}.json").read_text(encoding="utf-8"))
+    for s in raw["steps"]:
+        new, old = s.get("newState"), s.get("oldState")
+        if s["op"] in ("delete", "delete-replaced"):
+            assert new is None, s["urn"]
+            continue
+        assert new is not None and new["urn"] == s["urn"] and "custom" in new
+        if s["op"] == "refresh":
+            continue
+        if s["op"] in ("create", "create-replacement", "replace") or old is None:
+            assert "id" not in new, s["urn"]
+        if s["op"] in ("same", "update") and old and "created" in old and "id" not in new:
+            assert (new.get("created"), new.get("modified")) == (
+                old["created"],
+                old["modified"],
+            ), s["urn"]
+
+
+def test_fixtures_are_written_as_go_writes_them() -> None:
+    # json.MarshalIndent with 4 spaces: struct fields in declaration order, map keys
+    # sorted, non-ASCII as UTF-8, <, > and & escaped; fmt.Println adds the newline.
+    for path in sorted(FIXTURES.glob("*.json")):
+        if path.name in ("truncated.json", "malformed.json"):
+            continue
+        text = path.read_text(encoding="utf-8")
+        doc = json.loads(text)
+        assert list(doc) == [
+            k for k in ("config", "steps", "diagnostics", "duration", "changeSummary") if k in doc
+        ], path.name
+        again = json.dumps(doc, indent=4, ensure_ascii=False)
+        again = again.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+        assert text == again + "\n", path.name
 
 
 def test_a_new_state_before_its_step_ran_has_no_id_and_no_outputs() -> None:

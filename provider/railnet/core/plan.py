@@ -65,6 +65,9 @@ class DnsChange:
     rtype: str
     added: tuple[str, ...]
     removed: tuple[str, ...]
+    pending: int = 0
+    """Addresses added that no agent holds yet: the agents assign them at apply, so a plan
+    names how many, never a guess."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,8 @@ class NamespaceChange:
 class Consequence:
     severity: Severity
     message: str
+    subject: str = field(default="", compare=False)
+    """What it happens to: an instance (``api#0``), a service, or ``environment``."""
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,7 @@ class EnvironmentPlan:
                     "type": d.rtype,
                     "added": list(d.added),
                     "removed": list(d.removed),
+                    "pending": d.pending,
                 }
                 for d in self.dns
             ],
@@ -140,7 +146,8 @@ class EnvironmentPlan:
                 {"node": n.node, "holds": n.holds, "created": n.created} for n in self.namespaces
             ],
             "consequences": [
-                {"severity": c.severity.value, "message": c.message} for c in self.consequences
+                {"severity": c.severity.value, "subject": c.subject, "message": c.message}
+                for c in self.consequences
             ],
             "counts": dict(self.counts),
         }
@@ -228,9 +235,8 @@ def _service_changes(
     for sid, svc in after.items():
         nodes = [i.node for i in svc.instances]
         if sid not in before:
-            changes.append(
-                ServiceChange(svc.name, "added", f"{len(nodes)} instance(s) on {_nodes(nodes)}")
-            )
+            detail = f"{len(nodes)} instance(s) on {_nodes(nodes)}" if nodes else "no instances"
+            changes.append(ServiceChange(svc.name, "added", detail))
             continue
         was = before[sid]
         was_nodes = [i.node for i in was.instances]
@@ -388,6 +394,7 @@ def _consequences(
                     f"{address} was freed in generation {freed_in} and is handed out before "
                     "its quarantine ends (the range has nothing else left): clients still "
                     "holding it reach the new instance; use a larger ipv4_cidr",
+                    address,
                 )
             )
     if old is not None and new is None:
@@ -396,6 +403,7 @@ def _consequences(
             Consequence(
                 Severity.DELETE,
                 f"deleting {old.project}/{old.environment} takes {n} service(s) with it",
+                "environment",
             )
         )
     if old is not None and new is not None:
@@ -405,6 +413,7 @@ def _consequences(
                     Severity.RECORDS_REMOVED,
                     "dual stack → IPv6 only: every A record goes away; IPv4 clients of "
                     f"*.{old.domain} stop resolving",
+                    "environment",
                 )
             )
         if old.domain != new.domain:
@@ -412,6 +421,7 @@ def _consequences(
                 Consequence(
                     Severity.RECORDS_REMOVED,
                     f"domain {old.domain} → {new.domain}: every old name stops resolving",
+                    "environment",
                 )
             )
         before = _instances(old)
@@ -423,6 +433,7 @@ def _consequences(
                     Consequence(
                         Severity.CONNECTIONS_DROP,
                         f"{label} on {node} stops: its open connections drop",
+                        label,
                     )
                 )
                 continue
@@ -435,6 +446,7 @@ def _consequences(
                         Severity.CONNECTIONS_DROP,
                         f"{label} moves {node} → {new_node}: its open connections drop "
                         "(it keeps its addresses)",
+                        label,
                     )
                 )
 
@@ -445,6 +457,7 @@ def _consequences(
                             Severity.ADDRESS_CHANGE,
                             f"{label} {family} {x} → {y or 'none'}: clients holding the old "
                             "address lose it",
+                            label,
                         )
                     )
     if old is not None and new is not None:
@@ -456,13 +469,41 @@ def _consequences(
                         Severity.ADDRESS_CHANGE,
                         f"{svc.name}.{new.domain} now names a different service than before: "
                         "clients of the old one reach the new one",
+                        svc.name,
                     )
                 )
     for change in services:
         if change.change == "removed":
             found.append(
                 Consequence(
-                    Severity.DELETE, f"service {change.service} is deleted ({change.detail})"
+                    Severity.DELETE,
+                    f"service {change.service} is deleted ({change.detail})",
+                    change.service,
                 )
             )
     return tuple(found)
+
+
+def with_pending_addresses(
+    plan: EnvironmentPlan, held: EnvironmentDocument | None
+) -> EnvironmentPlan:
+    """The plan with every added address that ``held`` (what the agents hold now) does not
+    hold counted as assigned at apply instead of named. The agents hand addresses out as
+    each deploy runs, so a planned one is a guess: services created in the same run would
+    all get the first free one."""
+    known = {
+        a
+        for s in (held.services if held else ())
+        for i in s.instances
+        for a in (i.ipv4, i.ipv6)
+        if a
+    }
+    dns = tuple(
+        replace(
+            d,
+            added=tuple(a for a in d.added if a in known),
+            pending=d.pending + sum(1 for a in d.added if a not in known),
+        )
+        for d in plan.dns
+    )
+    return replace(plan, dns=dns)

@@ -2,15 +2,38 @@
 
 Pure functions of a ``PlanReport``; the same lines feed the ``plan`` property that preview
 shows (``plan_lines``) and ``railnet plan``.
+
+The Markdown comment has a size bound (GitHub refuses a comment over 65,536 characters).
+What a reviewer must see is always in it: the summary table and every consequence kind
+with its count. The per-environment details come after, smallest first, as many as fit;
+the rest are counted and pointed to.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
-from railnet.core.plan import EnvironmentPlan, Severity
+from railnet.core.plan import DnsChange, EnvironmentPlan, Severity
+
+JSON_FORMAT: Final = 2
+"""The version of ``--format json``; ``railnet/schemas/plan-v2.schema.json`` describes it."""
+
+GITHUB_COMMENT_LIMIT: Final = 65_536
+"""Characters GitHub accepts in one comment (a UTF-8 character is at least one byte)."""
+DEFAULT_MAX_BYTES: Final = 60_000
+"""The default bound: under GitHub's limit with room for a CI job's own header."""
+MIN_MAX_BYTES: Final = 2_000
+
+RESOURCE_SEVERITY: Final = {
+    "replace": Severity.REPLACE,
+    "create-replacement": Severity.REPLACE,
+    "delete-replaced": Severity.REPLACE,
+    "delete": Severity.DELETE,
+}
+"""Pulumi operations that are consequences in themselves."""
 
 
 @dataclass(frozen=True)
@@ -21,6 +44,20 @@ class ResourceOp:
     name: str
     op: str
     replaces: tuple[str, ...] = ()
+    project: str = ""
+    environment: str = ""
+    """Where the resource is (for a delete or a replacement: where it was); empty for a
+    project, or when the preview does not know."""
+
+    @property
+    def place(self) -> str:
+        if self.project and self.environment:
+            return f"{self.project}/{self.environment}"
+        return self.project or "?"
+
+    @property
+    def severity(self) -> Severity | None:
+        return RESOURCE_SEVERITY.get(self.op)
 
 
 @dataclass(frozen=True)
@@ -29,21 +66,88 @@ class PlanReport:
     resources: tuple[ResourceOp, ...] = ()
     notes: tuple[str, ...] = field(default=())
     """Things the plan could not know (e.g. unknown values in the preview)."""
+    basis: str = "preview"
+    """What counts are based on: ``preview`` (only the services the file lists) or
+    ``agents`` (what the agents hold, with ``--against``: exact)."""
 
     @property
     def severities(self) -> frozenset[Severity]:
-        found = {s for e in self.environments for s in e.severities}
-        if any(
-            r.op in ("replace", "create-replacement", "delete-replaced") for r in self.resources
-        ):
-            found.add(Severity.REPLACE)
-        if any(r.op == "delete" for r in self.resources):
-            found.add(Severity.DELETE)
+        return frozenset(c.severity for c in self.consequences())
+
+    def consequences(self) -> list[ConsequenceLine]:
+        """Every consequence, resource operations first, each with its place. A resource's
+        delete that its environment's plan already states (with what stops) is said once."""
+        stated = {
+            (p.project, p.environment, c.severity, c.subject)
+            for p in self.environments
+            for c in p.consequences
+        }
+        # With --show-replacement-steps a replacement has three steps; it is one consequence.
+        replaced = {(r.kind, r.name) for r in self.resources if r.op == "replace"}
+        halves = ("create-replacement", "delete-replaced")
+        lines = [
+            ConsequenceLine(
+                r.severity,
+                r.project,
+                r.environment,
+                f"{r.kind} {r.name}",
+                f"{r.op} {r.kind} {r.name}"
+                + (f" (replaces: {', '.join(r.replaces)})" if r.replaces else ""),
+            )
+            for r in self.resources
+            if r.severity is not None
+            and (r.project, r.environment, r.severity, _subject(r)) not in stated
+            and not (r.op in halves and (r.kind, r.name) in replaced)
+        ]
+        lines += [
+            ConsequenceLine(c.severity, p.project, p.environment, c.subject, c.message)
+            for p in self.environments
+            for c in p.consequences
+        ]
+        return lines
+
+    def severities_of(self, plan: EnvironmentPlan) -> frozenset[Severity]:
+        """One environment's consequences, its resources' operations included."""
+        found = set(plan.severities)
+        found.update(
+            c.severity
+            for c in self.consequences()
+            if (c.project, c.environment) == (plan.project, plan.environment)
+        )
         return frozenset(found)
+
+
+def _subject(r: ResourceOp) -> str:
+    """What the environment's plan calls the resource in its consequences."""
+    return "environment" if r.kind == "Environment" else r.name
+
+
+@dataclass(frozen=True)
+class ConsequenceLine:
+    severity: Severity
+    project: str
+    environment: str
+    subject: str
+    message: str
+
+    @property
+    def place(self) -> str:
+        if self.project and self.environment:
+            return f"{self.project}/{self.environment}"
+        return self.project or "?"
 
 
 def _sign(created: bool) -> str:
     return "+" if created else "-"
+
+
+def _added(d: DnsChange) -> str:
+    """The added addresses, and how many more the agents assign at apply."""
+    known = " ".join(d.added)
+    if not d.pending:
+        return known
+    later = f"{d.pending} address{'es' if d.pending > 1 else ''} assigned at apply"
+    return f"{known} (+ {later})" if known else f"({later})"
 
 
 def plan_lines(plan: EnvironmentPlan) -> list[str]:
@@ -51,8 +155,8 @@ def plan_lines(plan: EnvironmentPlan) -> list[str]:
     lines = [f"{plan.project}/{plan.environment}: {plan.action}"]
     lines += [f"service {c.service}: {c.change} ({c.detail})" for c in plan.services]
     for d in plan.dns:
-        if d.added:
-            lines.append(f"dns + {d.name} {d.rtype} {' '.join(d.added)}")
+        if d.added or d.pending:
+            lines.append(f"dns + {d.name} {d.rtype} {_added(d)}")
         if d.removed:
             lines.append(f"dns - {d.name} {d.rtype} {' '.join(d.removed)}")
     for p in plan.peers:
@@ -65,6 +169,22 @@ def plan_lines(plan: EnvironmentPlan) -> list[str]:
     return lines
 
 
+def _count(plan: EnvironmentPlan, key: str) -> int:
+    return dict(plan.counts).get(key, 0)
+
+
+def _counts_text(report: PlanReport, plan: EnvironmentPlan) -> str:
+    services = f"{_count(plan, 'services_before')} → {_count(plan, 'services_after')}"
+    instances = f"{_count(plan, 'instances_before')} → {_count(plan, 'instances_after')}"
+    basis = "on the agents" if report.basis == "agents" else "in this preview"
+    return f"services {services}, instances {instances} {basis}"
+
+
+def _kinds(report: PlanReport) -> list[tuple[str, int]]:
+    counted = Counter(c.severity.value for c in report.consequences())
+    return sorted(counted.items())
+
+
 def render_text(report: PlanReport) -> str:
     out: list[str] = []
     if report.resources:
@@ -72,100 +192,215 @@ def render_text(report: PlanReport) -> str:
         width = max(len(r.op) for r in report.resources)
         for r in report.resources:
             extra = f" (replaces: {', '.join(r.replaces)})" if r.replaces else ""
-            out.append(f"  {r.op:<{width}} {r.kind} {r.name}{extra}")
+            where = f" in {r.place}" if r.environment or r.kind != "Project" else ""
+            out.append(f"  {r.op:<{width}} {r.kind} {r.name}{where}{extra}")
         out.append("")
     for plan in report.environments:
         out.append(f"Environment {plan.project}/{plan.environment} [{plan.action}]")
+        out.append(f"  {_counts_text(report, plan)}")
         body = plan_lines(plan)[1:]
         out += [f"  {line}" for line in body] or ["  no network change"]
         out.append("")
     out += [f"note: {n}" for n in report.notes]
-    severities = sorted(s.value for s in report.severities)
-    out.append(f"Consequences: {', '.join(severities) if severities else 'none'}")
+    kinds = _kinds(report)
+    out.append("Consequences: " + (", ".join(f"{k} ({n})" for k, n in kinds) if kinds else "none"))
     return "\n".join(out).rstrip() + "\n"
 
 
-def _count(plan: EnvironmentPlan, key: str) -> int:
-    return dict(plan.counts).get(key, 0)
+# -- markdown ---------------------------------------------------------------------------------
 
 
-def render_markdown(report: PlanReport) -> str:
-    """A PR comment: a summary table per project/environment, then the details."""
+def _summary_markdown(report: PlanReport, rows: int | None = None) -> list[str]:
     out = ["## railnet network plan", ""]
-    if not report.environments:
-        out += ["No railnet environment changes.", ""]
-    else:
+    if not report.environments and not report.resources:
+        return [*out, "No railnet environment changes.", ""]
+    if report.environments:
+        basis = (
+            "Counts are what the agents hold now → after the change."
+            if report.basis == "agents"
+            else "Counts cover the services in this preview (Pulumi leaves unchanged ones "
+            "out); `--against CLUSTER` gives exact ones."
+        )
         out += [
+            basis,
+            "",
             "| Project / environment | Action | Services | Instances | DNS changes | "
             "Peer changes | Namespaces | Consequences |",
             "|---|---|---|---|---|---|---|---|",
         ]
-        for p in report.environments:
+        shown = report.environments if rows is None else report.environments[:rows]
+        for p in shown:
             services = f"{_count(p, 'services_before')} → {_count(p, 'services_after')}"
             instances = f"{_count(p, 'instances_before')} → {_count(p, 'instances_after')}"
-            warn = ", ".join(sorted(s.value for s in p.severities)) or "none"
+            warn = ", ".join(sorted(s.value for s in report.severities_of(p))) or "none"
             out.append(
                 f"| `{p.project}/{p.environment}` | {p.action} | {services} | {instances} | "
                 f"{len(p.dns)} | {len(p.peers)} | {len(p.namespaces)} | {warn} |"
             )
+        if len(shown) < len(report.environments):
+            left = len(report.environments) - len(shown)
+            out.append(f"| … {left} more environments: see the full plan | | | | | | | |")
         out.append("")
-    flagged = [c for p in report.environments for c in p.consequences]
-    replaced = [r for r in report.resources if r.op in ("replace", "delete")]
-    if flagged or replaced:
+    kinds = _kinds(report)
+    if kinds:
         out += ["### ⚠️ Consequences", ""]
-        out += [
-            f"- **{r.op}** {r.kind} `{r.name}`"
-            + (f" (replaces: {', '.join(r.replaces)})" if r.replaces else "")
-            for r in replaced
-        ]
-        out += [f"- **{c.severity.value}**: {c.message}" for c in flagged]
+        out += ["| Consequence | Count |", "|---|---|"]
+        out += [f"| **{k}** | {n} |" for k, n in kinds]
         out.append("")
-    for p in report.environments:
+    return out
+
+
+def _consequence_item(c: ConsequenceLine) -> str:
+    return f"- **{c.severity.value}** `{c.place}`: {c.message}"
+
+
+def _details_markdown(p: EnvironmentPlan) -> list[str]:
+    out = [
+        f"<details><summary><code>{p.project}/{p.environment}</code>: {p.action}</summary>",
+        "",
+    ]
+    if p.services:
+        out += ["**Services**", ""]
+        out += [f"- `{c.service}`: {c.change} ({c.detail})" for c in p.services]
+        out.append("")
+    if p.dns:
+        out += ["**DNS**", "", "| Name | Type | Added | Removed |", "|---|---|---|---|"]
         out += [
-            f"<details><summary><code>{p.project}/{p.environment}</code>: {p.action}</summary>",
-            "",
+            f"| `{d.name}` | {d.rtype} | {_added(d) or '-'} | {' '.join(d.removed) or '-'} |"
+            for d in p.dns
         ]
-        if p.services:
-            out += ["**Services**", ""]
-            out += [f"- `{c.service}`: {c.change} ({c.detail})" for c in p.services]
-            out.append("")
-        if p.dns:
-            out += ["**DNS**", "", "| Name | Type | Added | Removed |", "|---|---|---|---|"]
-            out += [
-                f"| `{d.name}` | {d.rtype} | {' '.join(d.added) or '-'} | "
-                f"{' '.join(d.removed) or '-'} |"
-                for d in p.dns
-            ]
-            out.append("")
-        if p.peers:
-            out += ["**WireGuard peers**", ""]
-            for peer in p.peers:
-                parts = [f"+{n}" for n in peer.added] + [f"-{n}" for n in peer.removed]
-                out.append(f"- {peer.node}: {' '.join(parts)}")
-            out.append("")
-        if p.namespaces:
-            out += ["**Namespaces**", ""]
-            out += [
-                f"- {n.node}: {'create' if n.created else 'destroy'} {n.holds}"
-                for n in p.namespaces
-            ]
-            out.append("")
-        if p.empty:
-            out += ["No network change.", ""]
-        out += ["</details>", ""]
-    out += [f"> note: {n}" for n in report.notes]
+        out.append("")
+    if p.peers:
+        out += ["**WireGuard peers**", ""]
+        for peer in p.peers:
+            parts = [f"+{n}" for n in peer.added] + [f"-{n}" for n in peer.removed]
+            out.append(f"- {peer.node}: {' '.join(parts)}")
+        out.append("")
+    if p.namespaces:
+        out += ["**Namespaces**", ""]
+        out += [
+            f"- {n.node}: {'create' if n.created else 'destroy'} {n.holds}" for n in p.namespaces
+        ]
+        out.append("")
+    if p.empty:
+        out += ["No network change.", ""]
+    out += ["</details>", ""]
+    return out
+
+
+def _changes(p: EnvironmentPlan) -> int:
+    return len(p.services) + len(p.dns) + len(p.peers) + len(p.namespaces)
+
+
+def _size(lines: list[str]) -> int:
+    return sum(len(line.encode("utf-8")) + 1 for line in lines)
+
+
+def render_markdown(
+    report: PlanReport, max_bytes: int | None = None, full_plan: str | None = None
+) -> str:
+    """A PR comment: the summary table, the consequences, then the details per environment,
+    largest last. With ``max_bytes`` it stays within that many bytes of UTF-8: the summary
+    and every consequence kind with its count always; the consequence list and the details
+    as far as they fit, and then how many were left out and where the full plan is
+    (``full_plan``: a file the same command wrote)."""
+    head = _summary_markdown(report)
+    items = [_consequence_item(c) for c in report.consequences()]
+    notes = [f"> note: {n}" for n in report.notes]
+    blocks = sorted(
+        enumerate(report.environments), key=lambda ip: (_size(_details_markdown(ip[1])), ip[0])
+    )
+    body = ([*items, ""] if items else []) + [
+        line for _, p in blocks for line in _details_markdown(p)
+    ]
+    if max_bytes is None or _size([*head, *body, *notes]) <= max_bytes:
+        return "\n".join([*head, *body, *notes]).rstrip() + "\n"
+
+    where = (
+        f"the full plan is in `{full_plan}`"
+        if full_plan
+        else "run `railnet plan` again with `--output plan.txt` for the full plan"
+    )
+    # Reserve room for the cut notice (its numbers have at most this many digits).
+    reserve = 400 + len(where.encode("utf-8"))
+    rows = len(report.environments)
+    while rows and _size(head) > max_bytes - reserve:
+        # Only a plan of very many environments: the table itself has to be cut.
+        rows = rows * 9 // 10
+        head = _summary_markdown(report, rows)
+    budget = max_bytes - _size(head) - reserve
+    out = list(head)
+    shown_items = 0
+    for item in items:
+        if _size([item]) > budget - _size(notes[:3]):
+            break
+        out.append(item)
+        budget -= _size([item])
+        shown_items += 1
+    if shown_items:
+        out.append("")
+        budget -= 1
+    shown_envs = 0
+    changes_left = 0
+    for _, p in blocks:
+        block = _details_markdown(p)
+        if shown_envs == len(blocks) or _size(block) > budget - _size(notes[:3]):
+            changes_left += _changes(p)
+            continue
+        out += block
+        budget -= _size(block)
+        shown_envs += 1
+    left_envs = len(blocks) - shown_envs
+    cut = []
+    if shown_items < len(items):
+        cut.append(f"{len(items) - shown_items} of {len(items)} consequences")
+    if left_envs:
+        cut.append(
+            f"the details of {left_envs} of {len(blocks)} environments ({changes_left} changes)"
+        )
+    out += [f"**Cut to fit a comment:** {' and '.join(cut)} left out; {where}.", ""]
+    for note in notes:
+        if _size([note]) > budget:
+            out.append(f"> {len(notes) - notes.index(note)} more note(s) in the full plan.")
+            break
+        out.append(note)
+        budget -= _size([note])
     return "\n".join(out).rstrip() + "\n"
+
+
+# -- json -------------------------------------------------------------------------------------
 
 
 def render_json(report: PlanReport) -> str:
     doc: dict[str, Any] = {
-        "format": 1,
-        "environments": [p.to_dict() for p in report.environments],
+        "format": JSON_FORMAT,
+        "counts_basis": report.basis,
+        "environments": [
+            {**p.to_dict(), "severities": sorted(s.value for s in report.severities_of(p))}
+            for p in report.environments
+        ],
         "resources": [
-            {"kind": r.kind, "name": r.name, "op": r.op, "replaces": list(r.replaces)}
+            {
+                "kind": r.kind,
+                "name": r.name,
+                "op": r.op,
+                "replaces": list(r.replaces),
+                "project": r.project,
+                "environment": r.environment,
+            }
             for r in report.resources
         ],
-        "consequences": sorted(s.value for s in report.severities),
+        "consequences": [
+            {
+                "severity": c.severity.value,
+                "project": c.project,
+                "environment": c.environment,
+                "subject": c.subject,
+                "message": c.message,
+            }
+            for c in report.consequences()
+        ],
+        "severities": sorted(s.value for s in report.severities),
         "notes": list(report.notes),
     }
     return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"

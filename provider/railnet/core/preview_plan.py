@@ -30,7 +30,13 @@ from railnet.core.document import (
 )
 from railnet.core.errors import RailnetError
 from railnet.core.names import environment_id
-from railnet.core.plan import EnvironmentPlan, plan_change, planning_identities, planning_node
+from railnet.core.plan import (
+    EnvironmentPlan,
+    plan_change,
+    planning_identities,
+    planning_node,
+    with_pending_addresses,
+)
 from railnet.core.plan_render import PlanReport, ResourceOp
 
 OLD_SIDE_OPS = {"same", "update", "replace", "delete", "delete-replaced", "read"}
@@ -90,10 +96,31 @@ def plan_report(
                 created.add(env_key)
         if step.kind == "Project":
             if step.op != "same":
-                resources.append(ResourceOp(step.kind, step.name, step.op))
+                named = step.new_inputs or step.old_outputs or {}
+                resources.append(
+                    ResourceOp(
+                        step.kind, step.name, step.op, project=_text(named.get("name")) or ""
+                    )
+                )
             continue
         if step.op != "same":
-            resources.append(ResourceOp(step.kind, step.name, step.op, tuple(step.replace_reasons)))
+            # A delete or replacement is about the resource that goes: name its old place.
+            first = (
+                (step.old_outputs, step.new_inputs)
+                if step.op in OLD_SIDE_OPS - {"same", "update", "read"}
+                else (step.new_inputs, step.old_outputs)
+            )
+            where = next((k for k in (_env_key(step.kind, p or {}) for p in first) if k), None)
+            resources.append(
+                ResourceOp(
+                    step.kind,
+                    step.name,
+                    step.op,
+                    tuple(step.replace_reasons),
+                    project=where[0] if where else "",
+                    environment=where[1] if where else "",
+                )
+            )
         for ops, props, sides in (
             (OLD_SIDE_OPS, step.old_outputs, old),
             (NEW_SIDE_OPS, step.new_inputs, new),
@@ -116,6 +143,7 @@ def plan_report(
                 for k in SETTINGS:
                     side.settings.setdefault(k, props.get(k))
     plans: list[EnvironmentPlan] = []
+    partial: list[str] = []
     for key in sorted(set(old) | set(new)):
         project, environment = key
         env_id = environment_id(project, environment)
@@ -156,15 +184,23 @@ def plan_report(
                 "already is not in the file"
             )
         if held is None and plan.action == "update":
-            plan = _partial(plan, before)
-            notes.append(
-                f"{project}/{environment}: a preview file lists only the resources that change, "
-                "so mesh membership (environment namespaces, peers) is left out and new "
-                "instances' addresses show as assigned at apply; run with --against CLUSTER "
-                "for exact ones"
-            )
-        plans.append(plan)
-    return PlanReport(tuple(plans), tuple(resources), tuple(dict.fromkeys(notes)))
+            plan = _partial(plan)
+            partial.append(f"{project}/{environment}")
+        plans.append(with_pending_addresses(plan, before))
+    if partial:
+        # One note for every environment it concerns, not one per environment.
+        which = "every environment" if len(partial) == len(plans) else ", ".join(partial)
+        notes.append(
+            f"{which}: a preview file lists only the resources that change, so mesh "
+            "membership (environment namespaces, peers) is left out and counts cover only "
+            "the services in this preview; run with --against CLUSTER for exact ones"
+        )
+    return PlanReport(
+        tuple(plans),
+        tuple(resources),
+        tuple(dict.fromkeys(notes)),
+        basis="preview" if held is None else "agents",
+    )
 
 
 @dataclass(frozen=True)
@@ -214,25 +250,11 @@ def _without_refreshes(steps: Sequence[StepLike]) -> list[StepLike]:
     return result
 
 
-NEW_ADDRESS = "(new: assigned at apply)"
-
-
-def _partial(plan: EnvironmentPlan, before: EnvironmentDocument | None) -> EnvironmentPlan:
-    """Without the services a preview does not list, which nodes stay in the mesh and
-    which addresses are free is unknown: keep what the listed services say for
-    themselves, drop mesh membership, and name new addresses as such, not as guesses."""
-    known = {
-        a
-        for s in (before.services if before else ())
-        for i in s.instances
-        for a in (i.ipv4, i.ipv6)
-    }
-    dns = tuple(
-        replace(d, added=tuple(a if a in known else NEW_ADDRESS for a in d.added)) for d in plan.dns
-    )
+def _partial(plan: EnvironmentPlan) -> EnvironmentPlan:
+    """Without the services a preview does not list, which nodes stay in the mesh is
+    unknown: keep what the listed services say for themselves, drop mesh membership."""
     return replace(
         plan,
-        dns=dns,
         peers=(),
         namespaces=tuple(n for n in plan.namespaces if n.holds != "environment"),
     )

@@ -125,6 +125,29 @@ class PreviewFileError(InvalidField):
         )
 
 
+_DIGEST_FIELDS: Final = frozenset(
+    {"config", "steps", "diagnostics", "duration", "changeSummary", "maybeCorrupt"}
+)
+
+
+class PreviewFailed(RailnetError):
+    """The preview ran and failed: its plan would say nothing true."""
+
+    def __init__(self, source: str, errors: list[Diagnostic]) -> None:
+        self.source = source
+        self.errors = tuple(errors)
+        first = errors[0]
+        text = " ".join(first.message.split())
+        if len(text) > 200:
+            text = text[:197] + "..."
+        about = f" ({first.urn.rsplit('::', 1)[-1]})" if first.urn else ""
+        more = f" and {len(errors) - 1} more error(s)" if len(errors) > 1 else ""
+        super().__init__(
+            f"{source or 'the preview file'}: the preview failed{about}: {text!r}{more}; "
+            f"fix it and run `{PREVIEW_COMMAND}` again"
+        )
+
+
 @dataclass(frozen=True)
 class ResourceState:
     """A resource as the step sees it before or after (Pulumi's ``ResourceV3``)."""
@@ -286,7 +309,8 @@ def _decode_error(source: str, text: str, exc: json.JSONDecodeError) -> PreviewF
             source,
             "",
             "holds one engine event per line (what `pulumi up --json` or `--event-log` "
-            "write), not the single preview document",
+            "write, and `pulumi preview --json` with PULUMI_ENABLE_STREAMING_JSON_PREVIEW "
+            "set), not the single preview document",
         )
     return PreviewFileError(
         source, "", f"is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
@@ -385,6 +409,7 @@ class _Reader:
     def digest(self, raw: Any) -> PreviewFile:
         if not isinstance(raw, dict):
             raise self.fail("", f"must hold a JSON object at the top, not {_describe(raw)}")
+        self.recognise(raw)
         steps_raw = raw.get("steps")
         if steps_raw is None:
             steps_raw = []
@@ -407,17 +432,47 @@ class _Reader:
         if not isinstance(diagnostics_raw, list):
             raise self.wrong("diagnostics", "an array", diagnostics_raw)
         steps = [self.step(i, s, warnings) for i, s in enumerate(steps_raw)]
+        if not steps_raw and not summary and not warnings:
+            # Every finished preview writes the root stack's step and counts it.
+            raise self.fail(
+                "",
+                "holds no steps and no changeSummary, so it is not the output of a finished "
+                "preview (a preview always writes at least the stack's own step)",
+            )
+        diagnostics = tuple(
+            self.diagnostic(f"diagnostics[{i}]", d) for i, d in enumerate(diagnostics_raw)
+        )
+        errors = [d for d in diagnostics if d.severity is Severity.ERROR]
+        if errors:
+            raise PreviewFailed(self.source, errors)
         return PreviewFile(
             source=self.source,
             steps=tuple(s for s in steps if s is not None),
             change_summary=MappingProxyType(summary),
             config=MappingProxyType(config),
-            diagnostics=tuple(
-                self.diagnostic(f"diagnostics[{i}]", d) for i, d in enumerate(diagnostics_raw)
-            ),
+            diagnostics=diagnostics,
             duration_ns=self.count("duration", raw.get("duration")),
             maybe_corrupt=self.boolean("maybeCorrupt", raw.get("maybeCorrupt")),
             warnings=tuple(warnings),
+        )
+
+    def recognise(self, raw: dict[str, Any]) -> None:
+        """Refuse a JSON object that holds none of the digest's fields."""
+        if set(raw) & _DIGEST_FIELDS:
+            return
+        if not raw:
+            raise self.fail("", "is an empty JSON object, not a preview")
+        if "nodes" in raw:
+            raise self.fail(
+                "",
+                'is a railnet cluster file (it has "nodes"), not a preview; give the cluster '
+                "file to --against and the preview as the first argument",
+            )
+        keys = ", ".join(sorted(raw)[:5]) + (", ..." if len(raw) > 5 else "")
+        raise self.fail(
+            "",
+            f"has none of a preview's fields (steps, changeSummary, config, diagnostics), "
+            f"only {keys}",
         )
 
     def known_op(self, where: str, value: Any, warnings: list[str]) -> StepOp | None:

@@ -22,7 +22,7 @@ from railnet.core.dns import instance_name
 from railnet.core.document import EnvironmentDocument, IpMode
 from railnet.core.errors import InvalidField, RailnetError
 from railnet.core.names import environment_id
-from railnet.core.plan import plan_change, planning_identities
+from railnet.core.plan import plan_change, planning_identities, with_pending_addresses
 from railnet.core.plan_render import plan_lines
 from railnet.core.resources import (
     Kind,
@@ -169,7 +169,9 @@ class ServiceProvider(RailnetProvider):
             new = build_document(spec, old, planning_identities(spec.nodes, old), now=now)
         except RailnetError as exc:
             return [f"plan: {exc}"], []
-        lines = plan_lines(plan_change(old, new, now))
+        # Addresses no agent holds yet are handed out when the deploy runs: another service
+        # created in the same run may take the one this plan would guess.
+        lines = plan_lines(with_pending_addresses(plan_change(old, new, now), old))
         pending = sorted(old.leaving) if old else []
         lines += [f"mesh: {n} still holds the environment; this update removes it" for n in pending]
         return lines, pending
@@ -290,7 +292,10 @@ class ServiceProvider(RailnetProvider):
                 "environment_owner",
             )
         }
-        inputs.update(name=svc.name)
+        # What check carries over from its old inputs (``derived``): after a refresh the next
+        # check gets these inputs as its olds, so without them a rename would get a new
+        # service id and every replica a fresh placement.
+        inputs.update(name=svc.name, service_id=sid, placement=nodes)
         if props.get("nodes"):
             inputs["nodes"] = nodes
         else:

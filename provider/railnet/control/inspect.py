@@ -10,8 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from railnet.control.client import AgentClient, agent_address
+from railnet.control.client import AgentAddress, AgentClient, agent_address
 from railnet.control.cluster import Cluster
+from railnet.core.document import EnvironmentDocument
 from railnet.core.errors import InvalidField, RailnetError
 from railnet.core.names import check_dns_label, environment_id
 
@@ -75,6 +76,60 @@ def find_instance(cluster: Cluster, target: Target) -> tuple[str, str]:
             "target", f"{name}#{target.index}", f"the service has {replicas} replicas"
         )
     raise InvalidField("target", name, "no such service runs in the cluster")
+
+
+class InstanceElsewhere(RailnetError):
+    """The instance runs on another node than the one asked."""
+
+    def __init__(self, target: str, node: str, host: str) -> None:
+        self.target = target
+        self.node = node
+        self.host = host
+        super().__init__(
+            f"{target} runs on node {host}, not on this node ({node}): run the command on {host}"
+        )
+
+
+def find_local_instance(address: AgentAddress, target: Target) -> str:
+    """The namespace of ``target`` on the node whose agent is at ``address`` (its local
+    socket): that agent alone is asked. An instance on another node raises
+    ``InstanceElsewhere`` naming that node, read from the environment's document when this
+    node holds it (hosting or keeping it)."""
+    env_id = environment_id(target.project, target.environment)
+    name = f"{target.project}/{target.environment}/{target.service}"
+    with AgentClient(address, timeout=10.0) as client:
+        reply = client.status(env_id)
+        node = reply.node or address.node
+        for env in reply.environments:
+            for inst in env.instances:
+                if inst.service == target.service and inst.index == target.index:
+                    return str(inst.netns)
+        text = client.document(env_id)
+    if text is None:
+        raise InvalidField(
+            "target",
+            name,
+            f"node {node} holds nothing of {target.project}/{target.environment}: run the "
+            "command on the node that hosts the instance ('railnet status' lists them)",
+        )
+    doc = EnvironmentDocument.from_json(text)
+    service = doc.service(target.service)
+    if service is None:
+        raise InvalidField("target", name, f"no such service in {doc.project}/{doc.environment}")
+    if target.index >= len(service.instances):
+        raise InvalidField(
+            "target",
+            f"{name}#{target.index}",
+            f"the service has {len(service.instances)} replicas (#0 to "
+            f"#{len(service.instances) - 1})",
+        )
+    host = service.instances[target.index].node
+    if host == node:
+        raise RailnetError(
+            f"{name}#{target.index} belongs on this node ({node}) but its agent does not run "
+            "it yet: see 'railnet status' for drift"
+        )
+    raise InstanceElsewhere(f"{name}#{target.index}", node, host)
 
 
 @dataclass(frozen=True)

@@ -141,6 +141,64 @@ def test_exec_in_the_lab_by_node_name(lab: LabNet, deployed: Engine) -> None:
     assert r.returncode != 0 and "runs on node node-2" in r.stderr, r.stderr
 
 
+def test_exec_exits_as_a_shell_does_when_the_command_cannot_run(
+    lab: LabNet, deployed: Engine, tmp_path: Path
+) -> None:
+    config = str(config_of(lab.lab, "node-2"))
+    plain = tmp_path / "not-executable"
+    plain.write_text("#!/bin/sh\ntrue\n")
+    for command in ("exec", "build-exec"):
+        for cmd, code in (("no-such-command-railnet", 127), (str(plain), 126)):
+            r = railnet(command, "--agent-config", config, "shop/production/db", "--", cmd,
+                        env=no_cluster_env())  # fmt: skip
+            assert r.returncode == code, (command, cmd, r.stderr)
+            assert r.stderr.count("\n") == 1 and cmd in r.stderr, r.stderr
+    # railnet's own failure is 125: never a status the command could have meant
+    r = railnet("exec", "--agent-config", config, "shop/production/nosuch", "--", "true",
+                env=no_cluster_env())  # fmt: skip
+    assert r.returncode == 125 and "nosuch" in r.stderr, r.stderr
+
+
+TRIAL_PROGRAM = """
+import pulumi
+import pulumi_railnet as railnet
+
+project = railnet.Project("trial")
+env = railnet.Environment("dev", project=project)
+web = railnet.Service("web", environment=env, replicas=2)
+pulumi.export("web_host", web.private_domain)
+pulumi.export("web_ipv6", web.ipv6_addresses)
+"""
+
+
+def test_a_local_trial_of_your_own_program_up_and_destroy(lab: LabNet, tmp_path: Path) -> None:
+    program = tmp_path / "my-program"
+    program.mkdir()
+    (program / "Pulumi.yaml").write_text("name: my-program\nruntime: python\n")
+    (program / "__main__.py").write_text(TRIAL_PROGRAM)
+    cluster = str(lab.lab.cluster_file)
+    r = railnet("up", str(program), "--cluster", cluster)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "local trial" in r.stdout and "not Pulumi" in r.stdout
+    assert 'export web_host: "web.railway.internal"' in r.stdout, r.stdout
+    state = program / ".railnet-trial" / "dev.json"
+    assert state.stat().st_mode & 0o777 == 0o600
+    env = environment_id("trial", "dev")
+    web = []
+    for n in lab.lab.nodes():
+        with lab.lab.client(n) as client:
+            web += [i.index for e in client.status(env).environments for i in e.instances]
+    assert sorted(web) == [0, 1]
+    again = railnet("up", str(program), "--cluster", cluster)
+    assert again.returncode == 0 and "web: same" in again.stdout, again.stdout
+    r = railnet("destroy", str(program), "--cluster", cluster)
+    assert r.returncode == 0 and "deleted 3 resources" in r.stdout, r.stdout + r.stderr
+    assert not state.exists()
+    for n in lab.lab.nodes():
+        with lab.lab.client(n) as client:
+            assert env not in [d.env_id for d in client.status().documents]
+
+
 # -- draining a node -----------------------------------------------------------------------
 
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from railnet.agent.config import DEFAULT_CONFIG, DEFAULT_SOCKET, read_config_file
+from railnet.cli.errors import EXIT_CANNOT_RUN, EXIT_NOT_FOUND, EXIT_OK, need_root
 from railnet.control.client import AgentAddress, agent_address
 from railnet.control.cluster import Cluster, load_cluster
 from railnet.control.inspect import (
@@ -24,6 +27,7 @@ from railnet.linux.sandbox import exec_in_netns, run_without_network
 from railnet.pki.certs import TlsFiles
 
 DEFAULT_CLUSTER = Path("railnet-lab/cluster.json")
+EXEC_COMMANDS = ("exec", "build-exec")
 
 
 def cluster_from_flag(path: Path | None) -> Cluster:
@@ -51,7 +55,12 @@ def add_exec_parsers(subparsers: Any) -> None:
             "an instance on another node fails naming that node. No cluster file is needed.",
         )
         p.add_argument("target", help="PROJECT/ENV/SERVICE[#i]; #i is the replica, default #0")
-        p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
+        p.add_argument(
+            "cmd",
+            nargs="*",
+            metavar="-- CMD",
+            help="the command and its arguments, after '--' (flags go before it)",
+        )
         where = p.add_argument_group("which agent is asked (default: this node's)")
         where.add_argument(
             "--agent-config",
@@ -174,15 +183,38 @@ def instance_netns(args: argparse.Namespace) -> str:
     return find_local_instance(local_agent(args), target)
 
 
+def runnable(command: str, cmd: list[str]) -> int:
+    """0 when ``cmd[0]`` can be run; else what a shell exits with (127 not found, 126 not
+    executable), after saying so in one line."""
+    program = cmd[0]
+    if shutil.which(program) is not None:
+        return EXIT_OK
+    if "/" in program and os.path.exists(program):
+        reason = "is a directory" if os.path.isdir(program) else "permission denied"
+        print(f"railnet {command}: {program}: {reason}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    print(f"railnet {command}: {program}: command not found", file=sys.stderr)
+    return EXIT_NOT_FOUND
+
+
 def run_exec(args: argparse.Namespace) -> int:
     cmd = _command(args)
-    exec_in_netns(instance_netns(args), cmd)
-    return 127  # not reached
+    need_root("railnet exec", "it enters the instance's network namespace")
+    namespace = instance_netns(args)
+    status = runnable("exec", cmd)
+    if status:
+        return status
+    exec_in_netns(namespace, cmd)
+    return EXIT_NOT_FOUND  # not reached
 
 
 def run_build_exec(args: argparse.Namespace) -> int:
     cmd = _command(args)
+    need_root("railnet build-exec", "it makes a network namespace with no network")
     instance_netns(args)
+    status = runnable("build-exec", cmd)
+    if status:
+        return status
     return run_without_network(cmd)
 
 

@@ -182,3 +182,28 @@ def test_no_lab_to_take_down_is_not_an_error(
 ) -> None:
     code, out, err = run(capsys, ["lab", "down", "--dir", files["MISSING"]])
     assert code == 0 and "nothing to remove" in out and err == ""
+
+
+def test_certs_init_again_keeps_every_key_and_certificate_unless_forced(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    tls = tmp_path / "tls"
+    base = ["certs", "init", "--dir", str(tls), "--node", "node-1"]
+    code, _, err = run(capsys, [*base, "--node-ip", "node-1=10.0.0.1"])
+    assert code == 0, err
+    files = [tls / "nodes" / "node-1-key.pem", tls / "nodes" / "node-1.pem",
+             tls / "provider-key.pem", tls / "operator-key.pem"]  # fmt: skip
+    before = [f.read_bytes() for f in files]
+    code, out, _ = run(capsys, base)  # the case: no --node-ip this time
+    assert code == 0 and [f.read_bytes() for f in files] == before
+    assert "kept node node-1" in out and "kept provider" in out and "kept operator" in out
+    code, out, _ = run(capsys, [*base, "--node-ip", "node-1=10.0.0.2"])
+    assert [f.read_bytes() for f in files] == before
+    assert "kept node node-1: it does not name 10.0.0.2; --force reissues it" in out
+    code, out, _ = run(capsys, [*base, "--node-ip", "node-1=10.0.0.2", "--force"])
+    assert code == 0 and "wrote node node-1" in out
+    after = [f.read_bytes() for f in files]
+    assert all(a != b for a, b in zip(after, before, strict=True))
+    code, out, _ = run(capsys, ["certs", "node", "--dir", str(tls), "--node", "node-1"])
+    assert code == 0 and "kept node node-1" in out
+    assert [f.read_bytes() for f in files] == after

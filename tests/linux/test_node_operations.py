@@ -159,6 +159,42 @@ def test_exec_exits_as_a_shell_does_when_the_command_cannot_run(
     assert r.returncode == 125 and "nosuch" in r.stderr, r.stderr
 
 
+def test_status_exits_the_same_in_text_and_json_and_its_json_is_typed(
+    lab: LabNet, deployed: Engine
+) -> None:
+    cluster = str(lab.lab.cluster_file)
+    text = railnet("status", "--cluster", cluster)
+    as_json = railnet("status", "--cluster", cluster, "--json")
+    assert text.returncode == as_json.returncode == 0, text.stdout + text.stderr
+    nodes = json.loads(as_json.stdout)
+    assert [n["node"] for n in nodes] == ["node-1", "node-2", "node-3"]
+    db = next(
+        i for n in nodes for e in n["environments"] for i in e["instances"] if i["service"] == "db"
+    )
+    assert db["index"] == 0 and db["health"] == "ok" and db["netns"]
+    for n in nodes:
+        for e in n["environments"]:
+            assert isinstance(e["generation"], int) and isinstance(e["listen_port"], int)
+            for peer in e["peers"]:
+                assert isinstance(peer["rx_bytes"], int) and "handshake_age_seconds" in peer
+    assert ".arpa" not in text.stdout  # records are counted, not listed
+    assert "--verbose lists them" in text.stdout
+    verbose = railnet("status", "--cluster", cluster, "--verbose")
+    assert verbose.returncode == 0 and ".arpa PTR " in verbose.stdout
+    # A node that does not answer: a problem, the same exit code in both forms.
+    node3 = next(n for n in lab.lab.nodes() if n.name == "node-3")
+    lab.lab.kill_agent(node3)
+    try:
+        text = railnet("status", "--cluster", cluster)
+        as_json = railnet("status", "--cluster", cluster, "--json")
+    finally:
+        lab.lab.restart_agent(node3)
+    assert text.returncode == as_json.returncode == 1
+    assert "node-3: UNREACHABLE" in text.stdout
+    silent = next(n for n in json.loads(as_json.stdout) if n["node"] == "node-3")
+    assert silent["reachable"] is False and silent["healthy"] is False and silent["error"]
+
+
 TRIAL_PROGRAM = """
 import pulumi
 import pulumi_railnet as railnet

@@ -158,17 +158,62 @@ def node_holdings(cluster: Cluster, node: str) -> list[Holding]:
     return sorted(found.values(), key=lambda h: h.name)
 
 
-def status_tree(cluster: Cluster) -> list[dict[str, Any]]:
-    from google.protobuf.json_format import MessageToDict
-
+def status_report(cluster: Cluster) -> list[dict[str, Any]]:
+    """Every node's Status reply in plain typed form (``railnet.core.status.assess`` judges
+    it); a node that does not answer is ``{"node": NAME, "error": WHY}``."""
     agents = clients(cluster)
 
     def ask(client: AgentClient) -> dict[str, Any]:
         with client:
             try:
-                return dict(MessageToDict(client.status(), preserving_proto_field_name=True))
+                reply = client.status()
             except RailnetError as exc:
                 return {"node": client.target.node, "error": str(exc)}
+        return {
+            "node": reply.node or client.target.node,
+            "environments": [_environment(e) for e in reply.environments],
+        }
 
     with ThreadPoolExecutor(max_workers=max(1, len(agents))) as pool:
         return list(pool.map(ask, agents))
+
+
+def _environment(env: Any) -> dict[str, Any]:
+    return {
+        "env_id": env.env_id,
+        "project": env.project,
+        "environment": env.environment,
+        "generation": int(env.generation),
+        "netns": env.netns,
+        "listen_port": int(env.listen_port),
+        "public_key": env.public_key,
+        "peers": [
+            {
+                "node": p.node,
+                "public_key": p.public_key,
+                "endpoint": p.endpoint,
+                "last_handshake": int(p.last_handshake),
+                "rx_bytes": int(p.rx_bytes),
+                "tx_bytes": int(p.tx_bytes),
+                "allowed_ips": list(p.allowed_ips),
+            }
+            for p in env.peers
+        ],
+        "instances": [
+            {
+                "service": i.service,
+                "service_id": i.service_id,
+                "index": int(i.index),
+                "netns": i.netns,
+                "ipv4": i.ipv4,
+                "ipv6": i.ipv6,
+            }
+            for i in env.instances
+        ],
+        "records": [
+            {"name": r.name, "type": r.type, "value": r.value, "ttl": int(r.ttl)}
+            for r in env.records
+        ],
+        "drift": list(env.drift),
+        "lost": list(env.lost),
+    }

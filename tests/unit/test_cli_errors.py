@@ -3,13 +3,15 @@ with which value, never a traceback, and a documented exit code (``railnet --hel
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from railnet.cli.errors import EXIT_CODES
-from railnet.cli.main import main
+from railnet.cli.main import build_parser, main
 
 pytestmark = pytest.mark.unit
 
@@ -207,3 +209,50 @@ def test_certs_init_again_keeps_every_key_and_certificate_unless_forced(
     code, out, _ = run(capsys, ["certs", "node", "--dir", str(tls), "--node", "node-1"])
     assert code == 0 and "kept node node-1" in out
     assert [f.read_bytes() for f in files] == after
+
+
+def _options(parser: argparse.ArgumentParser, path: tuple[str, ...]) -> list[tuple[str, Any]]:
+    found: list[tuple[str, Any]] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found += _options(sub, (*path, name))
+        elif not isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+            found.append((" ".join(path), action))
+    return found
+
+
+# railnet plan's flags belong to the plan work (cli/plan.py), which is changing them.
+NOT_HERE = ("railnet plan",)
+
+
+def test_every_flag_has_help_with_its_default_or_says_it_is_required() -> None:
+    missing = []
+    for command, action in _options(build_parser(), ("railnet",)):
+        if command.startswith(NOT_HERE) or action.help == argparse.SUPPRESS:
+            continue
+        name = f"{command} {'/'.join(action.option_strings) or action.dest}"
+        text = action.help or ""
+        if not text:
+            missing.append(f"{name}: no help")
+        elif (
+            action.option_strings
+            and action.nargs != 0
+            and "default" not in text
+            and "required" not in text
+        ):
+            missing.append(f"{name}: says neither its default nor that it is required")
+    assert missing == []
+
+
+def test_shared_flags_have_one_name_and_meaning() -> None:
+    cluster_help = {
+        command: action.help
+        for command, action in _options(build_parser(), ("railnet",))
+        if "--cluster" in action.option_strings
+    }
+    assert {"railnet status", "railnet cluster show", "railnet exec", "railnet up"} <= set(
+        cluster_help
+    )
+    for command, text in cluster_help.items():
+        assert "cluster file" in str(text) and "RAILNET_CLUSTER" in str(text), command

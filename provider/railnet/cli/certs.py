@@ -49,7 +49,8 @@ def add_certs_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         "--dir",
         type=Path,
         required=True,
-        help="directory for the certificates and keys (created when missing)",
+        metavar="DIR",
+        help="directory for the certificates and keys, created when missing (required)",
     )
     _add_ca_flags(init)
     init.add_argument(
@@ -58,7 +59,7 @@ def add_certs_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         action="append",
         required=True,
         metavar="NAME",
-        help="a node name (repeat for each node)",
+        help="a node name (required; repeat for each node)",
     )
     init.add_argument(
         "--node-ip",
@@ -77,9 +78,9 @@ def add_certs_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         help="issue a certificate for one node with the existing CA",
         description="Issue (or reissue) one node's certificate with the CA already in DIR.",
     )
-    node.add_argument("--dir", type=Path, required=True, help="directory holding ca.pem")
+    node.add_argument("--dir", type=Path, required=True, help="directory holding ca.pem (required)")
     _add_ca_flags(node)
-    node.add_argument("--node", required=True, metavar="NAME", help="the node name")
+    node.add_argument("--node", required=True, metavar="NAME", help="the node name (required)")
     node.add_argument(
         "--node-ip",
         dest="ips",
@@ -110,7 +111,9 @@ def _add_lifecycle_parsers(actions: Any) -> None:
         description="Reissue every leaf certificate in DIR, keeping names and addresses. "
         "Agents pick up theirs on SIGHUP or when the files change, without a restart.",
     )
-    renew.add_argument("--dir", type=Path, required=True, help="directory holding ca.pem")
+    renew.add_argument(
+        "--dir", type=Path, required=True, help="directory holding ca.pem (required)"
+    )
     _add_ca_flags(renew)
     revoke = actions.add_parser(
         "revoke",
@@ -118,29 +121,42 @@ def _add_lifecycle_parsers(actions: Any) -> None:
         description="Append the certificate's serial to DIR/revoked.txt. Agents reload it "
         "on SIGHUP or when it changes, and refuse the certificate from then on.",
     )
-    revoke.add_argument("--dir", type=Path, required=True, help="directory holding ca.pem")
+    revoke.add_argument(
+        "--dir", type=Path, required=True, help="directory holding ca.pem (required)"
+    )
     which = revoke.add_mutually_exclusive_group(required=True)
-    which.add_argument("--cert", type=Path, help="the certificate file to revoke")
-    which.add_argument("--serial", help="the serial to revoke, in hex")
+    which.add_argument(
+        "--cert",
+        type=Path,
+        metavar="FILE",
+        help="the certificate file to revoke (required: this or --serial)",
+    )
+    which.add_argument(
+        "--serial", metavar="HEX", help="the serial to revoke, in hex (required: this or --cert)"
+    )
 
 
 def _add_ca_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ca-dir",
         type=Path,
+        metavar="DIR",
         help="the CA's own directory, which holds its key (default: DIR-ca beside DIR); "
         "keep it off the machines that run pulumi, or offline",
     )
     parser.add_argument(
         "--ca-passphrase-file",
         type=Path,
-        help="a file whose first line is the passphrase that encrypts the CA key",
+        metavar="FILE",
+        help="a file whose first line is the passphrase that encrypts the CA key (default: "
+        "none, the key is stored unencrypted)",
     )
     parser.add_argument(
         "--days",
         type=int,
         default=LEAF_VALIDITY.days,
-        help=f"how long leaf certificates live (default {LEAF_VALIDITY.days} days)",
+        metavar="DAYS",
+        help=f"how long leaf certificates live, in days (default: {LEAF_VALIDITY.days})",
     )
 
 

@@ -87,7 +87,8 @@ def add_exec_parsers(subparsers: Any) -> None:
             "--node",
             metavar="NAME",
             help="a lab node: ask the agent the cluster file names for NAME (its unix "
-            "socket, the file's operator certificate) instead of the agent config",
+            "socket, the file's operator certificate) instead of the agent config (default: "
+            "none, this node's agent)",
         )
         where.add_argument(
             "--cluster",

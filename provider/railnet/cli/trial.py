@@ -52,7 +52,8 @@ def add_trial_parsers(subparsers: Any) -> None:
             action="append",
             default=[],
             metavar="KEY=VALUE",
-            help="a stack setting, e.g. railnet:domain=corp.internal (repeatable)",
+            help="a stack setting, e.g. railnet:domain=corp.internal (repeatable; default: "
+            "only railnet:cluster, from --cluster)",
         )
         if name == "up":
             p.add_argument(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -256,3 +257,26 @@ def test_shared_flags_have_one_name_and_meaning() -> None:
     )
     for command, text in cluster_help.items():
         assert "cluster file" in str(text) and "RAILNET_CLUSTER" in str(text), command
+
+
+@pytest.mark.parametrize(
+    ("argv", "code"),
+    [
+        (["lab", "up", "--dir", "MISSING"], 3),
+        (["demo", "--dir", "MISSING"], 3),
+        (["exec", "a/b/c", "--", "true"], 125),
+        (["build-exec", "a/b/c", "--", "true"], 125),
+    ],
+)
+def test_without_root_the_message_says_run_as_root(
+    capsys: pytest.CaptureFixture[str],
+    files: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+    code: int,
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    got, _, err = run(capsys, [files.get(a, a) for a in argv])
+    assert got == code and "needs root" in err and "run it as root" in err, err
+    assert err.count("\n") == 1
+    assert not Path(files["MISSING"]).exists()  # nothing was made

@@ -305,4 +305,5 @@ def drain_and_remove(lab: LabNet, engine: Engine) -> None:
     assert r.returncode == 0, r.stderr
     assert drained not in [n["name"] for n in json.loads(cluster.read_text())["nodes"]]
     engine = fresh_run(engine, cluster)
+    engine.refresh()  # reads placements back: the next deploy must see no move
     assert all(s.op == "same" for s in engine.up(program(services)))

@@ -309,6 +309,9 @@ class ServiceProvider(RailnetProvider):
             inputs["nodes"] = nodes
         else:
             inputs["replicas"] = len(nodes)
+        # What check derived: the next check places from here, so a refresh never makes
+        # the next deploy look like a move (diff compares placements).
+        inputs["placement"] = nodes
         inputs.update(
             ip_mode=doc.ip_mode.value,
             ipv4_cidr=doc.ipv4_cidr or props.get("ipv4_cidr"),

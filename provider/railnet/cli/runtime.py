@@ -60,6 +60,9 @@ def add_exec_parsers(subparsers: Any) -> None:
             description=f"{text[0].upper()}{text[1:]}. It runs on the node that hosts the "
             "instance: the local agent (its unix socket) says where the instance is, and "
             "an instance on another node fails naming that node. No cluster file is needed.",
+            epilog="exit status: the command's own; 125 when railnet itself fails (bad "
+            "arguments, no agent, the instance elsewhere), 126 when the command is not "
+            "executable, 127 when it is not found.",
         )
         p.add_argument("target", help="PROJECT/ENV/SERVICE[#i]; #i is the replica, default #0")
         p.add_argument(

@@ -26,14 +26,15 @@ STATE_DIR = ".railnet-trial"
 
 def add_trial_parsers(subparsers: Any) -> None:
     for name, func, text in (
-        ("up", run_up, "a local trial of your Pulumi program: preview and deploy it"),
-        ("destroy", run_destroy, "a local trial of your Pulumi program: delete what up made"),
+        ("up", run_up, "preview and deploy your own Pulumi program"),
+        ("destroy", run_destroy, "delete what railnet up made"),
     ):
         p = subparsers.add_parser(
             name,
             help=text,
-            description=f"{text[0].upper()}{text[1:]}, without the Pulumi CLI. A {TRIAL_LABEL}"
-            ": PROGRAM_DIR/__main__.py runs through the real provider process as the engine "
+            description=f"{text[0].upper()}{text[1:]}, without the Pulumi CLI: a "
+            f"{TRIAL_LABEL}. PROGRAM_DIR/__main__.py runs through the real provider process "
+            "as the engine "
             f"drives it; the stack's state is kept in PROGRAM_DIR/{STATE_DIR}/STACK.json "
             "(mode 0600, secrets in clear). No backend, locking or history: use the Pulumi "
             "CLI for real stacks.",

@@ -26,13 +26,13 @@ STATE_DIR = ".railnet-trial"
 
 def add_trial_parsers(subparsers: Any) -> None:
     for name, func, text in (
-        ("up", run_up, "preview and deploy your own Pulumi program"),
-        ("destroy", run_destroy, "delete what railnet up made"),
+        ("up", run_up, "local trial: preview and deploy your own Pulumi program"),
+        ("destroy", run_destroy, "local trial: delete what railnet up made"),
     ):
         p = subparsers.add_parser(
             name,
             help=text,
-            description=f"{text[0].upper()}{text[1:]}, without the Pulumi CLI: a "
+            description=f"{text.split(': ', 1)[1].capitalize()}, without the Pulumi CLI: a "
             f"{TRIAL_LABEL}. PROGRAM_DIR/__main__.py runs through the real provider process "
             "as the engine "
             f"drives it; the stack's state is kept in PROGRAM_DIR/{STATE_DIR}/STACK.json "

@@ -79,6 +79,8 @@ CASES: list[tuple[list[str], int, str]] = [
     ([*AGENT, "--reconcile-interval", "soon"], 2, "'soon'"),
     ([*AGENT, "--wireguard", "quantum"], 2, "'quantum'"),
     ([*AGENT, "--metrics-listen", "9464"], 2, "'9464'"),
+    ([*AGENT, "--dns-upstream", "resolver.lan"], 2, "'resolver.lan'"),
+    (["lab", "up", "--dns-upstream", "8.8.8.8:99999", "--dir", "MISSING"], 2, "99999"),
     (["agent", "--config", "MISSING"], 2, "MISSING"),
     (["agent", "--config", "BADTOML"], 2, "BADTOML"),
     (["agent", "--config", "UNKNOWNKEY"], 2, "nodename"),

@@ -243,6 +243,9 @@ def _checked(values: Mapping[str, Any], origin: Mapping[str, str]) -> AgentConfi
     for upstream in values["dns_upstream"]:
         if not isinstance(upstream, str) or not upstream:
             raise ConfigError(_name("dns_upstream", origin), upstream, "must be host:port")
+        from railnet.agent.dns import Upstream  # its parser is the resolver's own
+
+        Upstream.parse(_name("dns_upstream", origin), upstream)
     metrics = None
     if values["metrics_listen"]:
         metrics = check_host_port(_name("metrics_listen", origin), values["metrics_listen"])

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from railnet.agent.dns import Upstream
 from railnet.cli.errors import EXIT_OK, need_root
 from railnet.lab.local_cluster import DEFAULT_DIR, MAX_NODES, Lab, NoLab
 
@@ -70,6 +71,8 @@ def add_lab_parser(subparsers: Any) -> None:
 
 
 def run_up(args: argparse.Namespace) -> int:
+    for upstream in args.dns_upstream:
+        Upstream.parse("--dns-upstream", upstream)
     need_root("railnet lab up", "it makes network namespaces")
     Lab.up(
         args.dir,

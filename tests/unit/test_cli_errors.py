@@ -49,7 +49,9 @@ def files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     program.mkdir()
     (program / "__main__.py").write_text("raise SystemExit('never run')\n")
     (program / ".railnet-trial").mkdir()
-    (program / ".railnet-trial" / "dev.json").write_text("[]")
+    (program / ".railnet-trial" / "damaged.json").write_text("[]")
+    cluster = tmp_path / "cluster.json"
+    cluster.write_text(json.dumps({"nodes": [{"name": "node-1", "agent": "127.0.0.1:9"}]}))
     return {
         "FILE": str(a_file),
         "CORRUPT": str(corrupt),
@@ -58,6 +60,7 @@ def files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
         "BADTOML": str(bad_toml),
         "UNKNOWNKEY": str(unknown_key),
         "PROGRAM": str(program),
+        "CLUSTER": str(cluster),
     }
 
 
@@ -116,6 +119,7 @@ CASES: list[tuple[list[str], int, str]] = [
     (["up", "FILE"], 2, "FILE"),
     (["up", "PROGRAM", "--cluster", "MISSING"], 2, "MISSING"),
     (["destroy", "PROGRAM", "--cluster", "FILE"], 2, "FILE"),
+    (["up", "PROGRAM", "--cluster", "CLUSTER", "--stack", "damaged"], 2, "damaged.json"),
     (["up", "PROGRAM", "--stack", "a/b", "--cluster", "FILE"], 2, "FILE"),
     (["demo", "--dir", "FILE"], 2, "FILE"),
     (["node", "install", "--node", "Bad_Name", "--config", "MISSING/agent.toml",

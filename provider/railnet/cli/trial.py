@@ -182,6 +182,8 @@ def run_up(args: argparse.Namespace) -> int:
                 )
             except (ProgramFailed, ProviderError) as exc:
                 raise RailnetError(f"the program failed: {_one_line(exc)}") from None
+            except (Exception, SystemExit) as exc:  # the program's own error, not railnet's
+                raise ProgramError(main, exc) from None
             finally:
                 if not preview:
                     _save(path, state)
@@ -216,6 +218,16 @@ def run_destroy(args: argparse.Namespace) -> int:
     path.unlink(missing_ok=True)
     print(f"{TRIAL_LABEL}: {project}/{args.stack}: deleted {count} resources")
     return EXIT_OK
+
+
+class ProgramError(RailnetError):
+    """The program raised an error of its own."""
+
+    def __init__(self, program: Path, exc: BaseException) -> None:
+        super().__init__(
+            f"{program} raised {type(exc).__name__}: {_one_line(exc)} (fix the program, then "
+            "run again; what was deployed before it failed is in the state)"
+        )
 
 
 def _one_line(exc: BaseException) -> str:

@@ -74,7 +74,7 @@ def test_peers_show_their_handshake_age_and_stale_ones_are_flagged() -> None:
 
 def test_dns_shows_as_counts_and_verbose_lists_the_records() -> None:
     text = status_lines(report(env()))
-    assert "    dns: 3 record(s) for 2 name(s) (A 1, AAAA 1, PTR 1); --verbose lists them" in text
+    assert "    dns: 3 records for 2 names (A 1, AAAA 1, PTR 1); --verbose lists them" in text
     assert not any("in-addr.arpa" in line for line in text)
     verbose = status_lines(report(env()), verbose=True)
     assert "      2.0.0.10.in-addr.arpa PTR 0.api.railway.internal ttl 5" in verbose
@@ -88,7 +88,7 @@ def test_drift_is_a_problem_on_the_instance_it_touches_with_the_repair_that_come
     health = {(i["service"], i["index"]): i["health"] for i in node["environments"][0]["instances"]}
     assert health == {("api", 0): "ok", ("api", 1): "ok", ("db", 0): "drift"}
     text = status_lines(judged)
-    assert "node-1: 1 problem(s), 1 environment(s)" in text
+    assert "node-1: 1 problem, 1 environment" in text
     assert "    instance db#0: 10.0.0.3, fd00::3: DRIFT" in text
     assert "    instance api#0: 10.0.0.2, fd00::2: ok" in text
     at = text.index("    DRIFT: the node differs from its document; the agent's next repair will:")

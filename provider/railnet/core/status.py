@@ -120,6 +120,10 @@ def unhealthy(report: list[dict[str, Any]]) -> bool:
     return any(not n["healthy"] for n in report)
 
 
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}" + ("" if count == 1 else "s")
+
+
 def size(count: int) -> str:
     value = float(count)
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -135,13 +139,13 @@ def status_lines(report: list[dict[str, Any]], verbose: bool = False) -> list[st
         if not node["reachable"]:
             lines.append(f"{node['node']}: UNREACHABLE: {node['error']}")
             continue
-        verdict = "healthy" if node["healthy"] else f"{node['problems']} problem(s)"
-        count = len(node["environments"])
-        lines.append(f"{node['node']}: {verdict}, {count} environment(s)")
+        verdict = "healthy" if node["healthy"] else plural(node["problems"], "problem")
+        count = plural(len(node["environments"]), "environment")
+        lines.append(f"{node['node']}: {verdict}, {count}")
         for env in node["environments"]:
             lines += _environment_lines(env, verbose)
     healthy = sum(1 for n in report if n["healthy"])
-    lines.append(f"{len(report)} node(s): {healthy} healthy, {len(report) - healthy} not")
+    lines.append(f"{plural(len(report), 'node')}: {healthy} healthy, {len(report) - healthy} not")
     return lines
 
 
@@ -176,7 +180,7 @@ def _environment_lines(env: dict[str, Any], verbose: bool) -> list[str]:
     kinds = ", ".join(f"{t} {n}" for t, n in dns["by_type"].items())
     hint = "" if verbose or not dns["records"] else "; --verbose lists them"
     lines.append(
-        f"    dns: {dns['records']} record(s) for {dns['names']} name(s)"
+        f"    dns: {plural(dns['records'], 'record')} for {plural(dns['names'], 'name')}"
         + (f" ({kinds})" if kinds else "")
         + hint
     )

@@ -89,7 +89,8 @@ def test_lab_command_line_up_and_down(tmp_path: object) -> None:
         text=True,
         timeout=60,
     )
-    assert again.returncode == 2 and "holds no lab" in again.stderr
+    # Nothing to remove is no failure: lab down fits cleanup scripts.
+    assert again.returncode == 0 and "holds no lab" in again.stdout, again.stderr
 
 
 def test_lab_up_refuses_a_directory_it_did_not_make(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from railnet.core.desired import (
     EnvironmentSpec,
     ServiceSpec,
     build_document,
+    drain,
     fresh_service_id,
     keepers_of,
     place_replicas,
@@ -508,3 +509,63 @@ def test_a_node_joining_or_leaving_changes_at_most_one_keeper() -> None:
             left = set(keepers_of(env, [n for n in nodes if n != gone]))
             assert keep - left <= {gone}
             assert len(left - keep) <= 1
+
+
+# -- cordoned nodes ----------------------------------------------------------------------------
+
+
+def test_draining_moves_only_the_instances_on_a_cordoned_node() -> None:
+    before = spec(
+        svc("api", "node-1", "node-2", id="sapi"),
+        svc("db", "node-3", id="sdb"),
+        svc("worker", "node-2", "node-2", id="swrk"),
+    )
+    after = drain(before, cordoned={"node-2"}, schedulable=["node-1", "node-3"])
+    api, db, worker = after.services
+    assert api.nodes[0] == "node-1" and api.nodes[1] in ("node-1", "node-3")
+    assert db == before.services[1]  # nothing of it was on node-2: untouched
+    assert "node-2" not in worker.nodes and len(worker.nodes) == 2
+    assert "node-2" not in after.nodes
+    # ids, names and order are kept: build_document then keeps every address.
+    assert [(s.id, s.name) for s in after.services] == [(s.id, s.name) for s in before.services]
+
+
+def test_a_drained_instance_keeps_its_addresses() -> None:
+    first = build_document(spec(svc("api", "node-1", "node-2", id="sapi")), None, IDENTITIES)
+    drained = drain(
+        spec_from_document(first), cordoned={"node-2"}, schedulable=["node-1", "node-3"]
+    )
+    second = build_document(drained, first, IDENTITIES)
+    assert addresses(second, "api") == addresses(first, "api")
+    assert [i.node for i in second.services[0].instances] != ["node-1", "node-2"]
+    assert "node-2" not in [n.name for n in second.nodes]
+
+
+def test_draining_spreads_the_moved_replicas_over_the_least_loaded_nodes() -> None:
+    before = spec(svc("web", "node-1", "node-2", "node-2", "node-3", id="sweb"))
+    after = drain(before, cordoned={"node-2"}, schedulable=["node-1", "node-3", "node-4"])
+    web = after.services[0].nodes
+    assert web[0] == "node-1" and web[3] == "node-3"
+    load = Counter(web)
+    assert "node-2" not in load and load["node-4"] >= 1
+    assert max(load.values()) - min(load[n] for n in ("node-1", "node-3", "node-4")) <= 1
+
+
+def test_draining_with_nothing_cordoned_changes_nothing() -> None:
+    before = spec(svc("api", "node-1", "node-2", id="sapi"))
+    assert drain(before, cordoned=set(), schedulable=NODES) == before
+
+
+def test_draining_onto_no_node_names_the_cordon() -> None:
+    with pytest.raises(InvalidField, match="cordoned"):
+        drain(spec(svc("api", "node-1", id="sapi")), cordoned={"node-1"}, schedulable=[])
+
+
+def test_keepers_skip_cordoned_nodes_and_move_at_most_the_cordoned_ones() -> None:
+    env = environment_id("shop", "production")
+    nodes = [f"node-{i}" for i in range(1, 8)]
+    before = keepers_of(env, nodes)
+    cordoned = before[0]
+    after = keepers_of(env, [n for n in nodes if n != cordoned])
+    assert cordoned not in after
+    assert set(before) - {cordoned} <= set(after) and len(after) == len(before)

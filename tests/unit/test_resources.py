@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from railnet.core.errors import InvalidField
 from railnet.core.resources import Kind, check_inputs, placement, service_env_vars
 
 pytestmark = pytest.mark.unit
@@ -80,6 +81,35 @@ def test_placement_is_stable_per_service_id_and_never_moves_on_rename() -> None:
     assert first == renamed and len(set(first)) == 2
     assert placement({**SERVICE, "replicas": 3}, nodes, "sabc")[:2] == first
     assert placement({**SERVICE, "nodes": ["node-2"]}, nodes, "sabc") == ("node-2",)
+
+
+def test_a_service_never_lands_on_a_cordoned_node() -> None:
+    nodes = ["node-1", "node-2", "node-3"]
+    before = placement({**SERVICE, "replicas": 3}, nodes, "sabc")
+    after = placement({**SERVICE, "replicas": 3}, nodes, "sabc", before, cordoned=["node-2"])
+    assert "node-2" not in after
+    assert [a for a, b in zip(before, after, strict=True) if a != b] == ["node-2"]
+    fresh = placement({**SERVICE, "replicas": 4}, nodes, "sxyz", cordoned=["node-2"])
+    assert set(fresh) == {"node-1", "node-3"}
+
+
+def test_every_node_cordoned_is_named_as_such() -> None:
+    with pytest.raises(InvalidField, match="cordoned"):
+        placement({**SERVICE, "replicas": 1}, ["node-1"], "sabc", cordoned=["node-1"])
+
+
+def test_explicit_nodes_naming_a_cordoned_node_fail_check_with_the_next_step() -> None:
+    _, found = check_inputs(
+        Kind.SERVICE,
+        "",
+        {**SERVICE, "nodes": ["node-1", "node-2"]},
+        cluster_nodes=["node-1", "node-2"],
+        cordoned_nodes=["node-2"],
+    )
+    assert [p for p, _ in found] == ["nodes"]
+    message = found[0][1]
+    assert "nodes[1]" in message and "'node-2'" in message and "cordoned" in message
+    assert "uncordon" in message
 
 
 def test_env_vars() -> None:

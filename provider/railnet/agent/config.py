@@ -52,7 +52,7 @@ SETTINGS: tuple[Setting, ...] = (
         "listen",
         list,
         [f"unix:{DEFAULT_SOCKET}"],
-        "gRPC address, host:port or unix:PATH; repeat to listen on several",
+        "gRPC address, host:port or unix:/PATH; repeat to listen on several",
     ),
     Setting("state_dir", str, str(DEFAULT_STATE_DIR), "documents and private keys (0700)"),
     Setting(
@@ -61,24 +61,34 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         "the underlay IP other nodes reach this node's WireGuard ports at (required)",
     ),
-    Setting("netns_prefix", str, None, "prefix of every namespace this agent makes (rn-NODE)"),
+    Setting(
+        "netns_prefix", str, None, "prefix of every namespace this agent makes (default: rn-NODE)"
+    ),
     Setting("wireguard", str, "auto", "WireGuard backend: auto, kernel or userspace"),
-    Setting("tls_ca", str, None, "the cluster CA certificate (PEM)"),
-    Setting("tls_cert", str, None, "this node's certificate (PEM)"),
-    Setting("tls_key", str, None, "this node's private key (PEM)"),
+    Setting("tls_ca", str, None, "the cluster CA certificate, PEM (required unless insecure)"),
+    Setting("tls_cert", str, None, "this node's certificate, PEM (required unless insecure)"),
+    Setting("tls_key", str, None, "this node's private key, PEM (required unless insecure)"),
     Setting(
         "tls_revoked",
         str,
         None,
-        f"revoked certificate serials, hex, one a line ({REVOKED_FILE} beside tls_ca)",
+        f"revoked certificate serials, hex, one a line (default: {REVOKED_FILE} beside tls_ca)",
     ),
     Setting("insecure", bool, False, "plaintext gRPC with no client authentication (never)"),
     Setting("dns", bool, True, "serve the environments' DNS views"),
-    Setting("dns_upstream", list, [], "where names outside the domain go, host:port"),
-    Setting("reconcile_interval", float, 30.0, "seconds between full repairs"),
+    Setting(
+        "dns_upstream",
+        list,
+        [],
+        "where names outside the domain go, host:port, repeatable (default: none: such "
+        "names get REFUSED)",
+    ),
+    Setting("reconcile_interval", float, 30.0, "seconds between full repairs, > 0"),
     Setting("log_level", str, "info", "debug, info, warning or error"),
     Setting("log_format", str, "text", "text, or json: one JSON object a line"),
-    Setting("metrics_listen", str, None, "host:port for Prometheus metrics (off when unset)"),
+    Setting(
+        "metrics_listen", str, None, "host:port for Prometheus metrics (default: none, no endpoint)"
+    ),
 )
 BY_KEY = {s.key: s for s in SETTINGS}
 
@@ -233,6 +243,9 @@ def _checked(values: Mapping[str, Any], origin: Mapping[str, str]) -> AgentConfi
     for upstream in values["dns_upstream"]:
         if not isinstance(upstream, str) or not upstream:
             raise ConfigError(_name("dns_upstream", origin), upstream, "must be host:port")
+        from railnet.agent.dns import Upstream  # its parser is the resolver's own
+
+        Upstream.parse(_name("dns_upstream", origin), upstream)
     metrics = None
     if values["metrics_listen"]:
         metrics = check_host_port(_name("metrics_listen", origin), values["metrics_listen"])

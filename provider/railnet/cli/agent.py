@@ -13,6 +13,20 @@ from typing import Any
 from railnet.agent.config import DEFAULT_CONFIG, SETTINGS, load_agent_config
 from railnet.agent.server import run_agent
 
+METAVARS = {
+    "node": "NAME",
+    "listen": "ADDR",
+    "state_dir": "DIR",
+    "endpoint_host": "IP",
+    "netns_prefix": "PREFIX",
+    "wireguard": "{auto,kernel,userspace}",
+    "dns_upstream": "HOST:PORT",
+    "reconcile_interval": "SECONDS",
+    "log_level": "{debug,info,warning,error}",
+    "log_format": "{text,json}",
+    "metrics_listen": "HOST:PORT",
+}
+
 
 def add_agent_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
@@ -24,7 +38,9 @@ def add_agent_parser(subparsers: Any) -> None:
     p.add_argument(
         "--config",
         type=Path,
-        help=f"the agent's TOML config file (the service uses {DEFAULT_CONFIG})",
+        metavar="FILE",
+        help="the agent's TOML config file; every key is a flag below (default: none, "
+        f"flags only; the systemd unit uses {DEFAULT_CONFIG})",
     )
     for s in SETTINGS:
         if s.kind is bool:
@@ -42,9 +58,16 @@ def add_agent_parser(subparsers: Any) -> None:
         extra: dict[str, Any] = {"action": "append"} if s.kind is list else {}
         if s.kind is float:
             extra["type"] = float
-        shown = f" (default: {s.default})" if s.default not in (None, []) else ""
-        p.add_argument(s.flag, dest=s.key, help=s.help + shown, **extra)
+        shown = f" (default: {_shown(s.default)})" if s.default not in (None, []) else ""
+        metavar = METAVARS.get(s.key, "FILE" if s.key.startswith("tls_") else None)
+        p.add_argument(s.flag, dest=s.key, metavar=metavar, help=s.help + shown, **extra)
     p.set_defaults(func=run_agent_from_flags)
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return str(value)
 
 
 def run_agent_from_flags(args: argparse.Namespace) -> int:

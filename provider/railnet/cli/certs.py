@@ -45,7 +45,13 @@ def add_certs_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
             "certificate for every --node and a client certificate for the provider."
         ),
     )
-    init.add_argument("--dir", type=Path, required=True, help="directory for the files")
+    init.add_argument(
+        "--dir",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="directory for the certificates and keys, created when missing (required)",
+    )
     _add_ca_flags(init)
     init.add_argument(
         "--node",
@@ -53,7 +59,7 @@ def add_certs_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         action="append",
         required=True,
         metavar="NAME",
-        help="a node name (repeat for each node)",
+        help="a node name (required; repeat for each node)",
     )
     init.add_argument(
         "--node-ip",
@@ -62,26 +68,40 @@ def add_certs_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         default=[],
         type=_node_ip,
         metavar="NAME=IP",
-        help="an address the node's agent is dialled at (repeatable)",
+        help="an IP address the node's agent is dialled at, put in its certificate "
+        "(repeatable; default: none, the node is dialled by name or unix socket)",
     )
+    _add_force_flag(init)
 
     node = actions.add_parser(
         "node",
         help="issue a certificate for one node with the existing CA",
         description="Issue (or reissue) one node's certificate with the CA already in DIR.",
     )
-    node.add_argument("--dir", type=Path, required=True, help="directory holding ca.pem")
+    node.add_argument("--dir", type=Path, required=True, help="directory holding ca.pem (required)")
     _add_ca_flags(node)
-    node.add_argument("--node", required=True, metavar="NAME", help="the node name")
+    node.add_argument("--node", required=True, metavar="NAME", help="the node name (required)")
     node.add_argument(
-        "--ip",
+        "--node-ip",
         dest="ips",
         action="append",
         default=[],
-        metavar="IP",
-        help="an address the node's agent is dialled at (repeatable)",
+        metavar="[NAME=]IP",
+        help="an IP address the node's agent is dialled at, as for 'certs init' (NAME= is "
+        "optional here; repeatable; default: none)",
     )
+    node.add_argument("--ip", dest="ips", action="append", help=argparse.SUPPRESS)
+    _add_force_flag(node)
     _add_lifecycle_parsers(actions)
+
+
+def _add_force_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="reissue certificates that already exist (default: keep every existing key and "
+        "certificate, and say so)",
+    )
 
 
 def _add_lifecycle_parsers(actions: Any) -> None:
@@ -91,7 +111,9 @@ def _add_lifecycle_parsers(actions: Any) -> None:
         description="Reissue every leaf certificate in DIR, keeping names and addresses. "
         "Agents pick up theirs on SIGHUP or when the files change, without a restart.",
     )
-    renew.add_argument("--dir", type=Path, required=True, help="directory holding ca.pem")
+    renew.add_argument(
+        "--dir", type=Path, required=True, help="directory holding ca.pem (required)"
+    )
     _add_ca_flags(renew)
     revoke = actions.add_parser(
         "revoke",
@@ -99,29 +121,42 @@ def _add_lifecycle_parsers(actions: Any) -> None:
         description="Append the certificate's serial to DIR/revoked.txt. Agents reload it "
         "on SIGHUP or when it changes, and refuse the certificate from then on.",
     )
-    revoke.add_argument("--dir", type=Path, required=True, help="directory holding ca.pem")
+    revoke.add_argument(
+        "--dir", type=Path, required=True, help="directory holding ca.pem (required)"
+    )
     which = revoke.add_mutually_exclusive_group(required=True)
-    which.add_argument("--cert", type=Path, help="the certificate file to revoke")
-    which.add_argument("--serial", help="the serial to revoke, in hex")
+    which.add_argument(
+        "--cert",
+        type=Path,
+        metavar="FILE",
+        help="the certificate file to revoke (required: this or --serial)",
+    )
+    which.add_argument(
+        "--serial", metavar="HEX", help="the serial to revoke, in hex (required: this or --cert)"
+    )
 
 
 def _add_ca_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ca-dir",
         type=Path,
+        metavar="DIR",
         help="the CA's own directory, which holds its key (default: DIR-ca beside DIR); "
         "keep it off the machines that run pulumi, or offline",
     )
     parser.add_argument(
         "--ca-passphrase-file",
         type=Path,
-        help="a file whose first line is the passphrase that encrypts the CA key",
+        metavar="FILE",
+        help="a file whose first line is the passphrase that encrypts the CA key (default: "
+        "none, the key is stored unencrypted)",
     )
     parser.add_argument(
         "--days",
         type=int,
         default=LEAF_VALIDITY.days,
-        help=f"how long leaf certificates live (default {LEAF_VALIDITY.days} days)",
+        metavar="DAYS",
+        help=f"how long leaf certificates live, in days (default: {LEAF_VALIDITY.days})",
     )
 
 
@@ -169,6 +204,7 @@ def run_certs(args: argparse.Namespace) -> int:
                 ca_dir=args.ca_dir,
                 passphrase=_passphrase(args.ca_passphrase_file),
                 validity=_days(args.days),
+                force=args.force,
             )
         elif args.certs_command == "node":
             directory: Path = args.dir
@@ -180,10 +216,11 @@ def run_certs(args: argparse.Namespace) -> int:
             result = write_cluster_tls(
                 directory,
                 [args.node],
-                {args.node: list(args.ips)},
+                {args.node: [_own_ip(args.node, ip) for ip in args.ips]},
                 ca_dir=args.ca_dir,
                 passphrase=_passphrase(args.ca_passphrase_file),
                 validity=_days(args.days),
+                force=args.force,
             )
         elif args.certs_command == "renew":
             nodes = issued_nodes(args.dir)
@@ -207,7 +244,7 @@ def run_certs(args: argparse.Namespace) -> int:
             print("railnet certs: choose a command: init or node", file=sys.stderr)
             return EXIT_BAD_INPUT
     except RailnetError as exc:
-        print(f"railnet certs: error: {exc}", file=sys.stderr)
+        print(f"railnet certs {args.certs_command}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     _report(result)
     return EXIT_OK
@@ -220,6 +257,13 @@ def _node_ip(text: str) -> tuple[str, str]:
     return name, ip
 
 
+def _own_ip(node: str, text: str) -> str:
+    name, sep, ip = text.rpartition("=")
+    if sep and name != node:
+        raise RailnetError(f"--node-ip {text!r} names node {name!r}, but this is --node {node}")
+    return ip
+
+
 def _report(result: ClusterTls) -> None:
     verb = "created" if result.ca_created else "reused"
     print(f"{verb} CA        {result.ca_cert} (key {result.ca_key})")
@@ -227,7 +271,8 @@ def _report(result: ClusterTls) -> None:
         print(f"wrote node {name:<8} {files.cert} (key {files.key})")
     if result.provider_created:
         print(f"wrote provider   {result.provider.cert} (key {result.provider.key})")
-    else:
-        print(f"kept provider    {result.provider.cert} (key {result.provider.key})")
-    if result.operator is not None:
-        print(f"operator (read)  {result.operator.cert} (key {result.operator.key})")
+    if result.operator is not None and "operator" not in result.kept:
+        print(f"wrote operator   {result.operator.cert} (key {result.operator.key})")
+    for what, doubt in result.kept.items():
+        note = f": {doubt}; --force reissues it" if doubt else " (it exists; --force reissues it)"
+        print(f"kept {what}{note}")

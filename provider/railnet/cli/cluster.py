@@ -67,7 +67,7 @@ def add_cluster_parser(subparsers: Any) -> None:
         "--agent",
         required=True,
         metavar="ADDR",
-        help="its agent's gRPC address: host:port or unix:PATH",
+        help="its agent's gRPC address: host:port or unix:/PATH (required)",
     )
     add.add_argument(
         "--underlay", default="", metavar="IP", help="its underlay IP address (default: none)"
@@ -81,7 +81,7 @@ def add_cluster_parser(subparsers: Any) -> None:
         metavar="DIR",
         help="for a new file: the directory 'railnet certs init' wrote (relative to the "
         "file's directory, or absolute); the file then names its provider and operator "
-        "certificates",
+        "certificates (default: none; a new file needs this or --insecure)",
     )
     how.add_argument(
         "--insecure",
@@ -94,7 +94,7 @@ def add_cluster_parser(subparsers: Any) -> None:
         "remove-node",
         "remove a node; refused while it holds any environment (drain it first)",
     )
-    remove.add_argument("node", metavar="NAME")
+    remove.add_argument("node", metavar="NAME", help="the node to remove")
     remove.add_argument(
         "--force",
         action="store_true",
@@ -108,7 +108,7 @@ def add_cluster_parser(subparsers: Any) -> None:
         ("uncordon", False, "uncordon a node: it takes new instances again"),
     ):
         c = command(name, text)
-        c.add_argument("node", metavar="NAME")
+        c.add_argument("node", metavar="NAME", help="the node's name in the cluster file")
         c.set_defaults(func=run_cordon, cordoned=cordoned)
 
 

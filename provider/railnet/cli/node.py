@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 from pathlib import Path
 from typing import Any
 
 from railnet.agent.config import DEFAULT_CONFIG
 from railnet.agent.install import UNIT_DIR, install
+from railnet.core.errors import InvalidField
+from railnet.core.names import check_node_name
 
 
 def add_node_parser(subparsers: Any) -> None:
@@ -20,11 +23,30 @@ def add_node_parser(subparsers: Any) -> None:
         "with every setting (an existing config is never overwritten). Nothing is enabled or "
         "started without --enable.",
     )
-    p.add_argument("--node", help="this node's name, as the cluster file knows it")
-    p.add_argument("--endpoint-host", help="this node's underlay IP (WireGuard endpoints)")
-    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=f"default: {DEFAULT_CONFIG}")
     p.add_argument(
-        "--unit-dir", type=Path, default=UNIT_DIR, help=f"where the unit goes (default: {UNIT_DIR})"
+        "--node",
+        metavar="NAME",
+        help="this node's name, as the cluster file knows it (default: left for you to fill in)",
+    )
+    p.add_argument(
+        "--endpoint-host",
+        metavar="IP",
+        help="this node's underlay IP, where WireGuard peers reach it (default: left for you "
+        "to fill in)",
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        metavar="FILE",
+        help="where the config skeleton goes; an existing one is kept (default: %(default)s)",
+    )
+    p.add_argument(
+        "--unit-dir",
+        type=Path,
+        default=UNIT_DIR,
+        metavar="DIR",
+        help="where the unit goes (default: %(default)s)",
     )
     p.add_argument(
         "--tls-dir",
@@ -39,6 +61,16 @@ def add_node_parser(subparsers: Any) -> None:
 
 
 def run_install(args: argparse.Namespace) -> int:
+    # Checked before anything is written: a skeleton with a bad name helps nobody.
+    if args.node is not None:
+        check_node_name("--node", args.node)
+    if args.endpoint_host is not None:
+        try:
+            ipaddress.ip_address(args.endpoint_host)
+        except ValueError:
+            raise InvalidField(
+                "--endpoint-host", args.endpoint_host, "must be this node's underlay IP address"
+            ) from None
     done = install(
         node=args.node,
         endpoint_host=args.endpoint_host,

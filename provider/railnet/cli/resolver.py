@@ -24,13 +24,16 @@ def add_resolver_parser(subparsers: Any) -> None:
         "--control",
         required=True,
         type=Path,
-        help="the control socket (the agent uses STATE_DIR/resolver.sock)",
+        metavar="SOCKET",
+        help="the control socket (required; the agent uses STATE_DIR/resolver.sock)",
     )
     p.add_argument(
         "--dns-upstream",
         action="append",
         default=[],
-        help="where names outside the private domain go, host:port (repeatable)",
+        metavar="HOST:PORT",
+        help="where names outside the private domain go (repeatable; default: none, such "
+        "names get REFUSED)",
     )
     p.add_argument(
         "--port", type=int, default=None, help="DNS port (default: 53; 0 picks a free one)"

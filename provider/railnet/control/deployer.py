@@ -38,6 +38,7 @@ from railnet.core.delta import DocumentDelta
 from railnet.core.desired import (
     EnvironmentSpec,
     build_document,
+    drain,
     keepers_of,
     spec_from_document,
 )
@@ -206,7 +207,10 @@ class EnvironmentDeployer:
         names = self.cluster.names
         with self._clients_lock:
             remembered = self._hosting.get(env_id, ())
-        start = [*keepers_of(env_id, names), *hints, *remembered]
+        # The keepers among all nodes and among the schedulable ones: a node cordoned
+        # since the last deploy still holds its copy until this one moves it.
+        keepers = [*keepers_of(env_id, names), *keepers_of(env_id, self.cluster.schedulable)]
+        start = [*keepers, *hints, *remembered]
         frontier = [n for n in dict.fromkeys(start) if n in names]
         held: dict[str, EnvironmentDocument | None] = {}
         down: dict[str, AgentUnreachable] = {}
@@ -290,13 +294,16 @@ class EnvironmentDeployer:
             else EnvironmentSpec(project, environment)
         )
         spec = edit(base)
+        # A cordoned node hosts nothing after this round: every instance on it, whichever
+        # service it belongs to, is placed again; nothing else moves.
+        spec = drain(spec, set(self.cluster.cordoned), self.cluster.schedulable)
         for node in spec.nodes:
             self.cluster.node(node)  # names the unknown node before anything changes
         hosting = spec.nodes
         # An environment with neither services nor an owning Environment resource leaves
         # no record behind; any other keeps its document (settings, owner, resting
         # addresses) on its keepers.
-        keep = keepers_of(spec.id, self.cluster.names) if spec.services or spec.owner else ()
+        keep = keepers_of(spec.id, self.cluster.schedulable) if spec.services or spec.owner else ()
         holders = list(dict.fromkeys([*hosting, *keep]))
         # Everything that held the environment and will neither host nor keep it.
         leaving = sorted(

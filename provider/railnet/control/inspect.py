@@ -10,8 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from railnet.control.client import AgentClient, agent_address
+from railnet.control.client import AgentAddress, AgentClient, agent_address
 from railnet.control.cluster import Cluster
+from railnet.core.document import EnvironmentDocument
 from railnet.core.errors import InvalidField, RailnetError
 from railnet.core.names import check_dns_label, environment_id
 
@@ -77,6 +78,60 @@ def find_instance(cluster: Cluster, target: Target) -> tuple[str, str]:
     raise InvalidField("target", name, "no such service runs in the cluster")
 
 
+class InstanceElsewhere(RailnetError):
+    """The instance runs on another node than the one asked."""
+
+    def __init__(self, target: str, node: str, host: str) -> None:
+        self.target = target
+        self.node = node
+        self.host = host
+        super().__init__(
+            f"{target} runs on node {host}, not on this node ({node}): run the command on {host}"
+        )
+
+
+def find_local_instance(address: AgentAddress, target: Target) -> str:
+    """The namespace of ``target`` on the node whose agent is at ``address`` (its local
+    socket): that agent alone is asked. An instance on another node raises
+    ``InstanceElsewhere`` naming that node, read from the environment's document when this
+    node holds it (hosting or keeping it)."""
+    env_id = environment_id(target.project, target.environment)
+    name = f"{target.project}/{target.environment}/{target.service}"
+    with AgentClient(address, timeout=10.0) as client:
+        reply = client.status(env_id)
+        node = reply.node or address.node
+        for env in reply.environments:
+            for inst in env.instances:
+                if inst.service == target.service and inst.index == target.index:
+                    return str(inst.netns)
+        text = client.document(env_id)
+    if text is None:
+        raise InvalidField(
+            "target",
+            name,
+            f"node {node} holds nothing of {target.project}/{target.environment}: run the "
+            "command on the node that hosts the instance ('railnet status' lists them)",
+        )
+    doc = EnvironmentDocument.from_json(text)
+    service = doc.service(target.service)
+    if service is None:
+        raise InvalidField("target", name, f"no such service in {doc.project}/{doc.environment}")
+    if target.index >= len(service.instances):
+        raise InvalidField(
+            "target",
+            f"{name}#{target.index}",
+            f"the service has {len(service.instances)} replicas (#0 to "
+            f"#{len(service.instances) - 1})",
+        )
+    host = service.instances[target.index].node
+    if host == node:
+        raise RailnetError(
+            f"{name}#{target.index} belongs on this node ({node}) but its agent does not run "
+            "it yet: see 'railnet status' for drift"
+        )
+    raise InstanceElsewhere(f"{name}#{target.index}", node, host)
+
+
 @dataclass(frozen=True)
 class Holding:
     """An environment a node holds something of."""
@@ -103,17 +158,62 @@ def node_holdings(cluster: Cluster, node: str) -> list[Holding]:
     return sorted(found.values(), key=lambda h: h.name)
 
 
-def status_tree(cluster: Cluster) -> list[dict[str, Any]]:
-    from google.protobuf.json_format import MessageToDict
-
+def status_report(cluster: Cluster) -> list[dict[str, Any]]:
+    """Every node's Status reply in plain typed form (``railnet.core.status.assess`` judges
+    it); a node that does not answer is ``{"node": NAME, "error": WHY}``."""
     agents = clients(cluster)
 
     def ask(client: AgentClient) -> dict[str, Any]:
         with client:
             try:
-                return dict(MessageToDict(client.status(), preserving_proto_field_name=True))
+                reply = client.status()
             except RailnetError as exc:
                 return {"node": client.target.node, "error": str(exc)}
+        return {
+            "node": reply.node or client.target.node,
+            "environments": [_environment(e) for e in reply.environments],
+        }
 
     with ThreadPoolExecutor(max_workers=max(1, len(agents))) as pool:
         return list(pool.map(ask, agents))
+
+
+def _environment(env: Any) -> dict[str, Any]:
+    return {
+        "env_id": env.env_id,
+        "project": env.project,
+        "environment": env.environment,
+        "generation": int(env.generation),
+        "netns": env.netns,
+        "listen_port": int(env.listen_port),
+        "public_key": env.public_key,
+        "peers": [
+            {
+                "node": p.node,
+                "public_key": p.public_key,
+                "endpoint": p.endpoint,
+                "last_handshake": int(p.last_handshake),
+                "rx_bytes": int(p.rx_bytes),
+                "tx_bytes": int(p.tx_bytes),
+                "allowed_ips": list(p.allowed_ips),
+            }
+            for p in env.peers
+        ],
+        "instances": [
+            {
+                "service": i.service,
+                "service_id": i.service_id,
+                "index": int(i.index),
+                "netns": i.netns,
+                "ipv4": i.ipv4,
+                "ipv6": i.ipv6,
+            }
+            for i in env.instances
+        ],
+        "records": [
+            {"name": r.name, "type": r.type, "value": r.value, "ttl": int(r.ttl)}
+            for r in env.records
+        ],
+        "drift": list(env.drift),
+        "lost": list(env.lost),
+    }

@@ -8,7 +8,7 @@ and moves to another node; only new instances get new addresses.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from ipaddress import ip_address
 from typing import TypeVar
@@ -159,28 +159,62 @@ def place_replicas(
     ``nodes``, so scaling up places only the new replicas, scaling down drops the highest
     indices, and a node joining the cluster moves nothing. A replica without a node takes
     the least-loaded node, ties broken round-robin from a start derived from ``offset``
-    (the service's stable id), which spreads a fresh service evenly."""
+    (the service's stable id), which spreads a fresh service evenly. ``nodes`` are the
+    nodes that take instances: a cordoned node is left out by the caller, so its replicas
+    are placed again."""
     if replicas < 0:
         raise InvalidField("replicas", replicas, "must be 0 or more")
+    live = set(nodes)
+    chosen: list[str | None] = [
+        current[i] if i < len(current) and current[i] in live else None for i in range(replicas)
+    ]
+    return _fill(chosen, nodes, offset)
+
+
+def _fill(chosen: list[str | None], nodes: list[str], offset: str) -> tuple[str, ...]:
+    """``chosen`` with every ``None`` given the least-loaded of ``nodes`` (see
+    ``place_replicas``)."""
+    if None not in chosen:
+        return tuple(n for n in chosen if n is not None)
     if not nodes:
         raise InvalidField("nodes", nodes, "the cluster has no nodes to place replicas on")
     ordered = sorted(nodes)
     count = len(ordered)
     start = int(short_hash("place", offset, length=8), 16) % count if offset else 0
-    live = set(ordered)
-    chosen: list[str | None] = [
-        current[i] if i < len(current) and current[i] in live else None for i in range(replicas)
-    ]
     for i, node in enumerate(chosen):
         if node is not None:
             continue
         load = {n: 0 for n in ordered}
         for taken in chosen:
-            if taken is not None:
+            if taken is not None and taken in load:
                 load[taken] += 1
         preferred = (start + i) % count
         chosen[i] = min(ordered, key=lambda n: (load[n], (ordered.index(n) - preferred) % count))
     return tuple(n for n in chosen if n is not None)
+
+
+def drain(
+    spec: EnvironmentSpec, cordoned: Collection[str], schedulable: list[str]
+) -> EnvironmentSpec:
+    """``spec`` with every instance on a ``cordoned`` node placed again on the
+    ``schedulable`` ones, the way ``place_replicas`` places a new replica (least loaded,
+    from the service's id). Nothing else moves, and ids and order are kept, so every
+    instance keeps its addresses (``build_document``)."""
+    services = []
+    for svc in spec.services:
+        if not any(n in cordoned for n in svc.nodes):
+            services.append(svc)
+            continue
+        if not schedulable:
+            raise InvalidField(
+                "nodes",
+                sorted(cordoned),
+                f"every node is cordoned: service {svc.name} has nowhere to go; uncordon a "
+                "node ('railnet cluster uncordon NAME') or add one",
+            )
+        kept: list[str | None] = [None if n in cordoned else n for n in svc.nodes]
+        services.append(replace(svc, nodes=_fill(kept, schedulable, svc.id)))
+    return replace(spec, services=tuple(services))
 
 
 KEEPERS = 3
@@ -194,7 +228,8 @@ def keepers_of(env_id: str, nodes: list[str], count: int = KEEPERS) -> tuple[str
     They are where a deploy starts looking for an environment, so it never has to ask the
     rest of the cluster (a new service may be placed on nodes the environment never had).
     Rendezvous ranking keeps them stable: a node joining or leaving the cluster changes at
-    most one keeper, so the others still hold the document the next deploy reads."""
+    most one keeper, so the others still hold the document the next deploy reads. Deploys
+    pass the schedulable nodes: cordoning a keeper hands its copy to the next in rank."""
     ranked = sorted(nodes, key=lambda n: (short_hash("keeper", env_id, n, length=16), n))
     return tuple(ranked[:count])
 

@@ -241,13 +241,23 @@ def _replicas(value: Any) -> int:
     return int(value)
 
 
-def _nodes(value: Any, known: list[str] | None) -> list[str]:
+def _nodes(value: Any, known: list[str] | None, cordoned: list[str]) -> list[str]:
     if not isinstance(value, (list, tuple)):
         raise InvalidField("nodes", value, "must be a list of node names")
     for i, node in enumerate(value):
         check_node_name(f"nodes[{i}]", node)
         if known is not None and node not in known:
             raise InvalidField(f"nodes[{i}]", node, f"is not a node of the cluster {known}")
+        if node in cordoned:
+            # Explicit placement is an order, not a preference: it fails rather than
+            # silently go elsewhere (docs/operating.md, draining a node).
+            others = [n for n in known or () if n not in cordoned]
+            raise InvalidField(
+                f"nodes[{i}]",
+                node,
+                f"is cordoned (it is being drained): name another node {others}, or "
+                f"'railnet cluster uncordon {node}' first",
+            )
     return list(value)
 
 
@@ -274,6 +284,7 @@ def check_inputs(
     news: Mapping[str, Any],
     *,
     cluster_nodes: list[str] | None = None,
+    cordoned_nodes: list[str] | None = None,
     default_domain: str = DEFAULT_DOMAIN,
 ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """Defaulted inputs and failures (property, message) for one resource.
@@ -303,7 +314,9 @@ def check_inputs(
                 failures.items.append(
                     ("replicas", "invalid replicas: give either replicas or nodes, not both")
                 )
-            nodes = failures.run("nodes", _nodes, inputs["nodes"], cluster_nodes)
+            nodes = failures.run(
+                "nodes", _nodes, inputs["nodes"], cluster_nodes, cordoned_nodes or []
+            )
             if nodes is not None:
                 inputs["nodes"] = nodes
                 inputs["replicas"] = len(nodes)
@@ -322,15 +335,24 @@ def placement(
     cluster_nodes: list[str],
     service_id: str,
     current: tuple[str, ...] = (),
+    cordoned: list[str] | tuple[str, ...] = (),
 ) -> tuple[str, ...]:
     """Where a service's instances run: its explicit ``nodes``, or its replicas, which stay
-    where they run now (``current``) and are spread from a start derived from the service's
-    stable id when new (so a rename never moves it)."""
+    where they run now (``current``) unless that node is cordoned, and are spread over the
+    nodes not cordoned from a start derived from the service's stable id when new (so a
+    rename never moves it)."""
     if inputs.get("nodes"):
         return tuple(inputs["nodes"])
-    return place_replicas(
-        int(inputs["replicas"]), cluster_nodes, offset=service_id, current=current
-    )
+    schedulable = [n for n in cluster_nodes if n not in cordoned]
+    replicas = int(inputs["replicas"])
+    if cluster_nodes and not schedulable and replicas:
+        raise InvalidField(
+            "replicas",
+            replicas,
+            f"every node of the cluster is cordoned ({', '.join(cordoned)}); uncordon one "
+            "('railnet cluster uncordon NAME') or add a node",
+        )
+    return place_replicas(replicas, schedulable, offset=service_id, current=current)
 
 
 def private_domain(inputs: Mapping[str, Any]) -> str:

@@ -310,8 +310,10 @@ def demo_lab(directory: Path | None) -> Iterator[Lab]:
 def run_demo(directory: Path | None = None) -> int:
     """The whole demo on a fresh lab (kept under ``directory`` while it runs); 0 when every
     check passed."""
-    with demo_lab(directory) as lab:
-        demo = Demo(lab, lab.directory.parent)
+    # The changed program goes to a directory of its own, gone afterwards: --dir DIR keeps
+    # only the lab there, and the lab's down removes that.
+    with demo_lab(directory) as lab, tempfile.TemporaryDirectory(prefix="railnet-demo-") as work:
+        demo = Demo(lab, Path(work))
         try:
             code = demo.run()
         finally:

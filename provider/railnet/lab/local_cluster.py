@@ -58,6 +58,10 @@ class LabNode:
         return f"{self.underlay}:{AGENT_PORT}"
 
 
+class NoLab(RailnetError):
+    """The directory holds no lab."""
+
+
 class Lab:
     def __init__(self, directory: Path, lab_id: str) -> None:
         self.directory = directory.resolve()
@@ -227,7 +231,8 @@ class Lab:
             "operator": {"cert": "tls/operator.pem", "key": "tls/operator-key.pem"},
         }
         self.cluster_file.write_text(json.dumps(cluster, indent=2) + "\n")
-        say(f"lab {self.lab_id}: {count} nodes ready; cluster file {self.cluster_file}")
+        nodes = f"{count} node{'s' if count != 1 else ''}"
+        say(f"lab {self.lab_id}: {nodes} ready; cluster file {self.cluster_file}")
 
     def _start_agent(self, node: LabNode) -> int:
         meta = self._meta()
@@ -341,11 +346,29 @@ class Lab:
     @classmethod
     def open(cls, directory: Path = DEFAULT_DIR) -> Lab:
         directory = directory.resolve()
+        if directory.exists() and not directory.is_dir():
+            raise RailnetError(f"--dir {directory} is a file, not a lab's directory")
+        path = directory / "lab.json"
         try:
-            meta = json.loads((directory / "lab.json").read_text())
+            meta = json.loads(path.read_text())
         except FileNotFoundError:
-            raise RailnetError(f"{directory} holds no lab (no lab.json)") from None
-        return cls(directory, str(meta["id"]))
+            raise NoLab(f"{directory} holds no lab (no lab.json)") from None
+        except OSError as exc:
+            raise RailnetError(f"cannot read {path}: {exc.strerror}") from None
+        except ValueError as exc:
+            raise RailnetError(
+                f"{path} is not JSON ({exc}); it is not a lab railnet made, or it was damaged: "
+                "remove what it made by hand (ip netns list)"
+            ) from None
+        lab_id = meta.get("id") if isinstance(meta, dict) else None
+        if not isinstance(lab_id, str) or not lab_id.isalnum():
+            raise RailnetError(
+                f"{path} has no lab id ('id'); it is not a lab railnet made, or it was damaged"
+            )
+        nodes = meta.get("nodes")
+        if isinstance(nodes, bool) or not isinstance(nodes, int) or not 0 <= nodes <= MAX_NODES:
+            raise RailnetError(f"{path} has no node count ('nodes'); it was damaged")
+        return cls(directory, lab_id)
 
     def down(self) -> list[str]:
         """Remove every process, namespace and file of this lab; return what was removed."""

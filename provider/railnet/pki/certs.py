@@ -13,6 +13,7 @@ replaced atomically, so a crash never leaves a half-written key or a world-reada
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import enum
 import ipaddress
@@ -262,6 +263,9 @@ class ClusterTls:
     """False when an existing provider certificate from the same CA was kept."""
     operator: TlsFiles | None = None
     """The operators' read-only client certificate."""
+    kept: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Leaves that existed and were left as they are (no ``force``): what (``node
+    node-1``, ``provider``, ``operator``) → why it may need ``--force`` ("" when fine)."""
 
 
 def node_tls_files(directory: Path, node_name: str) -> TlsFiles:
@@ -337,6 +341,7 @@ def write_cluster_tls(
     passphrase: bytes | None = None,
     validity: datetime.timedelta = LEAF_VALIDITY,
     renew: bool = False,
+    force: bool = False,
 ) -> ClusterTls:
     """Write a cluster's TLS material into ``directory``, signed by the CA in ``ca_dir``.
 
@@ -346,6 +351,9 @@ def write_cluster_tls(
     keeps every certificate already handed out valid. The listed nodes' certificates are
     (re)issued; the provider's and the operators' only when missing, not from this CA, or
     without their role (or always, with ``renew``). Leaves live ``validity``.
+
+    Nothing that exists is overwritten unless ``force`` (or ``renew``) says so: an existing
+    leaf is kept and listed in ``ClusterTls.kept`` with what may be wrong with it.
     """
     ca_dir = ca_dir if ca_dir is not None else default_ca_dir(directory)
     node_ips = dict(node_ips or {})
@@ -356,10 +364,13 @@ def write_cluster_tls(
     unknown = sorted(set(node_ips) - set(node_names))
     if unknown:
         raise InvalidField(
-            "node_ips", unknown, "these nodes have addresses but are not in the node list"
+            "--node-ip", unknown, "these nodes have addresses but are not given with --node"
         )
     for name, ips in node_ips.items():
-        _parse_ips(f"node_ips[{name}]", ips)
+        _parse_ips(f"--node-ip {name}=", ips)
+    for given, path in (("--dir", directory), ("--ca-dir", ca_dir)):
+        if path.exists() and not path.is_dir():
+            raise InvalidField(given, str(path), "is a file; give a directory")
 
     directory.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
     (directory / NODES_DIR).mkdir(mode=_DIR_MODE, exist_ok=True)
@@ -403,9 +414,13 @@ def write_cluster_tls(
         _load_ca(ca_cert, ca_key)
     write_atomic(bundle, ca_cert, _CERT_MODE)
 
+    kept: dict[str, str] = {}
     nodes: dict[str, TlsFiles] = {}
     for name in node_names:
         files = node_tls_files(directory, name)
+        if not (renew or force) and _exists(files, f"node {name}"):
+            kept[f"node {name}"] = _doubt(files, ca_cert, Role.NODE, node_ips.get(name))
+            continue
         cert, key = mint_certificate(
             ca_cert,
             ca_key,
@@ -428,7 +443,9 @@ def write_cluster_tls(
     ):
         # Kept when it is from this CA and carries its role; reissued otherwise (older
         # certificates carry no role and would be refused by every agent).
-        created = renew or not _issued_by(files, ca_cert, role)
+        created = renew or force or not _exists(files, role.value)
+        if not created:
+            kept[role.value] = _doubt(files, ca_cert, role, None)
         if created:
             cert, key = mint_certificate(
                 ca_cert,
@@ -455,7 +472,41 @@ def write_cluster_tls(
         nodes=nodes,
         provider_created=provider_created,
         operator=clients[Role.OPERATOR][0],
+        kept=kept,
     )
+
+
+def _exists(files: TlsFiles, what: str) -> bool:
+    """Whether the pair exists; half a pair is refused (the other half is lost)."""
+    cert, key = files.cert.exists(), files.key.exists()
+    if cert != key:
+        present, absent = (files.cert, files.key) if cert else (files.key, files.cert)
+        raise RailnetError(
+            f"{what}: found {present} but not {absent}; restore it, or pass --force to issue "
+            "a new pair"
+        )
+    return cert
+
+
+def _doubt(files: TlsFiles, ca_cert: bytes, role: Role, ips: list[str] | None) -> str:
+    """What may be wrong with a kept leaf ("" when nothing): --force reissues it."""
+    if not _issued_by(files, ca_cert, role):
+        return "it is not a current certificate of this CA for its role, or expires within 30 days"
+    if ips:
+        names = _ip_sans(files.cert)
+        missing = [ip for ip in ips if str(ipaddress.ip_address(ip)) not in names]
+        if missing:
+            return f"it does not name {', '.join(missing)}"
+    return ""
+
+
+def _ip_sans(cert_path: Path) -> set[str]:
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set()
+    return {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
 
 
 # --------------------------------------------------------------------------- helpers

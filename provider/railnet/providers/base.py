@@ -84,6 +84,12 @@ class RailnetProvider(ResourceProvider):
             return None
         return self.cluster().names
 
+    def cordoned_nodes(self) -> list[str]:
+        """The cluster's cordoned nodes (none when the provider was never configured)."""
+        if getattr(self, "_lock", None) is None:
+            return []
+        return self.cluster().cordoned
+
     def deployer(self) -> EnvironmentDeployer:
         """The process's deployer (its channels live in the provider process only; the
         pickled provider carries none: see ``__getstate__``)."""
@@ -106,6 +112,7 @@ class RailnetProvider(ResourceProvider):
         unknown = set(news) - set(facts)
         try:
             nodes = self.cluster_nodes()
+            cordoned = self.cordoned_nodes()
         except RailnetError as exc:
             return CheckResult(dict(news), [CheckFailure("railnet:cluster", str(exc))])
         inputs, failures = check_inputs(
@@ -113,6 +120,7 @@ class RailnetProvider(ResourceProvider):
             str(facts.get("name") or ""),
             {k: v for k, v in facts.items() if k != PROVIDER_KEY},
             cluster_nodes=nodes,
+            cordoned_nodes=cordoned,
             default_domain=self.domain,
         )
         failures = [(p, r) for p, r in failures if p not in unknown]

@@ -6,7 +6,7 @@ import time
 from dataclasses import replace
 from typing import Any, ClassVar
 
-from pulumi.dynamic import CreateResult, ReadResult, UpdateResult
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, UpdateResult
 
 from railnet.core.desired import (
     EnvironmentSpec,
@@ -107,7 +107,7 @@ class ServiceProvider(RailnetProvider):
         nodes = self.cluster_nodes()
         if nodes is None:
             return tuple(inputs.get("nodes") or ())
-        return placement(inputs, nodes, sid, current)
+        return placement(inputs, nodes, sid, current, self.cordoned_nodes())
 
     def _planned(
         self, inputs: dict[str, Any], sid: str, current: tuple[str, ...]
@@ -115,6 +115,20 @@ class ServiceProvider(RailnetProvider):
         if self.cluster_nodes() is None and not inputs.get("nodes"):
             return None
         return self._placement(inputs, sid, current)
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        result = super().diff(_id, olds, news)
+        before, after = olds.get("placement"), news.get("placement")
+        if (
+            not result.changes
+            and isinstance(before, list)
+            and isinstance(after, list)
+            and [str(n) for n in before] != [str(n) for n in after]
+        ):
+            # Check placed an instance elsewhere with no input changed: its node was
+            # cordoned or left the cluster. Only an update moves it.
+            return DiffResult(changes=True, replaces=[], stables=[], delete_before_replace=False)
+        return result
 
     def derived(self, inputs: dict[str, Any], olds: dict[str, Any] | None = None) -> dict[str, Any]:
         env_id, sid = service_ids(inputs)
@@ -300,6 +314,9 @@ class ServiceProvider(RailnetProvider):
             inputs["nodes"] = nodes
         else:
             inputs["replicas"] = len(nodes)
+        # What check derived: the next check places from here, so a refresh never makes
+        # the next deploy look like a move (diff compares placements).
+        inputs["placement"] = nodes
         inputs.update(
             ip_mode=doc.ip_mode.value,
             ipv4_cidr=doc.ipv4_cidr or props.get("ipv4_cidr"),

@@ -230,9 +230,14 @@ def test_without_self_healing_drift_is_reported_and_stays(unhealed: LabNet) -> N
     assert any(line.startswith("create WireGuard device") for line in drift(lab, 2)), drift(lab, 2)
     assert not answers(lab, server_addresses(lab)[0])
     assert heals(lab, 1) == [] and heals(lab, 2) == []
+    # What the provider's read (pulumi refresh) puts in the Environment's drift output.
+    reported = lab.deployer.drift(SPEC.id, ["node-1", "node-2"])
+    assert any(line.startswith("node-1: set peer") for line in reported), reported
+    assert any(line.startswith("node-2: create WireGuard device") for line in reported)
     # What heals it without the watcher: the provider's next apply (or the periodic repair).
     lab.deployer.apply(SPEC)
     assert drift(lab, 1) == [] and drift(lab, 2) == []
+    assert lab.deployer.drift(SPEC.id, ["node-1", "node-2"]) == []
     assert wait_until(lambda: flowing(lab), timeout=HEAL_BOUND)
     server.kill()
     server.wait(timeout=5)

@@ -9,7 +9,7 @@ APT_PACKAGES := wireguard-go wireguard-tools iproute2 iputils-ping util-linux ip
 NEEDED_COMMANDS := wireguard-go wg ip ping nsenter setsid iperf3 dnsperf dnsmasq
 PROTO := provider/proto/railnet/agent/v1/agent.proto
 
-.PHONY: setup system test test-floor test-unit test-agent test-linux test-provider test-examples lint format typecheck proto proto-check schema bench demo lab-up lab-down clean
+.PHONY: setup system test test-floor test-unit test-agent test-linux test-provider test-examples lint format typecheck proto proto-check schema bench bench-self-heal demo lab-up lab-down clean
 
 setup: system $(STAMP)
 
@@ -77,6 +77,10 @@ proto-check: setup
 
 bench: setup
 	$(PY) -m bench.run
+
+# One benchmark alone, e.g. after a change to the self-healer: prints its section.
+bench-self-heal: setup
+	$(PY) -m bench.self_heal
 
 demo: setup
 	$(VENV)/bin/railnet demo

@@ -238,13 +238,22 @@ class Leftovers:
 
 
 @contextmanager
-def lab_cluster(nodes: int, *, dns: bool) -> Iterator[tuple[Lab, Cluster]]:
+def lab_cluster(
+    nodes: int, *, dns: bool, reconcile_interval: float | None = None, self_heal: bool = True
+) -> Iterator[tuple[Lab, Cluster]]:
     """A fresh lab of ``nodes`` nodes (userspace WireGuard), removed on the way out."""
     parent = Path(tempfile.mkdtemp(prefix="railnet-bench-"))
     lab: Lab | None = None
     try:
         started = time.monotonic()
-        lab = Lab.up(parent / "lab", nodes, wireguard="userspace", dns=dns)
+        lab = Lab.up(
+            parent / "lab",
+            nodes,
+            wireguard="userspace",
+            dns=dns,
+            reconcile_interval=reconcile_interval,
+            self_heal=self_heal,
+        )
         Leftovers.prefixes.append(lab.prefix)
         say(f"lab {lab.lab_id}: {nodes} nodes up in {time.monotonic() - started:.1f} s")
         cluster = Cluster.from_json(

@@ -1,6 +1,7 @@
 """Run every benchmark and write docs/benchmarks.md; what ``make bench`` calls.
 
-    python -m bench.run [--quick] [--only dataplane|apply|memory|rotation ...] [--output FILE]
+    python -m bench.run [--quick] [--only dataplane|apply|memory|rotation|self_heal ...]
+                        [--output FILE]
 
 Each benchmark builds its own throwaway lab and removes it, on failure too. When
 ``bench/dns_bench.py`` exists it runs as ``python -m bench.dns_bench --output FILE`` and
@@ -25,7 +26,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import apply_latency, dataplane, memory, rotation
+from bench import apply_latency, dataplane, memory, rotation, self_heal
 from bench.common import (
     BenchError,
     Leftovers,
@@ -69,6 +70,11 @@ def _benchmarks(quick: bool) -> dict[str, tuple[str, str, Callable[[bool], Resul
             rotation.NAME,
             rotation.TARGET,
             lambda dns: rotation.measure(rotation.QUICK if quick else rotation.FULL, dns=dns),
+        ),
+        "self_heal": (
+            self_heal.NAME,
+            self_heal.TARGET,
+            lambda dns: self_heal.measure(self_heal.QUICK if quick else self_heal.FULL, dns=dns),
         ),
     }
 
@@ -212,8 +218,8 @@ def render(
         ),
         "",
         "Run one benchmark alone with `python -m bench.dataplane`, `python -m "
-        "bench.apply_latency`, `python -m bench.memory` or `python -m bench.rotation` (each "
-        "takes `--quick`); it prints its section.",
+        "bench.apply_latency`, `python -m bench.memory`, `python -m bench.rotation` or "
+        "`python -m bench.self_heal` (each takes `--quick`); it prints its section.",
         "",
     ]
     for result in results:
@@ -239,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         action="append",
-        choices=("dataplane", "apply", "memory", "rotation", "dns", "plan"),
+        choices=("dataplane", "apply", "memory", "rotation", "self_heal", "dns", "plan"),
         help="run only these (repeatable)",
     )
     parser.add_argument("--output", type=Path, default=REPO / "docs" / "benchmarks.md")

@@ -415,6 +415,44 @@ def test_destroy_of_an_unknown_environment(lab: FakeCluster) -> None:
     assert caught.value.field == "env_id"
 
 
+# -- drift, as the provider's read reports it ---------------------------------------------------
+
+
+def test_read_reports_the_drift_each_node_has_not_repaired_until_it_is(
+    lab: FakeCluster,
+) -> None:
+    import threading
+
+    from railnet.providers import EnvironmentProvider
+
+    doc = lab.deployer.apply(BASE).document
+    provider = EnvironmentProvider()
+    provider._lock = threading.Lock()  # as configure leaves it, on this lab's deployer
+    provider._cluster = lab.cluster
+    provider._deployer = lab.deployer
+    props = {"name": "production", "project": "shop"}
+    assert provider.read(doc.id, props).outs["drift"] == []
+
+    agent = lab.agents["node-2"]
+    api = doc.service("api")
+    assert api is not None
+    gone = instance_netns(agent.prefix, doc.id, api.id, 1)
+    agent.kernel.delete_namespace(gone)
+    node_1 = doc.node("node-1")
+    assert node_1 is not None
+    agent.kernel.remove_peer(environment_netns(agent.prefix, doc.id), node_1.public_key)
+    drift = provider.read(doc.id, props).outs["drift"]
+    assert [line.split(" ")[:3] for line in drift] == [
+        ["node-2:", "create", "instance"],
+        ["node-2:", "set", "peer"],
+    ], drift
+    assert gone in drift[0]
+    assert " at 198.18." not in drift[1]  # outputs name nodes, never their addresses
+    assert lab.deployer.drift(doc.id, ["node-1", "node-3"]) == []  # only node-2 drifted
+    agent.reconciler.reconcile(doc.id)  # the repair (the self-healer's, or the periodic one)
+    assert provider.read(doc.id, props).outs["drift"] == []
+
+
 # -- damaged state -------------------------------------------------------------------------------
 
 

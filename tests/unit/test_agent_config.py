@@ -35,6 +35,26 @@ def test_the_file_gives_every_setting_and_flags_override_it(tmp_path: Path) -> N
     assert config.tls is None and config.reconcile_interval == 30.0
 
 
+def test_self_healing_is_on_unless_the_file_or_the_flag_turns_it_off(tmp_path: Path) -> None:
+    assert load_agent_config(write(tmp_path, BASE), {}).self_heal is True
+    off = write(tmp_path, BASE + "self_heal = false\n")
+    assert load_agent_config(off, {}).self_heal is False
+    assert load_agent_config(write(tmp_path, BASE), {"self_heal": False}).self_heal is False
+    with pytest.raises(RailnetError, match="self_heal"):
+        load_agent_config(write(tmp_path, BASE + 'self_heal = "no"\n'), {})
+
+
+def test_the_no_self_heal_flag(tmp_path: Path) -> None:
+    import argparse
+
+    from railnet.cli.agent import add_agent_parser
+
+    parser = argparse.ArgumentParser()
+    add_agent_parser(parser.add_subparsers())
+    assert parser.parse_args(["agent", "--no-self-heal"]).self_heal is False
+    assert parser.parse_args(["agent"]).self_heal is None  # not given: the file decides
+
+
 def test_every_flag_is_a_key_of_the_file() -> None:
     keys = {s.key for s in SETTINGS}
     assert {"node", "listen", "state_dir", "endpoint_host", "tls_ca", "metrics_listen"} <= keys

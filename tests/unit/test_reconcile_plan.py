@@ -433,9 +433,34 @@ def test_peer_that_lost_its_endpoint_gets_it_back(env: LocalEnvironment) -> None
 def test_missing_peer_is_added_with_its_endpoint(env: LocalEnvironment) -> None:
     observed = observed_from(env)
     assert observed.device is not None
-    changes = plan(env, with_device(observed, peers=observed.device.peers[1:]), previous=env)
+    changes = plan(env, with_device(observed, peers=observed.device.peers[1:]))
     peer = env.peers[0]
     assert changes == (SetPeer(peer.node, peer.public_key, peer.endpoint, peer.allowed_ips),)
+
+
+def test_a_peer_restored_after_drift_starts_a_handshake_at_once(env: LocalEnvironment) -> None:
+    """A peer the node was told of before, missing from its device (removed with ``wg``):
+    the other node still sends under the session this device forgot, so this one starts a
+    new one now rather than leave the other's traffic dropped until its rekey timeout."""
+    observed = observed_from(env)
+    assert observed.device is not None
+    changes = plan(env, with_device(observed, peers=observed.device.peers[1:]), previous=env)
+    peer = env.peers[0]
+    assert changes == (
+        SetPeer(peer.node, peer.public_key, peer.endpoint, peer.allowed_ips, handshake=True),
+    )
+    assert "handshake now" in changes[0].describe()
+
+
+def test_a_device_made_again_handshakes_with_the_peers_it_had(env: LocalEnvironment) -> None:
+    """wireguard-go was killed: the new device has the same key and port, and the other
+    nodes still hold sessions with the old one. A first build (no previous document)
+    waits for traffic instead: the other nodes may not know this one yet."""
+    observed = dataclasses.replace(observed_from(env), device=None, base_ready=False)
+    again = [c for c in plan(env, observed, previous=env) if isinstance(c, SetPeer)]
+    assert [(p.public_key, p.handshake) for p in again] == [(p.public_key, True) for p in env.peers]
+    first = [c for c in plan(env, ObservedEnvironment.absent()) if isinstance(c, SetPeer)]
+    assert [p.handshake for p in first] == [False for _ in env.peers]
 
 
 def test_removed_peers_are_removed() -> None:

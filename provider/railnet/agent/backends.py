@@ -1,13 +1,14 @@
 """The small interfaces between the reconciler and the machine.
 
-Each has a Linux implementation (``linux_network``, ``wireguard``) and a fake twin
-(``fakes``) so that the servicer and reconciler are tested in milliseconds.
+Each has a Linux implementation (``linux_network``, ``wireguard``, ``linux_watch``) and a
+fake twin (``fakes``) so that the servicer and reconciler are tested in milliseconds.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from railnet.core.dns import ResolverView
 from railnet.core.local import InstancePlacement, LocalEnvironment
@@ -119,3 +120,55 @@ class ResolverBackend(ABC):
     @abstractmethod
     def records(self, env_id: str) -> list[tuple[str, str, str, int]]:
         """(name, type, value, ttl) served for the environment."""
+
+
+@dataclass(frozen=True)
+class WatchTarget:
+    """What to watch of one environment this node builds."""
+
+    env_id: str
+    netns: str
+    """The environment namespace (``wg0``, the veths' outer ends, the routes)."""
+    instances: tuple[str, ...]
+    """The instance namespaces."""
+    process: int | None
+    """The pid of the process that is the device (wireguard-go), if there is one."""
+
+
+@dataclass(frozen=True)
+class Nudge:
+    """Something changed that may be drift: look at one environment again. It says
+    where, never what: the repair compares the whole desired state with the kernel."""
+
+    env_id: str
+    """The environment to look at again."""
+    netns: str | None
+    """The instance namespace it came from, whose inside the repair then reads (``None``:
+    the environment namespace, its device or its process)."""
+    source: str
+    """``netlink``, ``exit`` (the device's process), ``deleted`` (a namespace),
+    ``missing`` (a namespace to watch is not there) or ``device`` (its peers, read)."""
+    at: float
+    """When it was seen (``time.monotonic()``)."""
+
+
+class DriftWatch(ABC):
+    """Where the node says that something changed: netlink, process exits, namespaces.
+
+    One thread calls ``track`` and ``wait``; any thread may call ``wake``."""
+
+    @abstractmethod
+    def track(self, targets: Sequence[WatchTarget]) -> list[Nudge]:
+        """Watch exactly ``targets`` from now on; returns nudges for what is already
+        missing (a namespace or process that cannot be watched because it is gone)."""
+
+    @abstractmethod
+    def wait(self, timeout: float) -> list[Nudge]:
+        """What changed since the last call, waiting up to ``timeout`` seconds for it."""
+
+    @abstractmethod
+    def wake(self) -> None:
+        """Make a ``wait`` in progress return now."""
+
+    @abstractmethod
+    def close(self) -> None: ...

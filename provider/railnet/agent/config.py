@@ -84,6 +84,13 @@ SETTINGS: tuple[Setting, ...] = (
         "names get REFUSED)",
     ),
     Setting("reconcile_interval", float, 30.0, "seconds between full repairs, > 0"),
+    Setting(
+        "self_heal",
+        bool,
+        True,
+        "repair drift as soon as the kernel reports it (netlink, wireguard-go exits, "
+        "deleted namespaces, WireGuard peers read each second)",
+    ),
     Setting("log_level", str, "info", "debug, info, warning or error"),
     Setting("log_format", str, "text", "text, or json: one JSON object a line"),
     Setting(
@@ -117,6 +124,8 @@ class AgentConfig:
     """Where names outside the private domain are forwarded (``host:port``)."""
     reconcile_interval: float = 30.0
     """Seconds between full repairs."""
+    self_heal: bool = True
+    """Repair drift when the kernel reports it; off, only the periodic repair does."""
     tls_revoked: Path | None = None
     """The revocation list (serials, hex); checked on every call, reread with the rest."""
     log_level: str = "info"
@@ -271,6 +280,7 @@ def _checked(values: Mapping[str, Any], origin: Mapping[str, str]) -> AgentConfi
         dns=bool(values["dns"]),
         dns_upstreams=tuple(values["dns_upstream"]),
         reconcile_interval=interval,
+        self_heal=bool(values["self_heal"]),
         tls_revoked=revoked,
         log_level=values["log_level"],
         log_format=values["log_format"],

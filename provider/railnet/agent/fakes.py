@@ -16,16 +16,29 @@ nothing makes no call, so tests assert ``kernel.mutations`` did not move. The ou
 world (a reboot, someone running ``ip netns del``, a peer roaming) goes through the
 ``FakeKernel`` methods below, which change state without logging a mutation.
 
+The kernel also says what changed, as Linux does: every change of a namespace (by a
+backend or by the outside world) is an event that ``FakeDriftWatch`` hands to the
+self-healer, like a netlink message, a deleted ``/var/run/netns`` entry or the exit of a
+device's process. A peer removed, roamed or re-keyed makes no event (wireguard-go makes no
+netlink message for it), so only the healer's device poll finds it.
+
 The DNS twin is ``railnet.agent.dns.FakeDnsServer``, re-exported here.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from railnet.agent.backends import NetworkBackend, WireGuardBackend
+from railnet.agent.backends import (
+    DriftWatch,
+    NetworkBackend,
+    Nudge,
+    WatchTarget,
+    WireGuardBackend,
+)
 from railnet.agent.dns import FakeDnsServer
 from railnet.agent.wireguard import public_key_of
 from railnet.core.errors import DataPlaneError
@@ -41,6 +54,7 @@ from railnet.core.reconcile import (
 __all__ = [
     "FakeDevice",
     "FakeDnsServer",
+    "FakeDriftWatch",
     "FakeKernel",
     "FakeNamespace",
     "FakeNetwork",
@@ -116,14 +130,23 @@ class FakeKernel:
         self.observed_only: list[frozenset[str]] = []
         """The instance namespaces each limited ``observe`` (an apply's) looked at."""
         self.lock = threading.RLock()
+        self.listeners: list[Callable[[str, str], None]] = []
+        """Called with (kind, namespace) for every event: ``netlink``, ``deleted`` or
+        ``exit`` (of the process of the device in that namespace)."""
 
     @property
     def mutations(self) -> int:
         return len(self.log)
 
-    def record(self, entry: str) -> None:
+    def record(self, entry: str, *events: tuple[str, str]) -> None:
         with self.lock:
             self.log.append(entry)
+        self.emit(*events)
+
+    def emit(self, *events: tuple[str, str]) -> None:
+        for kind, netns in events:
+            for listener in list(self.listeners):
+                listener(kind, netns)
 
     # -- views for tests ------------------------------------------------------------------
 
@@ -144,39 +167,52 @@ class FakeKernel:
     def reboot(self) -> None:
         """The node restarted: every namespace, device and process is gone."""
         with self.lock:
+            gone = list(self.namespaces)
             self.namespaces.clear()
             self.devices.clear()
+        self.emit(*(("deleted", name) for name in gone))
 
     def delete_namespace(self, name: str) -> None:
         """Someone ran ``ip netns del NAME``: what lived in it goes too."""
         with self.lock:
             self._drop_namespace(name)
+        self.emit(("deleted", name))
 
     def kill_device(self, netns: str) -> None:
         """Someone killed the environment's wireguard-go: its TUN device, wg0, goes too."""
         with self.lock:
             device = self._device(netns)
             del self.devices[device.ifname]
+        self.emit(("exit", netns), ("netlink", netns))
 
     def cut_link(self, instance_netns: str) -> None:
         """An instance's veth pair vanished (or lost its routes)."""
         with self.lock:
-            self._namespace(instance_netns).linked = False
+            ns = self._namespace(instance_netns)
+            ns.linked = False
+        self.emit(
+            ("netlink", instance_netns), *((("netlink", ns.environment),) if ns.environment else ())
+        )
 
     def set_addresses(self, instance_netns: str, addresses: Sequence[str]) -> None:
         """Someone re-addressed an instance's ``eth0`` by hand."""
         with self.lock:
             self._namespace(instance_netns).addresses = frozenset(addresses)
+        self.emit(("netlink", instance_netns))
 
     def drop_guard(self, instance_netns: str) -> None:
         """Someone deleted an instance's anti-spoofing rules (``ip rule del``)."""
         with self.lock:
-            self._namespace(instance_netns).guard = None
+            ns = self._namespace(instance_netns)
+            ns.guard = None
+        # The rules live in the environment namespace.
+        self.emit(*((("netlink", ns.environment),) if ns.environment else ()))
 
     def unconfigure(self, netns: str) -> None:
         """The environment namespace lost its resolver addresses or mesh routes."""
         with self.lock:
             self._namespace(netns).base = None
+        self.emit(("netlink", netns))
 
     def remove_peer(self, netns: str, public_key: str) -> None:
         """Someone ran ``wg set wg0 peer KEY remove`` inside ``netns``."""
@@ -238,6 +274,11 @@ class FakeKernel:
         return True
 
 
+def _wired(env: LocalEnvironment, instance: InstancePlacement) -> tuple[tuple[str, str], ...]:
+    """The events of wiring an instance: its veth and routes change on both sides."""
+    return (("netlink", instance.netns), ("netlink", env.netns))
+
+
 class FakeNetwork(NetworkBackend):
     """``LinuxNetwork``'s twin over a ``FakeKernel``."""
 
@@ -271,13 +312,13 @@ class FakeNetwork(NetworkBackend):
     def create_namespace(self, netns: str) -> None:
         k = self.kernel
         with k.lock:
-            k.record(f"create_namespace {netns}")
+            k.record(f"create_namespace {netns}", ("netlink", netns))
             k.namespaces.setdefault(netns, FakeNamespace(netns))
 
     def configure_namespace(self, env: LocalEnvironment) -> None:
         k = self.kernel
         with k.lock:
-            k.record(f"configure_namespace {env.netns}")
+            k.record(f"configure_namespace {env.netns}", ("netlink", env.netns))
             ns = k._namespace(env.netns)
             if k.device_in(env.netns) is None:
                 raise DataPlaneError(f"wg0 is missing in namespace {env.netns}")
@@ -286,7 +327,7 @@ class FakeNetwork(NetworkBackend):
     def create_instance(self, env: LocalEnvironment, instance: InstancePlacement) -> None:
         k = self.kernel
         with k.lock:
-            k.record(f"create_instance {instance.netns}")
+            k.record(f"create_instance {instance.netns}", *_wired(env, instance))
             k._namespace(env.netns)  # the veth's other end goes there
             # As on Linux: an existing namespace is wired in place, never made again.
             ns = k.namespaces.setdefault(instance.netns, FakeNamespace(instance.netns))
@@ -295,7 +336,7 @@ class FakeNetwork(NetworkBackend):
     def rewire_instance(self, env: LocalEnvironment, instance: InstancePlacement) -> None:
         k = self.kernel
         with k.lock:
-            k.record(f"rewire_instance {instance.netns}")
+            k.record(f"rewire_instance {instance.netns}", *_wired(env, instance))
             k._namespace(env.netns)
             ns = k.namespaces.get(instance.netns)
             if ns is None:
@@ -319,7 +360,7 @@ class FakeNetwork(NetworkBackend):
     ) -> None:
         k = self.kernel
         with k.lock:
-            k.record(f"readdress_instance {instance.netns}")
+            k.record(f"readdress_instance {instance.netns}", *_wired(env, instance))
             ns = k.namespaces.get(instance.netns)
             if ns is None or not ns.linked:
                 raise DataPlaneError(f"instance {instance.netns} is not there to readdress")
@@ -330,7 +371,7 @@ class FakeNetwork(NetworkBackend):
     def guard_sources(self, env: LocalEnvironment, instance: InstancePlacement) -> None:
         k = self.kernel
         with k.lock:
-            k.record(f"guard_sources {instance.netns}")
+            k.record(f"guard_sources {instance.netns}", ("netlink", env.netns))
             ns = k.namespaces.get(instance.netns)
             if ns is None or not ns.linked:
                 raise DataPlaneError(f"instance {instance.netns} is not there to guard")
@@ -339,16 +380,16 @@ class FakeNetwork(NetworkBackend):
     def remove_instance(self, netns: str) -> None:
         k = self.kernel
         with k.lock:
-            k.record(f"remove_instance {netns}")
+            k.record(f"remove_instance {netns}", ("deleted", netns))
             k._drop_namespace(netns)
 
     def delete_environment(self, netns: str) -> None:
         k = self.kernel
         with k.lock:
-            k.record(f"delete_environment {netns}")
-            for name in list(k.instances_of(netns)):
+            names = [*k.instances_of(netns), netns]
+            k.record(f"delete_environment {netns}", *(("deleted", name) for name in names))
+            for name in names:
                 k._drop_namespace(name)
-            k._drop_namespace(netns)
 
 
 class FakeWireGuard(WireGuardBackend):
@@ -384,7 +425,7 @@ class FakeWireGuard(WireGuardBackend):
     def create(self, env: LocalEnvironment, private_key: str, listen_port: int) -> None:
         k = self.kernel
         with k.lock:
-            k.record(f"create_device {env.wg_ifname} port {listen_port}")
+            k.record(f"create_device {env.wg_ifname} port {listen_port}", ("netlink", env.netns))
             if env.wg_ifname in k.devices:
                 raise DataPlaneError(f"WireGuard link {env.wg_ifname} already exists")
             taken = next((d for d in k.devices.values() if d.listen_port == listen_port), None)
@@ -442,10 +483,59 @@ class FakeWireGuard(WireGuardBackend):
     def delete(self, netns: str, ifname: str) -> None:
         k = self.kernel
         with k.lock:
-            k.record(f"delete_device {ifname}")
+            k.record(f"delete_device {ifname}", ("exit", netns), ("netlink", netns))
             k.devices.pop(ifname, None)
 
     def process(self, env: LocalEnvironment) -> int | None:
         with self.kernel.lock:
             device = self.kernel.devices.get(env.wg_ifname)
             return device.pid if device is not None else None
+
+
+class FakeDriftWatch(DriftWatch):
+    """``LinuxDriftWatch``'s twin: the ``FakeKernel``'s events, for what is tracked."""
+
+    def __init__(self, kernel: FakeKernel) -> None:
+        self.kernel = kernel
+        self._targets: dict[str, WatchTarget] = {}
+        self._pending: list[Nudge] = []
+        self._cond = threading.Condition()
+        self._woken = False
+        kernel.listeners.append(self._event)
+
+    def _event(self, kind: str, netns: str) -> None:
+        with self._cond:
+            for target in self._targets.values():
+                if netns == target.netns:
+                    self._pending.append(Nudge(target.env_id, None, kind, time.monotonic()))
+                elif netns in target.instances:
+                    self._pending.append(Nudge(target.env_id, netns, kind, time.monotonic()))
+            self._cond.notify_all()
+
+    def track(self, targets: Sequence[WatchTarget]) -> list[Nudge]:
+        with self._cond:
+            self._targets = {t.env_id: t for t in targets}
+        missing = []
+        with self.kernel.lock:
+            for target in targets:
+                for netns in (target.netns, *target.instances):
+                    if netns not in self.kernel.namespaces:
+                        instance = None if netns == target.netns else netns
+                        missing.append(Nudge(target.env_id, instance, "missing", time.monotonic()))
+        return missing
+
+    def wait(self, timeout: float) -> list[Nudge]:
+        with self._cond:
+            if not self._pending and not self._woken:
+                self._cond.wait(timeout)
+            found, self._pending, self._woken = self._pending, [], False
+            return found
+
+    def wake(self) -> None:
+        with self._cond:
+            self._woken = True
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        if self._event in self.kernel.listeners:
+            self.kernel.listeners.remove(self._event)

@@ -328,6 +328,9 @@ class LinuxNetwork(NetworkBackend):
             for address, length in sorted(gateways):
                 if address not in have:
                     ens.addr("add", index=veth, address=address, prefixlen=length)
+
+        def routes(ens: Any) -> None:
+            veth = _require_link(ens, instance.veth, env.netns)
             for address in sorted(instance.addresses):
                 ens.route("replace", dst=f"{address}/{_prefixlen(address)}", oif=veth)
             for dst, length, _ in _routes_via(ens, veth):
@@ -355,8 +358,12 @@ class LinuxNetwork(NetworkBackend):
             # was deleted while a process held it, or an eth0 of someone else's.
             netlink(env.netns, drop(instance.veth))
             netlink(instance.netns, drop("eth0"))
+        # The instance holds its addresses before anything is routed to it: a packet that
+        # came first would start ARP for an address nobody has yet, and ARP asks again only
+        # after a second (retrans_time_ms), which traffic would wait for.
         netlink(env.netns, outside)
         netlink(instance.netns, inside)
+        netlink(env.netns, routes)
         self._write_resolv_conf(env, instance.netns)
 
     def readdress_instance(

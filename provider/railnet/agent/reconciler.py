@@ -130,6 +130,12 @@ class Reconciler:
         self._locks: dict[str, threading.Lock] = {}
         self._hosted: dict[str, Hosted] = {}
         self._lost: dict[str, list[str]] = {}
+        self._changing: dict[str, int] = {}
+        self._settled: dict[str, float] = {}
+        self.on_settled: Callable[[str], None] | None = None
+        """Called (outside every lock) each time the agent has finished changing an
+        environment: an apply, a delete or a repair. The self-healer looks again at what
+        it watches then."""
 
     @contextmanager
     def _locked(self, env_id: str) -> Iterator[None]:
@@ -137,6 +143,32 @@ class Reconciler:
             lock = self._locks.setdefault(env_id, threading.Lock())
         with lock:
             yield
+
+    @contextmanager
+    def _changing_env(self, env_id: str) -> Iterator[None]:
+        """The environment's lock, held while the agent itself may change its kernel
+        objects: the kernel's events of that time are the agent's own (``quiet_since``)."""
+        with self._locked(env_id):
+            with self._guard:
+                self._changing[env_id] = self._changing.get(env_id, 0) + 1
+            try:
+                yield
+            finally:
+                with self._guard:
+                    self._changing[env_id] -= 1
+                    if not self._changing[env_id]:
+                        del self._changing[env_id]
+                    self._settled[env_id] = time.monotonic()
+        if self.on_settled is not None:
+            self.on_settled(env_id)
+
+    def quiet_since(self, env_id: str) -> float | None:
+        """``None`` while the agent itself is changing the environment; else the
+        monotonic time it last finished doing so (0.0: never since it started)."""
+        with self._guard:
+            if env_id in self._changing:
+                return None
+            return self._settled.get(env_id, 0.0)
 
     def endpoint(self, identity: Identity) -> str:
         host = self.endpoint_host
@@ -222,7 +254,7 @@ class Reconciler:
         A node the document lists among its ``nodes`` hosts the environment: the document
         is built here. A node listed only among its ``keepers`` stores the document and
         hosts nothing: whatever it built for the environment before is removed."""
-        with self._locked(doc.id):
+        with self._changing_env(doc.id):
             hosting = self.node in {n.name for n in doc.nodes}
             identity = self.state.identity(doc.id)
             promote = False
@@ -342,7 +374,7 @@ class Reconciler:
         """Remove everything of the environment on this node; with ``expected_generation``
         (not 0), only if the node still holds that generation (compare-and-set)."""
         check_object_id("env_id", env_id)
-        with self._locked(env_id):
+        with self._changing_env(env_id):
             existed = self.state.identity(env_id) is not None or self._stored(env_id) is not None
             if expected_generation:
                 stored = self._stored(env_id)
@@ -366,7 +398,7 @@ class Reconciler:
         looking inside every instance namespace (``deep``), after events (the watcher)
         inside only the instance namespaces the events came from."""
         check_object_id("env_id", env_id)
-        with self._locked(env_id):
+        with self._changing_env(env_id):
             try:
                 identity = self.state.identity(env_id)
                 doc = self.state.document(env_id)

@@ -1,8 +1,10 @@
 """``railnet agent``: one node's agent process.
 
 It serves the NodeAgent API with mutual TLS (plaintext only with ``--insecure``), repairs
-every stored environment at start (adopting what still runs, rebuilding what is gone), and
-repeats that repair periodically. Stopping the agent leaves the data plane running.
+every stored environment at start (adopting what still runs, rebuilding what is gone),
+repairs drift as the kernel reports it (``railnet.agent.healing``; off with
+``--no-self-heal``), and repeats the full repair periodically as the backstop. Stopping the
+agent leaves the data plane running.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ from railnet.agent.authz import RoleInterceptor
 from railnet.agent.backends import ResolverBackend
 from railnet.agent.config import AgentConfig
 from railnet.agent.credentials import ServingCredentials
+from railnet.agent.healing import SelfHealer
 from railnet.agent.linux_network import LinuxNetwork
+from railnet.agent.linux_watch import LinuxDriftWatch
 from railnet.agent.metrics import AgentMetrics
 from railnet.agent.reconciler import Reconciler
 from railnet.agent.resolver import ResolverProcess
@@ -290,6 +294,19 @@ def run_agent(config: AgentConfig) -> int:
         return 2
     log.info("listening on %s; document formats %s", ", ".join(config.listen), formats)
 
+    healer = None
+    if config.self_heal:
+
+        def healed(env_id: str, changes: list[str], sources: frozenset[str]) -> None:
+            metrics.repaired(env_id, len(changes))
+
+        healer = SelfHealer(reconciler, LinuxDriftWatch(), on_repair=healed)
+        healer.start()
+        log.info("self-healing: watching netlink, wireguard-go and /var/run/netns")
+    else:
+        log.info("self-healing off: drift waits for the repair every %g s",
+                 config.reconcile_interval)  # fmt: skip
+
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -308,6 +325,8 @@ def run_agent(config: AgentConfig) -> int:
             if changes:
                 metrics.repaired(env_id, len(changes))
                 log.warning("environment %s: repaired drift: %s", env_id, "; ".join(changes))
+    if healer is not None:
+        healer.stop()
     server.stop(grace=2).wait()
     if isinstance(resolver, ResolverProcess):
         resolver.close()  # it keeps serving: it is the data plane

@@ -52,6 +52,14 @@ def add_agent_parser(subparsers: Any) -> None:
                     const=False,
                     help="serve no DNS views (dns = false in the file)",
                 )
+            elif s.key == "self_heal":
+                p.add_argument(
+                    "--no-self-heal",
+                    dest="self_heal",
+                    action="store_const",
+                    const=False,
+                    help="leave drift to the periodic repair (self_heal = false in the file)",
+                )
             else:
                 p.add_argument(s.flag, dest=s.key, action="store_const", const=True, help=s.help)
             continue

@@ -235,6 +235,21 @@ class EnvironmentDeployer:
             frontier = sorted(survey.involved() & set(names) - held.keys() - down.keys())
         return Survey(held, down)
 
+    def drift(self, env_id: str, nodes: Iterable[str]) -> list[str]:
+        """What ``nodes`` report (``Status``) their kernel lacks of the environment, as
+        ``node: change`` lines; a node that does not answer is left out (``survey`` names
+        it). Empty when every node matches its document."""
+        check_object_id("env_id", env_id)
+        asked = sorted(set(nodes) & set(self.cluster.names))
+        replies, _ = self._ask(asked, lambda c: c.status(env_id))
+        return [
+            f"{node}: {line}"
+            for node in sorted(replies)
+            for env in replies[node].environments
+            if env.env_id == env_id
+            for line in env.drift
+        ]
+
     def read(self, env_id: str, hints: Iterable[str] = ()) -> dict[str, EnvironmentDocument | None]:
         """What the nodes that answered hold for the environment (see ``survey``)."""
         return self.survey(env_id, hints).held

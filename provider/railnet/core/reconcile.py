@@ -122,11 +122,12 @@ class SetPeer:
     allowed_ips: tuple[str, ...]
     handshake: bool = False
     """Start a handshake at once (a keepalive): the peer replaces one of the same node
-    under its old key, and traffic should not wait for its next packet or a retry."""
+    under its old key, or comes back after drift while the other node still holds the
+    session this device lost; traffic should not wait for its next packet or a retry."""
 
     def describe(self) -> str:
         where = f" at {self.endpoint}" if self.endpoint else ""
-        now = " (new key; handshake now)" if self.handshake else ""
+        now = " (handshake now)" if self.handshake else ""
         return f"set peer {self.node}{where} allowed {', '.join(self.allowed_ips) or '-'}{now}"
 
 
@@ -359,8 +360,18 @@ def _plan_peers(
             was = device.peer(old.public_key) if rekeyed and device and old else None
             if was is not None and was.endpoint and old and old.endpoint == peer.endpoint:
                 endpoint = was.endpoint  # learned by roaming: the new key is the same node
+            # A peer told of before and missing now was lost to drift (a device made
+            # again, a peer removed with ``wg``): the other node still sends under the
+            # session this device forgot, and would until its rekey timeout.
+            restored = peer.public_key in before
             changes.append(
-                SetPeer(peer.node, peer.public_key, endpoint, peer.allowed_ips, handshake=rekeyed)
+                SetPeer(
+                    peer.node,
+                    peer.public_key,
+                    endpoint,
+                    peer.allowed_ips,
+                    handshake=rekeyed or restored,
+                )
             )
             continue
         moved = peer.public_key in before and before[peer.public_key].endpoint != peer.endpoint

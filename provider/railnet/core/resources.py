@@ -70,6 +70,11 @@ KEY_ROTATION_DOC = (
     "private keys leave the nodes' disks. Empty by default."
 )
 UNREACHABLE_DOC = "Nodes of the environment that did not answer the last read (refresh)."
+DRIFT_DOC = (
+    "What the nodes' kernels lacked of the environment at the last read (refresh), as "
+    "'node: change' lines; empty when every node matched its document. The agents repair "
+    "drift as it happens, so a line here is one not repaired yet."
+)
 
 PROPERTIES: dict[Kind, tuple[Prop, ...]] = {
     Kind.PROJECT: (
@@ -110,6 +115,7 @@ PROPERTIES: dict[Kind, tuple[Prop, ...]] = {
         Prop("ipv6_prefix", "string", "The environment's ULA /64.", input=False),
         Prop("resolvers", "array<string>", "The resolver addresses instances use.", input=False),
         Prop("unreachable_nodes", "array<string>", UNREACHABLE_DOC, input=False),
+        Prop("drift", "array<string>", DRIFT_DOC, input=False),
         Prop("plan", "array<string>", "The network change preview shows.", input=False),
     ),
     Kind.SERVICE: (

@@ -32,6 +32,7 @@ DERIVED_FROM: Final[Mapping[Kind, Mapping[str, frozenset[str]]]] = MappingProxyT
                 "ipv6_prefix": frozenset(),
                 "resolvers": frozenset({"ip_mode", "ipv4_cidr"}),
                 "unreachable_nodes": frozenset(),
+                "drift": frozenset(),
                 "plan": frozenset({"name", "project"}) | _SETTINGS,
             }
         ),

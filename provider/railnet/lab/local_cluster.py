@@ -117,10 +117,11 @@ class Lab:
         dns: bool = True,
         progress: bool = False,
         reconcile_interval: float | None = None,
+        self_heal: bool = True,
     ) -> Lab:
         """``reconcile_interval``: seconds between the agents' periodic repairs (None: the
         agent's default); a test that makes drift on purpose sets it long, so that only the
-        repair it asks for fixes it."""
+        repair it asks for fixes it, and may turn ``self_heal`` off (``--no-self-heal``)."""
         if not 1 <= nodes <= MAX_NODES:
             raise RailnetError(f"--nodes {nodes}: a lab has 1 to {MAX_NODES} nodes")
         directory = directory.resolve()
@@ -149,6 +150,7 @@ class Lab:
                     "dns": dns,
                     "dns_upstreams": list(dns_upstreams),
                     "reconcile_interval": reconcile_interval,
+                    "self_heal": self_heal,
                 }
             )
         )
@@ -251,6 +253,7 @@ class Lab:
             "tls_cert": str(files.cert),
             "tls_key": str(files.key),
             "dns": bool(meta["dns"]),
+            "self_heal": bool(meta.get("self_heal", True)),
             "dns_upstream": list(meta["dns_upstreams"]),  # type: ignore[call-overload]
         }
         if meta.get("reconcile_interval") is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from typing import Any, ClassVar
 
@@ -38,6 +39,9 @@ class EnvironmentProvider(RailnetProvider):
     def _outputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
         outs = {k: v for k, v in inputs.items() if k != PROVIDER_KEY}
         outs.update(self.derived(inputs))
+        outs.setdefault("drift", [])  # an apply repairs what it finds; read asks again
+        if outs["drift"] is None:
+            outs["drift"] = []
         return outs
 
     def _apply_settings(self, inputs: dict[str, Any]) -> None:
@@ -114,6 +118,13 @@ class EnvironmentProvider(RailnetProvider):
             )
         outs = self._outputs({**props, **inputs})
         outs["unreachable_nodes"] = survey.silent_nodes()
+        # What the agents have not repaired yet: refresh shows it until they have.
+        hosts = {n.name for n in doc.nodes} if doc is not None else set()
+        # Endpoints are node addresses, which the (maybe secret) cluster file holds too:
+        # outputs name nodes only.
+        outs["drift"] = [
+            re.sub(r" at \S+:\d+", "", line) for line in self.deployer().drift(id_, hosts)
+        ]
         return ReadResult(id_, outs, inputs)
 
 

@@ -113,6 +113,8 @@ class Environment(pulumi.dynamic.Resource, module="railnet", name="Environment")
     owner: pulumi.Output[str]
     """This resource's URN: the owner of the environment's settings."""
     unreachable_nodes: pulumi.Output[list[str]]
+    drift: pulumi.Output[list[str]]
+    """``node: change`` lines the nodes had not repaired yet at the last refresh."""
     plan: pulumi.Output[list[str]]
 
     def __init__(

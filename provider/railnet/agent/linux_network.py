@@ -306,9 +306,11 @@ class LinuxNetwork(NetworkBackend):
 
             return work
 
+        made: list[bool] = []  # whether outside() made the veth just now
+
         def outside(ens: Any) -> None:
             veth = _link_index(ens, instance.veth)
-            fresh = veth is None
+            made.append(veth is None)
             if veth is None:
                 fd = netns_fd(instance.netns)
                 try:
@@ -336,7 +338,7 @@ class LinuxNetwork(NetworkBackend):
             for dst, length, _ in _routes_via(ens, veth):
                 if length in (32, 128) and dst not in instance.addresses:
                     ens.route("del", dst=f"{dst}/{length}", oif=veth, family=_family(dst))
-            _guard_sources(ens, instance.veth, instance.addresses, fresh=fresh)
+            _guard_sources(ens, instance.veth, instance.addresses, fresh=made[-1])
 
         def inside(ins: Any) -> None:
             ins.link("set", index=_require_link(ins, "lo", instance.netns), state="up")

@@ -1,6 +1,6 @@
 """Run every benchmark and write docs/benchmarks.md; what ``make bench`` calls.
 
-    python -m bench.run [--quick] [--only dataplane|apply|memory|rotation ...] [--output FILE]
+    python -m bench.run [--quick] [--only dataplane|apply|memory|rotation|scale ...] [--output FILE]
 
 Each benchmark builds its own throwaway lab and removes it, on failure too. When
 ``bench/dns_bench.py`` exists it runs as ``python -m bench.dns_bench --output FILE`` and
@@ -25,7 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import apply_latency, dataplane, memory, rotation
+from bench import apply_latency, dataplane, memory, rotation, scale
 from bench.common import (
     BenchError,
     Leftovers,
@@ -69,6 +69,11 @@ def _benchmarks(quick: bool) -> dict[str, tuple[str, str, Callable[[bool], Resul
             rotation.NAME,
             rotation.TARGET,
             lambda dns: rotation.measure(rotation.QUICK if quick else rotation.FULL, dns=dns),
+        ),
+        "scale": (
+            scale.NAME,
+            scale.TARGET,
+            lambda dns: scale.measure(scale.QUICK if quick else scale.FULL, dns=dns),
         ),
     }
 
@@ -239,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         action="append",
-        choices=("dataplane", "apply", "memory", "rotation", "dns", "plan"),
+        choices=("dataplane", "apply", "memory", "rotation", "scale", "dns", "plan"),
         help="run only these (repeatable)",
     )
     parser.add_argument("--output", type=Path, default=REPO / "docs" / "benchmarks.md")

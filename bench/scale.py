@@ -87,7 +87,7 @@ def measure(config: Config, *, dns: bool = True) -> Result:
             if not pid:
                 raise BenchError(f"the agent of {node.name} is not running")
             per_node.append([pid] + ([r] if (r := lab.resolver_pid(node)) else []))
-        deployer = EnvironmentDeployer(cluster)
+        deployer = EnvironmentDeployer(cluster, timeout=900)  # growing takes a while
 
         def counters() -> tuple[int, int, int]:
             clients = list(deployer._clients.values())
@@ -178,7 +178,15 @@ def _result(config: Config, results: list[Size], dns: bool, load: str, seconds: 
         "received (protobuf sizes).",
         "",
         "```",
-        "python -m bench.scale" + ("" if config == FULL else " --quick"),
+        "python -m bench.scale"
+        + (
+            ""
+            if config == FULL
+            else " --quick"
+            if config == QUICK
+            else f" --nodes {config.nodes} --sizes {','.join(map(str, config.sizes))} "
+            f"--adds {config.adds}"
+        ),
         "```",
         "",
         "| services | p50 ms | p95 ms | agent CPU ms per node per add | busiest agent ms "

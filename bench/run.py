@@ -1,6 +1,6 @@
 """Run every benchmark and write docs/benchmarks.md; what ``make bench`` calls.
 
-    python -m bench.run [--quick] [--only dataplane|apply|memory|rotation|self_heal ...]
+    python -m bench.run [--quick] [--only dataplane|apply|memory|rotation|self_heal|scale ...]
                         [--output FILE]
 
 Each benchmark builds its own throwaway lab and removes it, on failure too. When
@@ -26,7 +26,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import apply_latency, dataplane, memory, rotation, self_heal
+from bench import apply_latency, dataplane, memory, rotation, scale, self_heal
 from bench.common import (
     BenchError,
     Leftovers,
@@ -75,6 +75,11 @@ def _benchmarks(quick: bool) -> dict[str, tuple[str, str, Callable[[bool], Resul
             self_heal.NAME,
             self_heal.TARGET,
             lambda dns: self_heal.measure(self_heal.QUICK if quick else self_heal.FULL, dns=dns),
+        ),
+        "scale": (
+            scale.NAME,
+            scale.TARGET,
+            lambda dns: scale.measure(scale.QUICK if quick else scale.FULL, dns=dns),
         ),
     }
 
@@ -245,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         action="append",
-        choices=("dataplane", "apply", "memory", "rotation", "self_heal", "dns", "plan"),
+        choices=("dataplane", "apply", "memory", "rotation", "self_heal", "scale", "dns", "plan"),
         help="run only these (repeatable)",
     )
     parser.add_argument("--output", type=Path, default=REPO / "docs" / "benchmarks.md")

@@ -748,3 +748,58 @@ def test_every_answer_keeps_the_letter_case_of_the_question() -> None:
     for rcode_value in (dns.rcode.SERVFAIL, dns.rcode.REFUSED):
         wire = dns.message.make_query("WwW.ExAmPlE.CoM", "A").to_wire()
         assert_same_question(wire, failure_reply(wire, rcode_value, recursion_available=True))
+
+
+# -- a new view built from the one it replaces --------------------------------------------
+
+
+def every_question(*views: ResolverView) -> list[tuple[str, str]]:
+    names = sorted({r.name for v in views for r in v.records} | {"nothere.railway.internal"})
+    return [(n, t) for n in names for t in ("A", "AAAA", "PTR", "SOA", "ANY", "TXT")]
+
+
+def replies(answerer: Answerer, questions: list[tuple[str, str]]) -> list[bytes]:
+    out = []
+    for name, rdtype in questions:
+        query = dns.message.make_query(name, rdtype, use_edns=0)
+        query.id = 4242
+        reply = answerer.answer(query.to_wire(), Transport.UDP, 1232)
+        assert isinstance(reply, bytes)
+        out.append(reply)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        # One service added, one scaled, one removed, the generation moved on.
+        (
+            make_document({"api": 2, "worker": 1, "db": 1}, generation=3),
+            make_document({"api": 3, "worker": 1, "cache": 1}, generation=4),
+        ),
+        # Same services, another TTL: nothing can be kept.
+        (make_document({"api": 2}, ttl=5), make_document({"api": 2}, ttl=30, generation=2)),
+        # Addresses shifted under the same names.
+        (make_document({"api": 2, "db": 1}), make_document({"api": 2, "db": 1}, first=9)),
+    ],
+)
+def test_an_answerer_built_from_the_previous_one_answers_as_a_fresh_one(
+    before: EnvironmentDocument, after: EnvironmentDocument
+) -> None:
+    old = Answerer(ResolverView.from_document(before, None))
+    view = ResolverView.from_document(after, None)
+    fresh, reused = Answerer(view), Answerer(view, previous=old)
+    questions = every_question(ResolverView.from_document(before, None), view)
+    assert replies(reused, questions) == replies(fresh, questions)
+    # ...and the one it was built from still answers for its own view (it is not changed).
+    again = Answerer(ResolverView.from_document(before, None))
+    assert replies(old, questions) == replies(again, questions)
+
+
+def test_an_unchanged_name_reuses_its_rendered_replies() -> None:
+    before = make_document({"api": 2, "worker": 1}, generation=1)
+    after = make_document({"api": 2, "worker": 1, "new": 1}, generation=2)
+    old = Answerer(ResolverView.from_document(before, None))
+    reused = Answerer(ResolverView.from_document(after, None), previous=old)
+    owner = dns.name.from_text("worker.railway.internal").to_wire()
+    assert reused._rendered[owner] is old._rendered[owner]

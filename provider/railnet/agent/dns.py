@@ -271,7 +271,14 @@ class DnsServer(ResolverBackend):
         and made again under the same name counts as changed: the old sockets live on in
         the old namespace, where nobody can reach them.
         """
-        answerer = Answerer(view, recursion_available=bool(self._upstreams))
+        with self._lock:
+            held = self._bindings.get(view.env_id)
+        # Built from the answerer it replaces (outside the lock: queries go on meanwhile).
+        answerer = Answerer(
+            view,
+            recursion_available=bool(self._upstreams),
+            previous=held.answerer if held is not None else None,
+        )
         with self._lock:
             self._start_locked()
             current = self._bindings.get(view.env_id)

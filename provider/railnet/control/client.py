@@ -90,6 +90,10 @@ class AgentClient:
         self._lock = threading.Lock()
         self.sent_bytes = 0
         """Bytes of the requests sent (protobuf-encoded), for the benchmarks."""
+        self.received_bytes = 0
+        """Bytes of the replies received."""
+        self.calls = 0
+        """RPCs made."""
         self.formats: tuple[int, ...] | None = None
         """The document formats the agent said it reads in its last reply that says so
         (``advertised_formats``: format 1 when it says nothing); None before any."""
@@ -120,8 +124,11 @@ class AgentClient:
 
     def _call(self, method: str, request: Any) -> Any:
         self.sent_bytes += request.ByteSize()
+        self.calls += 1
         try:
-            return getattr(self._stub(), method)(request, timeout=self.timeout)
+            reply = getattr(self._stub(), method)(request, timeout=self.timeout)
+            self.received_bytes += reply.ByteSize()
+            return reply
         except grpc.RpcError as exc:
             code = exc.code()
             if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):

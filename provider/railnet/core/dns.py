@@ -204,20 +204,32 @@ def zone_records(doc: EnvironmentDocument) -> tuple[DnsRecord, ...]:
     records = [
         DnsRecord(doc.domain, "SOA", soa_value(doc.domain, doc.generation % 2**32, ttl), ttl)
     ]
+    dual = doc.ip_mode is IpMode.DUAL
     for svc in doc.services:
-        shared = service_name(svc.name, doc.domain)
         for index, inst in enumerate(svc.instances):
-            own = instance_name(svc.name, index, doc.domain)
-            addresses: list[str] = [inst.ipv6]
-            if doc.ip_mode is IpMode.DUAL and inst.ipv4 is not None:
-                addresses.insert(0, inst.ipv4)
-            for address in addresses:
-                ip = ipaddress.ip_address(address)
-                rtype = "A" if ip.version == 4 else "AAAA"
-                records.append(DnsRecord(shared, rtype, str(ip), ttl))
-                records.append(DnsRecord(own, rtype, str(ip), ttl))
-                records.append(DnsRecord(ip.reverse_pointer, "PTR", own, ttl))
+            ipv4 = inst.ipv4 if dual else None
+            records.extend(_instance_records(svc.name, index, ipv4, inst.ipv6, doc.domain, ttl))
     return tuple(sorted(records, key=_record_order))
+
+
+@functools.lru_cache(maxsize=65536)
+def _instance_records(
+    service: str, index: int, ipv4: str | None, ipv6: str, domain: str, ttl: int
+) -> tuple[DnsRecord, ...]:
+    """One instance's records. Cached: from one generation to the next, nearly every
+    instance's records are what they were, and building them is most of a view's cost."""
+    shared = service_name(service, domain)
+    own = instance_name(service, index, domain)
+    records = []
+    for address in (ipv4, ipv6):
+        if address is None:
+            continue
+        ip = ipaddress.ip_address(address)
+        rtype = "A" if ip.version == 4 else "AAAA"
+        records.append(DnsRecord(shared, rtype, str(ip), ttl))
+        records.append(DnsRecord(own, rtype, str(ip), ttl))
+        records.append(DnsRecord(ip.reverse_pointer, "PTR", own, ttl))
+    return tuple(records)
 
 
 def _record_order(record: DnsRecord) -> tuple[str, str, int, str]:
@@ -308,7 +320,16 @@ def _header_variants(
 class Answerer:
     """Answers queries for one ``ResolverView`` from replies rendered in advance."""
 
-    def __init__(self, view: ResolverView, *, recursion_available: bool = True) -> None:
+    def __init__(
+        self,
+        view: ResolverView,
+        *,
+        recursion_available: bool = True,
+        previous: Answerer | None = None,
+    ) -> None:
+        """``previous``: the answerer this one replaces; the replies of names whose records
+        did not change are taken from it instead of being rendered again, so a new view of
+        a large environment costs what changed in it (and a walk over its names)."""
         self.view = view
         self._ra = recursion_available
         self._apex = _name_wire(view.domain)
@@ -322,27 +343,59 @@ class Answerer:
             rcode: _Prepared(rcode, False, recursion_available, 0, 0, b"")
             for rcode in (FORMERR, SERVFAIL, NOTIMP, REFUSED)
         }
-        self._build(view.records)
+        self._owners: dict[bytes, tuple[tuple[str, str], ...]] = {}
+        """Per owner name, the records it was rendered from (type, value)."""
+        self._rendered: dict[bytes, list[tuple[bytes, _Prepared]]] = {}
+        """Per owner name, its positive entries of ``_table``."""
+        reuse = (
+            previous
+            if previous is not None
+            and previous._ttl == self._ttl
+            and previous._ra == self._ra
+            and previous._apex == self._apex
+            and previous._reverse_apexes == self._reverse_apexes
+            else None
+        )
+        self._build(view.records, reuse)
 
     # -- building ------------------------------------------------------------------------
 
-    def _build(self, records: tuple[DnsRecord, ...]) -> None:
-        by_name: dict[bytes, dict[int, list[bytes]]] = defaultdict(lambda: defaultdict(list))
+    def _build(self, records: tuple[DnsRecord, ...], previous: Answerer | None = None) -> None:
+        sources: dict[bytes, list[tuple[str, str]]] = defaultdict(list)
+        grouped: dict[bytes, list[DnsRecord]] = defaultdict(list)
         for record in records:
-            rtype = RECORD_TYPES.get(record.type)
-            if rtype is None:
+            if record.type not in RECORD_TYPES:
                 raise InvalidField("records.type", record.type, "must be A, AAAA, PTR or SOA")
-            owner = _name_wire(record.name).lower()
-            if rtype == TYPE_SOA:
+            if record.type == "SOA":
                 continue  # rendered from the view's domain, ttl and serial below
-            by_name[owner][rtype].append(self._rdata(record, rtype))
+            owner = _name_wire(record.name).lower()
+            sources[owner].append((record.type, record.value))
+            grouped[owner].append(record)
+        by_name: dict[bytes, dict[int, list[bytes]]] = defaultdict(lambda: defaultdict(list))
+        for owner, source in sources.items():
+            key = tuple(source)
+            self._owners[owner] = key
+            kept = previous._rendered.get(owner) if previous is not None else None
+            if (
+                kept is not None
+                and previous is not None
+                and previous._owners.get(owner) == key
+                and owner != self._apex
+                and owner not in self._reverse_apexes
+            ):
+                self._rendered[owner] = kept
+                self._table.update(kept)
+                continue
+            for record in grouped[owner]:
+                rtype = RECORD_TYPES[record.type]
+                by_name[owner][rtype].append(self._rdata(record, rtype))
         by_name.setdefault(self._apex, defaultdict(list))  # exists even in an empty view
         for apex in self._reverse_apexes:
             by_name.setdefault(apex, defaultdict(list))
         # Every name that exists in one of the zones (empty non-terminals included), with
         # where its zone's apex starts in it and whether that zone is a reverse one.
         existing: dict[bytes, tuple[int, bool]] = {}
-        for owner in by_name:
+        for owner in sources.keys() | by_name.keys():
             zone = self._zone_of(owner)
             if zone is None:
                 continue
@@ -358,11 +411,17 @@ class Answerer:
                 answers[TYPE_SOA] = [self._soa_rr(0)]
             elif owner in self._reverse_apexes:
                 answers[TYPE_SOA] = [self._reverse_soa_rr(0)]
-            for rtype, rrs in answers.items():
-                self._table[owner + struct.pack(">HH", rtype, CLASS_IN)] = self._positive(rrs)
+            entries = [
+                (owner + struct.pack(">HH", rtype, CLASS_IN), self._positive(rrs))
+                for rtype, rrs in answers.items()
+            ]
             every = [rr for rtype in sorted(answers) for rr in answers[rtype]]
             if every:
-                self._table[owner + struct.pack(">HH", TYPE_ANY, CLASS_IN)] = self._positive(every)
+                entries.append(
+                    (owner + struct.pack(">HH", TYPE_ANY, CLASS_IN), self._positive(every))
+                )
+            self._rendered[owner] = entries
+            self._table.update(entries)
         for owner, (apex_offset, reverse) in existing.items():
             nodata = self._negative_reply(NOERROR, apex_offset, reverse)
             self._nodata[owner] = nodata

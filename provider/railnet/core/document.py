@@ -217,6 +217,11 @@ class EnvironmentDocument:
         return raw
 
     def to_json(self) -> str:
+        return self._canonical
+
+    @cached_property
+    def _canonical(self) -> str:
+        # Written once per document: the digest, the state file and GetDocument share it.
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
     @cached_property

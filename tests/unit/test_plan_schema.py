@@ -25,7 +25,7 @@ SCHEMA_NAME = f"plan-v{JSON_FORMAT}.schema.json"
 
 def schema() -> dict[str, Any]:
     loaded: dict[str, Any] = json.loads(
-        (files("railnet") / "schemas" / SCHEMA_NAME).read_text(encoding="utf-8")
+        (files("railnet") / "core" / SCHEMA_NAME).read_text(encoding="utf-8")
     )
     return loaded
 
@@ -43,7 +43,7 @@ def test_the_schema_is_the_version_the_renderer_writes() -> None:
 
 def test_the_schema_ships_in_the_package() -> None:
     pyproject = (Path(__file__).parents[2] / "pyproject.toml").read_text(encoding="utf-8")
-    assert '"schemas/*.json"' in pyproject
+    assert '"core/*.schema.json"' in pyproject
 
 
 @pytest.mark.parametrize("path", sorted(GOLDEN.glob("*.json")), ids=lambda p: p.name)

@@ -19,7 +19,7 @@ from typing import Any, Final
 from railnet.core.plan import DnsChange, EnvironmentPlan, Severity
 
 JSON_FORMAT: Final = 2
-"""The version of ``--format json``; ``railnet/schemas/plan-v2.schema.json`` describes it."""
+"""The version of ``--format json``; ``railnet/core/plan-v2.schema.json`` describes it."""
 
 GITHUB_COMMENT_LIMIT: Final = 65_536
 """Characters GitHub accepts in one comment (a UTF-8 character is at least one byte)."""

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from bench.plan_bench import generate_preview
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.examples
 
 REPO = Path(__file__).resolve().parents[2]
 CI = REPO / "examples" / "ci"

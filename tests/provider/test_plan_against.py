@@ -66,8 +66,12 @@ def test_against_the_agents_the_plan_is_exact(deployed: LabNet) -> None:
     held = deployed.deployer.latest(deployed.deployer.read(env["env_id"]))
     assert held is not None
     taken = {a for s in held.services for i in s.instances for a in (i.ipv4, i.ipv6) if a}
-    added = [a for d in env["dns"] for a in d["added"] if d["name"].startswith("worker.")]
-    assert len(added) == 4  # worker 1 → 3: two new instances, both families
+    assert report["counts_basis"] == "agents"
+    worker = [d for d in env["dns"] if d["name"].startswith("worker.")]
+    # worker 1 → 3: two new instances, both families. No agent holds their addresses
+    # yet, so the plan counts them (assigned at apply) and never names a held one.
+    assert sum(d["pending"] for d in worker) == 4
+    added = [a for d in worker for a in d["added"]]
     assert not taken & set(added), "new addresses must not collide with any held one"
     # The whole mesh is known here: a node that starts hosting the environment (the
     # preview puts worker on all three) becomes a peer of every node that held it.
@@ -117,3 +121,34 @@ def test_drift_on_the_agents_shows_in_the_plan(deployed: LabNet) -> None:
         len(spec_from_document(deployed.deployer.latest(deployed.deployer.read(env_id))).services)
         == 3
     )  # type: ignore[arg-type]
+
+
+def test_against_the_agents_needs_only_the_operator_certificate(
+    deployed: LabNet, tmp_path: Path
+) -> None:
+    # A PR check should not hold the provider's key: with the provider's certificate gone
+    # from the cluster file, the plan still reads every document with the operator's.
+    cluster_file = deployed.lab.cluster_file
+    raw = json.loads(cluster_file.read_text(encoding="utf-8"))
+    assert raw.get("operator"), "the lab's cluster file names an operator certificate"
+    base = cluster_file.parent
+
+    def absolute(p: str) -> str:
+        return str(Path(p) if Path(p).is_absolute() else base / p)
+
+    raw["operator"] = {k: absolute(v) for k, v in raw["operator"].items()}
+    raw["tls"] = {
+        "ca": absolute(raw["tls"]["ca"]),
+        "cert": str(tmp_path / "no-provider.pem"),
+        "key": str(tmp_path / "no-provider-key.pem"),
+    }
+    reader = tmp_path / "cluster.json"
+    reader.write_text(json.dumps(raw), encoding="utf-8")
+    r = subprocess.run(
+        [sys.executable, "-m", "railnet", "plan", str(FIXTURE), "--against", str(reader)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "Environment shop/production [update]" in r.stdout

@@ -81,8 +81,8 @@ def add_plan_parser(subparsers: Any) -> None:
         "--against",
         type=Path,
         metavar="CLUSTER",
-        help="compare the program's desired state with what the agents hold (exact counts "
-        "and addresses, and drift); needs network access to the agents and an operator "
+        help="compare the program's desired state with what the agents hold (exact counts, "
+        "the whole mesh, and drift); needs network access to the agents and an operator "
         "certificate",
     )
     p.add_argument(

@@ -19,7 +19,7 @@ from typing import Any, Final
 from railnet.core.plan import DnsChange, EnvironmentPlan, Severity
 
 JSON_FORMAT: Final = 2
-"""The version of ``--format json``; ``railnet/schemas/plan-v2.schema.json`` describes it."""
+"""The version of ``--format json``; ``railnet/core/plan-v2.schema.json`` describes it."""
 
 GITHUB_COMMENT_LIMIT: Final = 65_536
 """Characters GitHub accepts in one comment (a UTF-8 character is at least one byte)."""
@@ -74,9 +74,16 @@ class PlanReport:
     def severities(self) -> frozenset[Severity]:
         return frozenset(c.severity for c in self.consequences())
 
-    def consequences(self) -> list[ConsequenceLine]:
+    def consequences(self) -> tuple[ConsequenceLine, ...]:
         """Every consequence, resource operations first, each with its place. A resource's
         delete that its environment's plan already states (with what stops) is said once."""
+        cached: tuple[ConsequenceLine, ...] | None = self.__dict__.get("_consequences")
+        if cached is None:
+            cached = tuple(self._consequences())
+            object.__setattr__(self, "_consequences", cached)
+        return cached
+
+    def _consequences(self) -> list[ConsequenceLine]:
         stated = {
             (p.project, p.environment, c.severity, c.subject)
             for p in self.environments
@@ -108,13 +115,18 @@ class PlanReport:
 
     def severities_of(self, plan: EnvironmentPlan) -> frozenset[Severity]:
         """One environment's consequences, its resources' operations included."""
-        found = set(plan.severities)
-        found.update(
-            c.severity
-            for c in self.consequences()
-            if (c.project, c.environment) == (plan.project, plan.environment)
-        )
-        return frozenset(found)
+        return self._by_place().get((plan.project, plan.environment), frozenset())
+
+    def _by_place(self) -> dict[tuple[str, str], frozenset[Severity]]:
+        # Memoized on the frozen instance: renderers ask once per environment.
+        cached: dict[tuple[str, str], frozenset[Severity]] | None = self.__dict__.get("_places")
+        if cached is None:
+            found: dict[tuple[str, str], set[Severity]] = {}
+            for c in self.consequences():
+                found.setdefault((c.project, c.environment), set()).add(c.severity)
+            cached = {k: frozenset(v) for k, v in found.items()}
+            object.__setattr__(self, "_places", cached)
+        return cached
 
 
 def _subject(r: ResourceOp) -> str:
@@ -307,12 +319,9 @@ def render_markdown(
     head = _summary_markdown(report)
     items = [_consequence_item(c) for c in report.consequences()]
     notes = [f"> note: {n}" for n in report.notes]
-    blocks = sorted(
-        enumerate(report.environments), key=lambda ip: (_size(_details_markdown(ip[1])), ip[0])
-    )
-    body = ([*items, ""] if items else []) + [
-        line for _, p in blocks for line in _details_markdown(p)
-    ]
+    rendered = [(_details_markdown(p), i, p) for i, p in enumerate(report.environments)]
+    blocks = [(p, block) for block, _, p in sorted(rendered, key=lambda r: (_size(r[0]), r[1]))]
+    body = ([*items, ""] if items else []) + [line for _, block in blocks for line in block]
     if max_bytes is None or _size([*head, *body, *notes]) <= max_bytes:
         return "\n".join([*head, *body, *notes]).rstrip() + "\n"
 
@@ -342,8 +351,7 @@ def render_markdown(
         budget -= 1
     shown_envs = 0
     changes_left = 0
-    for _, p in blocks:
-        block = _details_markdown(p)
+    for p, block in blocks:
         if shown_envs == len(blocks) or _size(block) > budget - _size(notes[:3]):
             changes_left += _changes(p)
             continue

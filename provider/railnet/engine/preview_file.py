@@ -432,6 +432,12 @@ class _Reader:
         if not isinstance(diagnostics_raw, list):
             raise self.wrong("diagnostics", "an array", diagnostics_raw)
         steps = [self.step(i, s, warnings) for i, s in enumerate(steps_raw)]
+        diagnostics = tuple(
+            self.diagnostic(f"diagnostics[{i}]", d) for i, d in enumerate(diagnostics_raw)
+        )
+        errors = [d for d in diagnostics if d.severity is Severity.ERROR]
+        if errors:
+            raise PreviewFailed(self.source, errors)
         if not steps_raw and not summary and not warnings:
             # Every finished preview writes the root stack's step and counts it.
             raise self.fail(
@@ -439,12 +445,6 @@ class _Reader:
                 "holds no steps and no changeSummary, so it is not the output of a finished "
                 "preview (a preview always writes at least the stack's own step)",
             )
-        diagnostics = tuple(
-            self.diagnostic(f"diagnostics[{i}]", d) for i, d in enumerate(diagnostics_raw)
-        )
-        errors = [d for d in diagnostics if d.severity is Severity.ERROR]
-        if errors:
-            raise PreviewFailed(self.source, errors)
         return PreviewFile(
             source=self.source,
             steps=tuple(s for s in steps if s is not None),

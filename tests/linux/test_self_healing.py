@@ -207,6 +207,28 @@ def test_an_environment_namespace_deleted_is_rebuilt(
     assert server.poll() is None
 
 
+def test_deleted_source_guard_rules_are_written_again(
+    lab: LabNet, server: subprocess.Popen[str]
+) -> None:
+    """``ip rule`` changes are netlink events too (the rule groups)."""
+    heals(lab, 2)
+    doc = document(lab)
+    svc = doc.service("server")
+    assert svc is not None
+    veth = veth_ifname(doc.id, svc.id, 0)
+    env_ns = environment_netns(lab.lab.node(2).netns_prefix, SPEC.id)
+    deleted = 0
+    for family in ("-4", "-6"):
+        while (
+            lab.run(env_ns, "ip", family, "rule", "del", "pref", "101", "iif", veth).returncode == 0
+        ):
+            deleted += 1
+    assert deleted == 2
+    assert wait_until(lambda: drift(lab, 2) == [], timeout=HEAL_BOUND), drift(lab, 2)
+    assert any("restore the source guard of instance server#0" in line for line in heals(lab, 2))
+    assert flowing(lab)
+
+
 # -- with the self-healer off: drift stays, and status says so --------------------------------
 
 

@@ -228,7 +228,7 @@ class Bench:
         # The workload starts again as soon as its namespace is there again (as a
         # supervisor would); the old one lives on in the old namespace until stopped.
         deadline = time.monotonic() + GIVE_UP
-        while not (path.exists() and path.stat().st_ino != inode):
+        while not _mounted_again(path, inode):
             if time.monotonic() > deadline:
                 raise BenchError(f"{self.server_ns} was not made again")
             time.sleep(0.01)
@@ -264,6 +264,17 @@ class Bench:
             self.phases[-1] += tuple(t - started for t in answered)
         lost = sum(replies.lost_after(h, started, back) for h in self.hosts)
         return Sample(fault, back - started, lost)
+
+
+def _mounted_again(path: Path, inode: int) -> bool:
+    """Whether ``path`` is a namespace again, not the one of ``inode``: ``ip netns add``
+    makes the file first and mounts the namespace on it after, so the file alone is not
+    enough (its device is the directory's until the mount)."""
+    try:
+        found = path.stat()
+    except FileNotFoundError:
+        return False
+    return found.st_ino != inode and found.st_dev != path.parent.stat().st_dev
 
 
 def measure(config: Config, *, dns: bool) -> Result:
@@ -362,12 +373,13 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="3 repetitions per fault")
     parser.add_argument("--repetitions", type=int, help="repetitions per fault (10)")
     parser.add_argument("--no-dns", action="store_true", help="start the lab without DNS")
+    parser.add_argument("--output", type=Path, help="also write the section to this file")
     args = parser.parse_args()
     check_prerequisites()
     config = QUICK if args.quick else FULL
     if args.repetitions:
         config = Config(args.repetitions)
-    return finish(measure(config, dns=not args.no_dns))
+    return finish(measure(config, dns=not args.no_dns), args.output)
 
 
 if __name__ == "__main__":

@@ -207,6 +207,28 @@ def test_an_environment_namespace_deleted_is_rebuilt(
     assert server.poll() is None
 
 
+def test_deleted_source_guard_rules_are_written_again(
+    lab: LabNet, server: subprocess.Popen[str]
+) -> None:
+    """``ip rule`` changes are netlink events too (the rule groups)."""
+    heals(lab, 2)
+    doc = document(lab)
+    svc = doc.service("server")
+    assert svc is not None
+    veth = veth_ifname(doc.id, svc.id, 0)
+    env_ns = environment_netns(lab.lab.node(2).netns_prefix, SPEC.id)
+    deleted = 0
+    for family in ("-4", "-6"):
+        while (
+            lab.run(env_ns, "ip", family, "rule", "del", "pref", "101", "iif", veth).returncode == 0
+        ):
+            deleted += 1
+    assert deleted == 2
+    assert wait_until(lambda: drift(lab, 2) == [], timeout=HEAL_BOUND), drift(lab, 2)
+    assert any("restore the source guard of instance server#0" in line for line in heals(lab, 2))
+    assert flowing(lab)
+
+
 # -- with the self-healer off: drift stays, and status says so --------------------------------
 
 
@@ -241,3 +263,36 @@ def test_without_self_healing_drift_is_reported_and_stays(unhealed: LabNet) -> N
     assert wait_until(lambda: flowing(lab), timeout=HEAL_BOUND)
     server.kill()
     server.wait(timeout=5)
+
+
+def test_refresh_shows_the_drift_until_it_is_repaired(unhealed: LabNet) -> None:
+    """Through the real ``python -m pulumi.dynamic`` server, driven as the engine drives
+    ``pulumi refresh``: the Environment's ``drift`` output names what a node has not
+    repaired (here: the self-healer is off), and is empty again once it is."""
+    from railnet.core.names import environment_id
+
+    from ..provider.harness import engine_on
+    from ..provider.test_engine_protocol import program
+
+    lab = unhealed
+    env_id = environment_id("shop", "production")
+    with engine_on(str(lab.lab.cluster_file)) as engine:
+        engine.up(program({"api": {"nodes": ["node-1", "node-2"]}}))
+        try:
+            assert engine.refresh()["production"].after["drift"] == []
+            node = lab.lab.node(1)
+            uapi = Uapi(wireguard_ifname(node.netns_prefix, env_id))
+            (peer,) = uapi.get().peers
+            subprocess.run(
+                ["wg", "set", uapi.path.stem, "peer", peer.public_key, "remove"], check=True
+            )
+            drift = engine.refresh()["production"].after["drift"]
+            assert [line.split(" ")[:3] for line in drift] == [["node-1:", "set", "peer"]]
+            assert "198.18." not in drift[0]  # node names, never addresses, in outputs
+            with lab.lab.client(node) as client:  # a repair: the held document again
+                held = client.document(env_id)
+                assert held is not None
+                client.apply(held, EnvironmentDocument.from_json(held).generation)
+            assert engine.refresh()["production"].after["drift"] == []
+        finally:
+            engine.destroy()

@@ -36,8 +36,9 @@ PORT = 7900
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[LabNet]:
-    # No periodic repair during the tests: the drift test repairs when it says so.
-    with running_lab(2, dns=False, reconcile_interval=3600) as net:
+    # No repair during the tests, periodic or self-healing: the drift test repairs when it
+    # says so (test_self_healing shows the guard restored without being asked).
+    with running_lab(2, dns=False, reconcile_interval=3600, self_heal=False) as net:
         yield net
 
 

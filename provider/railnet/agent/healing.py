@@ -225,7 +225,10 @@ class SelfHealer:
             )
             return
         self._failures.pop(due.env_id, None)
-        if changes:
+        if changes and changes[0].startswith("not repaired"):
+            # Its state file is damaged: nothing was touched (the reconciler logged why).
+            log.error("environment %s: drift seen, %s", due.env_id, changes[0])
+        elif changes:
             log.warning(
                 "environment %s: healed in %.0f ms after %s: %s",
                 due.env_id,

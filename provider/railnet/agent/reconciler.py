@@ -398,6 +398,10 @@ class Reconciler:
         looking inside every instance namespace (``deep``), after events (the watcher)
         inside only the instance namespaces the events came from."""
         check_object_id("env_id", env_id)
+        # A look inside every instance namespace takes long in a large environment: it is
+        # taken before the lock, so applies do not wait for it, and used under the lock
+        # only if the agent changed nothing of the environment meanwhile.
+        ahead = self._look_ahead(env_id) if deep is True else None
         with self._changing_env(env_id):
             try:
                 identity = self.state.identity(env_id)
@@ -408,7 +412,32 @@ class Reconciler:
                 return [f"not repaired: {exc}"]
             if identity is None or doc is None:
                 return []
-            return self._reconcile(doc, identity, doc, deep=deep)
+            observed = None
+            if ahead is not None:
+                marker, seen_doc, seen = ahead
+                with self._guard:
+                    unchanged = self._settled.get(env_id) == marker
+                if unchanged and seen_doc is doc:
+                    observed = seen
+            return self._reconcile(doc, identity, doc, deep=deep, observed=observed)
+
+    def _look_ahead(
+        self, env_id: str
+    ) -> tuple[float | None, EnvironmentDocument, ObservedEnvironment] | None:
+        """A deep look at the environment without its lock, with what it was taken
+        against: when the agent last finished changing the environment, and the document.
+        None when there is nothing to look at (or the agent is changing it right now)."""
+        with self._guard:
+            if env_id in self._changing:
+                return None
+            marker = self._settled.get(env_id)
+        try:
+            doc = self.state.document(env_id)
+        except DamagedState:
+            return None
+        if doc is None or self.node not in {n.name for n in doc.nodes}:
+            return None
+        return marker, doc, self._observe(self._local(doc), True)
 
     def reconcile_all(self) -> dict[str, list[str]]:
         done: dict[str, list[str]] = {}
@@ -478,13 +507,17 @@ class Reconciler:
         identity: Identity,
         previous: EnvironmentDocument | None,
         deep: bool | frozenset[str] = False,
+        observed: ObservedEnvironment | None = None,
     ) -> list[str]:
+        """Make the node what ``doc`` says; ``observed``: a look at it already taken (and
+        still valid), instead of a new one."""
         local = self._local(doc)
         before = self._local(previous) if previous is not None else None
         # An apply of a new document reads what its change touches; a re-apply of the
         # stored one, start-up and repairs read everything.
         changing = before is not None and previous is not doc and previous != doc
-        observed = self._observe(local, deep, before if changing and deep is False else None)
+        if observed is None:
+            observed = self._observe(local, deep, before if changing and deep is False else None)
         public_key = public_key_of(identity.private_key)
         plan = plan_environment(local, public_key, identity.listen_port, observed, before)
         self._execute(plan, local, identity)

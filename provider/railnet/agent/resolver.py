@@ -148,6 +148,8 @@ class ResolverProcess(ResolverBackend):
         self._lock = threading.Lock()
         self._conn: _Connection | None = None
         self._watch: _Connection | None = None
+        self._sent: dict[str, ResolverView] = {}
+        """Per environment, the view this connection's resolver was last given."""
         self._closed = False
         self.pid: int | None = None
         self.adopted = False
@@ -270,6 +272,7 @@ class ResolverProcess(ResolverBackend):
         threading.Thread(target=wait, name="railnet-resolver-watch", daemon=True).start()
 
     def _drop_locked(self) -> None:
+        self._sent.clear()  # another resolver may answer next: it gets every view again
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -305,9 +308,17 @@ class ResolverProcess(ResolverBackend):
         return reply
 
     def apply(self, view: ResolverView) -> None:
+        with self._lock:
+            if self._conn is not None and self._sent.get(view.env_id) == view:
+                return  # a repair's view, the same the resolver serves: nothing to send
         self._ask({"op": "apply", "view": view_to_wire(view)})
+        with self._lock:
+            if self._conn is not None:
+                self._sent[view.env_id] = view
 
     def remove(self, env_id: str) -> None:
+        with self._lock:
+            self._sent.pop(env_id, None)
         self._ask({"op": "remove", "env_id": env_id})
 
     def records(self, env_id: str) -> list[tuple[str, str, str, int]]:

@@ -86,6 +86,27 @@ def _routes_via(ns: Any, oif: int) -> set[tuple[str, int, int]]:
     return found
 
 
+RTM_F_FIB_MATCH = 0x2000
+"""Asks ``route get`` for the routing table entry that matches, prefix length included,
+instead of the route the kernel would build for that one destination."""
+
+
+def _route_to(ns: Any, address: str) -> tuple[str, int, int] | None:
+    """The main table's entry that routes ``address``: (destination, length, link index);
+    one request, where a dump with a filter reads every route and drops the others."""
+    try:
+        found = ns.route("get", dst=address, flags=RTM_F_FIB_MATCH)
+    except NetlinkError:
+        return None  # unreachable: no entry
+    for r in found:
+        if (r.get_attr("RTA_TABLE") or r["table"]) != 254:
+            continue
+        family = r["family"]
+        dst = r.get_attr("RTA_DST") or ("::" if family == socket.AF_INET6 else "0.0.0.0")
+        return (dst, r["dst_len"], r.get_attr("RTA_OIF") or 0)
+    return None
+
+
 def _link(ns: Any, ifname: str) -> Any | None:
     """One link by name (a single request, not a dump); None when there is none."""
     try:
@@ -151,10 +172,17 @@ class LinuxNetwork(NetworkBackend):
             if "lo" in links:
                 lo = links["lo"]["index"]
                 addresses[lo] = _addresses(ns, lo)
+            # The environment's ranges over wg0: one matching-entry request each (a stray
+            # route over wg0 is for the full look of start-up and repairs).
             routes: set[tuple[str, int, int]] = set()
-            for name, link in links.items():
-                if name != "lo":
-                    routes |= _routes_via(ns, link["index"])
+            for cidr in (env.ipv4_cidr, env.ipv6_prefix):
+                if cidr and (entry := _route_to(ns, cidr.split("/")[0])) is not None:
+                    routes.add(entry)
+            # An instance that exists and changes (a readdress, rare): every route over its
+            # veth, old addresses included.
+            for veth in veths:
+                if veth in links:
+                    routes |= _routes_via(ns, links[veth]["index"])
             # Guards matter for instances that exist and stay (a readdress): rare.
             guards = _source_guards(ns) if veths else {}
             return links, addresses, routes, guards

@@ -90,6 +90,8 @@ class LinuxDriftWatch(DriftWatch):
         self._pidfds: dict[str, tuple[int, int]] = {}
         """By environment: (pid, pidfd)."""
         self._targets: dict[str, WatchTarget] = {}
+        self._unwatched: set[str] = set()
+        """Namespaces no descriptor was left for (warned about once)."""
         self._owner: dict[str, str] = {}
         """Namespace → environment, for every namespace of the targets."""
 
@@ -113,10 +115,24 @@ class LinuxDriftWatch(DriftWatch):
                     continue
                 try:
                     sock = run_in_netns(netns, _rtnl_socket)
-                except (OSError, DataPlaneError) as exc:
+                except OSError as exc:
+                    if exc.errno in (errno.EMFILE, errno.ENFILE):
+                        # Out of descriptors: a repair would not help. It stays unwatched
+                        # (the device poll and the periodic repair remain) and is tried
+                        # again at the next look.
+                        if netns not in self._unwatched:
+                            self._unwatched.add(netns)
+                            log.warning("cannot watch namespace %s: %s (raise LimitNOFILE)",
+                                        netns, exc.strerror)  # fmt: skip
+                        continue
                     log.debug("cannot watch namespace %s: %s", netns, exc)
                     missing.append(Nudge(target.env_id, instance, "missing", time.monotonic()))
                     continue
+                except DataPlaneError as exc:  # it went between the listing and now
+                    log.debug("cannot watch namespace %s: %s", netns, exc)
+                    missing.append(Nudge(target.env_id, instance, "missing", time.monotonic()))
+                    continue
+                self._unwatched.discard(netns)
                 self._sockets[netns] = (sock, target.env_id)
                 self._selector.register(
                     sock, selectors.EVENT_READ, _Source("netlink", target.env_id, instance)

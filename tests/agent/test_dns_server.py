@@ -725,3 +725,58 @@ def test_forwarded_replies_are_sized_by_this_servers_limit(
         assert len(addresses(full)) == 60 and full.payload == 1232
     finally:
         server.close()
+
+
+# -- the counters ---------------------------------------------------------------------------
+
+
+def test_stats_count_every_query_by_rcode_with_its_answer_time(server: DnsServer) -> None:
+    """The counters behind the metrics, over UDP (each query asked twice, so replies served
+    again are counted too) and TCP."""
+    port = serve(server, make_document({"api": 2}))
+    asked = [
+        ("api.railway.internal", "A", "IN", dns.rcode.NOERROR),
+        ("ApI.rAiLwAy.InTeRnAl", "AAAA", "IN", dns.rcode.NOERROR),
+        ("ghost.railway.internal", "A", "IN", dns.rcode.NXDOMAIN),
+        ("version.bind", "TXT", "CH", dns.rcode.REFUSED),
+    ]
+    expected = [0] * 16
+    for _ in range(2):
+        for name, rdtype, rdclass, code in asked:
+            assert udp(name, rdtype, port, rdclass=rdclass).rcode() == code
+            expected[code] += 1
+    assert tcp("api.railway.internal", "A", port).rcode() == dns.rcode.NOERROR
+    expected[dns.rcode.NOERROR] += 1
+    stats = server.stats()["e1"]
+    assert stats.queries == 2 * len(asked) + 1
+    assert stats.rcodes == expected
+    assert sum(stats.buckets) == stats.queries
+    assert 0 < stats.seconds < 1.0
+
+
+def test_a_burst_is_answered_whole_and_counted(server: DnsServer) -> None:
+    """Many queries waiting at once (read and answered in batches): every one gets its own
+    reply, with its ID and the letter case it asked in, and the counters see them all."""
+    port = serve(server, make_document({"api": 2, "db": 1}))
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    sender.settimeout(2)
+    names = ["api", "API", "db", "Db", "ghost"]
+    sent: dict[int, dns.message.Message] = {}
+    try:
+        for qid in range(500):
+            query = dns.message.make_query(f"{names[qid % len(names)]}.railway.internal", "A")
+            query.id = qid
+            sent[qid] = query
+            sender.sendto(query.to_wire(), ("127.0.0.1", port))
+        while sent:
+            reply = dns.message.from_wire(sender.recv(65535))
+            query = sent.pop(reply.id)
+            assert reply.question[0].name.to_text() == query.question[0].name.to_text()
+            assert reply.rcode() == (dns.rcode.NXDOMAIN if reply.id % 5 == 4 else 0)
+    finally:
+        sender.close()
+    stats = server.stats()["e1"]
+    assert stats.queries == 500
+    assert stats.rcodes[dns.rcode.NOERROR] == 400 and stats.rcodes[dns.rcode.NXDOMAIN] == 100
+    assert sum(stats.buckets) == 500

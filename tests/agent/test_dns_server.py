@@ -21,6 +21,7 @@ import dns.rcode
 import dns.resolver
 import dns.rrset
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 from railnet.agent import linux_network
 from railnet.agent.dns import (
@@ -31,10 +32,11 @@ from railnet.agent.dns import (
     Upstream,
 )
 from railnet.core.addressing import ula_prefix
-from railnet.core.dns import FORWARD, ResolverView, Transport
+from railnet.core.dns import FORWARD, REFUSED, Answerer, ResolverView, Transport, failure_reply
 from railnet.core.document import EnvironmentDocument
 from railnet.core.errors import DataPlaneError, InvalidField
 from railnet.core.local import local_environment
+from tests.dns_queries import queries
 from tests.documents import make_document
 
 pytestmark = pytest.mark.agent
@@ -780,3 +782,43 @@ def test_a_burst_is_answered_whole_and_counted(server: DnsServer) -> None:
     assert stats.queries == 500
     assert stats.rcodes[dns.rcode.NOERROR] == 400 and stats.rcodes[dns.rcode.NXDOMAIN] == 100
     assert sum(stats.buckets) == 500
+
+
+def test_replies_served_again_are_the_answerers_own_byte_for_byte() -> None:
+    """The UDP fast path (a remembered reply under the new query's ID, in batches) against
+    the slow one (``Answerer.answer`` on that very query): random names around the view,
+    random letter case, types, classes, flags and EDNS; each query asked twice with
+    different IDs, so the second reply is always a remembered one."""
+    doc = make_document({"api": 2, "db": 1, "big": 60})
+    view = loopback_view(doc, ("127.0.0.1",))
+    slow = Answerer(view, recursion_available=False)  # the server below has no upstreams
+    dns_server = DnsServer(port=0)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        dns_server.apply(view)
+        address = dns_server.endpoints(doc.id)[0]
+
+        def ask(wire: bytes) -> bytes | None:
+            expected = slow.answer(wire, Transport.UDP)
+            if expected is FORWARD:
+                expected = failure_reply(wire, REFUSED, recursion_available=False)
+            assert not isinstance(expected, type(FORWARD))
+            sender.settimeout(2 if expected is not None else 0.2)
+            sender.sendto(wire, address)
+            try:
+                got: bytes | None = sender.recv(65535)
+            except TimeoutError:
+                got = None
+            assert got == expected, (wire, got, expected)
+            return got
+
+        @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(queries())
+        def check(wire: bytes) -> None:
+            ask(wire)
+            ask(bytes((wire[0] ^ 0x5A, wire[1] ^ 0xA5)) + wire[2:])
+
+        check()
+    finally:
+        sender.close()
+        dns_server.close()

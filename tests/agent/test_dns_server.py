@@ -822,3 +822,27 @@ def test_replies_served_again_are_the_answerers_own_byte_for_byte() -> None:
     finally:
         sender.close()
         dns_server.close()
+
+
+def test_a_burst_after_apply_gets_only_the_new_views_answers(server: DnsServer) -> None:
+    """Replies remembered from one view never answer for the next: every query of a burst
+    sent after ``apply`` returns, whole batches included, gets the new records, none is
+    lost."""
+    port = serve(server, make_document({"api": 1}))
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.settimeout(2)
+    wire = dns.message.make_query("aPi.railway.internal", "A").to_wire()
+    try:
+        for generation in range(2, 7):
+            doc = make_document({"api": 1}, generation=generation, first=generation * 3)
+            server.apply(loopback_view(doc))
+            for qid in range(100):
+                sender.sendto(qid.to_bytes(2, "big") + wire[2:], ("127.0.0.1", port))
+            seen = set()
+            for _ in range(100):
+                reply = dns.message.from_wire(sender.recv(65535))
+                seen.add(reply.id)
+                assert addresses(reply) == [f"10.250.0.{generation * 3}"], generation
+            assert seen == set(range(100))
+    finally:
+        sender.close()

@@ -8,7 +8,9 @@ leaves the agent's namespace, so the sockets that forward names outside a view r
 node's upstream resolvers, which the environment namespaces cannot.
 
 The answering is pure and lives in ``railnet.core.dns.Answerer``; this module is the pump
-around it. ``FakeDnsServer`` is its in-memory twin for the agent's fast tests.
+around it. UDP is read and answered in batches (``railnet.agent.datagrams``), repeated
+queries from a memo of replies that belongs to the view (``LiveView``): see docs/dns.md,
+"The hot path". ``FakeDnsServer`` is its in-memory twin for the agent's fast tests.
 """
 
 from __future__ import annotations
@@ -292,8 +294,9 @@ class DnsServer(ResolverBackend):
     def apply(self, view: ResolverView) -> None:
         """Serve ``view``; queries see its records once this returns.
 
-        Unchanged addresses and namespace keep their sockets and only swap the answerer,
-        which is one attribute assignment the loop reads per query. Otherwise the old
+        Unchanged addresses and namespace keep their sockets and only swap the live view
+        (the answerer and its memo of replies together), which is one attribute
+        assignment the loop reads per query. Otherwise the old
         sockets close and new ones bind in ``view.netns``. A namespace that was deleted
         and made again under the same name counts as changed: the old sockets live on in
         the old namespace, where nobody can reach them.

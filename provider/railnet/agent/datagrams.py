@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import mmap
 import os
 import socket
 import struct
@@ -78,7 +79,10 @@ class DatagramBatch:
         self.fd = sock.fileno()
         self.capacity = capacity
         self.size = size
-        self._buffers = (ctypes.c_char * (capacity * size))()
+        # An anonymous mapping, so that memory is spent only on the slots bursts reach: an
+        # idle environment's sockets cost a page or two, not capacity x size bytes each.
+        self._mapping = mmap.mmap(-1, capacity * size)
+        self._buffers = (ctypes.c_char * (capacity * size)).from_buffer(self._mapping)
         self._addresses = (ctypes.c_char * (capacity * _ADDRESS_SIZE))()
         self._iovecs = (_Iovec * capacity)()
         self._messages = (_Mmsghdr * capacity)()

@@ -69,8 +69,12 @@ from railnet.core.document import EnvironmentDocument
 from railnet.linux.netns import run_in_netns
 
 NAME = "Internal DNS"
-TARGET_RATIO = 0.5
-TARGET = f"railnet ÷ dnsmasq qps ≥ {TARGET_RATIO:.2f}, 0 lost"
+TARGET_RATIO = 1.0
+P99_RATIO = 1.5
+TARGET = (
+    f"railnet ÷ dnsmasq qps ≥ {TARGET_RATIO:.2f}, 0 lost; "
+    f"p99 at the fixed rate ≤ {P99_RATIO:.1f}x dnsmasq's"
+)
 REQUIRED_TOOLS = ("ip", "dnsperf", "dnsmasq")
 KEY = "A" * 43 + "="
 DNSMASQ_ADDRESS = "127.0.0.2"
@@ -80,18 +84,19 @@ DOMAIN = "railway.internal"
 
 @dataclass(frozen=True)
 class Config:
-    rounds: int = 5
+    rounds: int = 7
     seconds: float = 6.0
     services: int = 100
     replicas: int = 2
     latency_qps: int = 20000
     latency_seconds: float = 5.0
+    latency_rounds: int = 3
     memory_services: int = 2500
     naive: bool = True
 
 
 FULL = Config()
-QUICK = Config(rounds=1, seconds=3.0, latency_seconds=2.0, memory_services=500)
+QUICK = Config(rounds=1, seconds=3.0, latency_seconds=2.0, latency_rounds=1, memory_services=500)
 
 
 @dataclass(frozen=True)
@@ -315,7 +320,8 @@ def measure(config: Config) -> Result:
     queries.write_text(query_file(doc))
     probe = f"{doc.services[0].name}.{doc.domain}"
     runs: dict[str, list[PerfRun]] = {"railnet": [], "dnsmasq": []}
-    latencies: dict[str, list[float]] = {}
+    latencies: dict[str, list[float]] = {"railnet": [], "dnsmasq": []}
+    p99_rounds: dict[str, list[float]] = {"railnet": [], "dnsmasq": []}
     try:
         run(["ip", "netns", "add", netns])
         run(["ip", "-n", netns, "link", "set", "lo", "up"])
@@ -350,10 +356,14 @@ def measure(config: Config) -> Result:
                 runs[name].append(result)
                 say(f"dns round {round_number + 1}/{config.rounds} {name}: "
                     f"{result.qps:,.0f} qps, {result.lost} lost")  # fmt: skip
-        for name, address in targets.items():
-            latencies[name] = dnsperf_latencies(
-                netns, address, queries, config.latency_seconds, config.latency_qps
-            )
+        for round_number in range(config.latency_rounds):
+            order = list(targets) if round_number % 2 == 0 else list(reversed(targets))
+            for name in order:
+                sample = dnsperf_latencies(
+                    netns, targets[name], queries, config.latency_seconds, config.latency_qps
+                )
+                latencies[name] += sample
+                p99_rounds[name].append(percentile(sample, 99))
         naive: PerfRun | None = None
         if config.naive:
             naive_process = start_naive(netns, hosts)
@@ -392,7 +402,10 @@ def measure(config: Config) -> Result:
     round_ratios = [r.qps / d.qps for r, d in zip(runs["railnet"], runs["dnsmasq"], strict=True)]
     ratio = statistics.median(round_ratios)
     lost = sum(r.lost for r in runs["railnet"])
-    passed = ratio >= TARGET_RATIO and lost == 0
+    # Like the throughput: the median of the per-round ratios, each round side by side.
+    p99_ratios = [r / d for r, d in zip(p99_rounds["railnet"], p99_rounds["dnsmasq"], strict=True)]
+    p99_ratio = statistics.median(p99_ratios)
+    passed = ratio >= TARGET_RATIO and lost == 0 and p99_ratio <= P99_RATIO
     records = len(view.records)
     per_thousand_small = (after.anon - before.anon) / records * 1000
     per_thousand_big = (after_big.anon - before_big.anon) / len(big_view.records) * 1000
@@ -406,7 +419,9 @@ def measure(config: Config) -> Result:
         f"({2 * config.services} queries, {records} records in railnet's view). "
         f"{config.rounds} round(s) of {config.seconds:g} s per server, alternating, after a "
         "1 s warm-up each; the median round of each is shown. dnsperf: 1 client, 100 queries "
-        "outstanding, 2 s timeout.",
+        f"outstanding, 2 s timeout. Latency: {config.latency_rounds} round(s) of "
+        f"{config.latency_seconds:g} s per server at {config.latency_qps:,} qps offered, "
+        "alternating; the table's p50/p99 pool every round's replies.",
         "",
         "```",
         f"# railnet: DnsServer in the benchmark process, bound inside {netns} on {resolver}:53",
@@ -443,14 +458,29 @@ def measure(config: Config) -> Result:
             for name, results in runs.items()
         )
         + f". Per-round ratios: {', '.join(f'{x:.2f}' for x in round_ratios)}. "
-        f"Response codes (railnet, median round): {railnet.rcodes}.",
+        f"Response codes (railnet, median round): {railnet.rcodes}. "
+        "p99 per latency round (ms): "
+        + "; ".join(
+            f"{name} " + ", ".join(ms(x) for x in values) for name, values in p99_rounds.items()
+        )
+        + f"; ratios {', '.join(f'{x:.2f}' for x in p99_ratios)}.",
         "",
         f"**Ratio railnet ÷ dnsmasq (median of the per-round ratios): {ratio:.2f}** "
         f"(target ≥ {TARGET_RATIO:.2f}), "
-        f"{lost} queries lost over all railnet rounds (target 0): "
+        f"{lost} queries lost over all railnet rounds (target 0), "
+        f"p99 at {config.latency_qps:,} qps {p99_ratio:.2f}x dnsmasq's "
+        f"(target ≤ {P99_RATIO:.1f}x): "
         f"{'**pass**' if passed else '**FAIL**'}.",
         "",
         f"Hot path alone (``Answerer.answer`` in a loop, no sockets): {rate:,.0f} answers/s.",
+        "",
+        'How railnet gets there from Python (docs/dns.md, "The hot path"): every answer is '
+        "rendered when the view is applied; a query asked before (the same bytes after the "
+        "ID, letter case included) is answered from a per-view memo with one dict lookup; "
+        "and each wake-up of a UDP socket reads up to 64 queries with one `recvmmsg`, writes "
+        "each reply over its query in place, and sends them all with one `sendmmsg`, so that "
+        "a query costs less CPU than in dnsmasq (measured from the threads' times: about "
+        "2 us user + 6 us system per query, against dnsmasq's 2 + 8-9 us).",
         "",
         "Agent memory (private resident memory, ``RssAnon``, of the process serving DNS): "
         f"+{before.anon - before_start.anon:,} KiB to start the loop thread; "
@@ -463,7 +493,10 @@ def measure(config: Config) -> Result:
     ]
     return Result(
         name=NAME,
-        summary=f"{railnet.qps:,.0f} vs {dnsmasq_run.qps:,.0f} qps, ratio {ratio:.2f}, {lost} lost",
+        summary=(
+            f"{railnet.qps:,.0f} vs {dnsmasq_run.qps:,.0f} qps, ratio {ratio:.2f}, {lost} lost, "
+            f"p99 {p99_ratio:.2f}x dnsmasq's"
+        ),
         target=TARGET,
         passed=passed,
         body=body,

@@ -21,6 +21,7 @@ import dns.rcode
 import dns.resolver
 import dns.rrset
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 from railnet.agent import linux_network
 from railnet.agent.dns import (
@@ -31,10 +32,11 @@ from railnet.agent.dns import (
     Upstream,
 )
 from railnet.core.addressing import ula_prefix
-from railnet.core.dns import FORWARD, ResolverView, Transport
+from railnet.core.dns import FORWARD, REFUSED, Answerer, ResolverView, Transport, failure_reply
 from railnet.core.document import EnvironmentDocument
 from railnet.core.errors import DataPlaneError, InvalidField
 from railnet.core.local import local_environment
+from tests.dns_queries import queries
 from tests.documents import make_document
 
 pytestmark = pytest.mark.agent
@@ -725,3 +727,122 @@ def test_forwarded_replies_are_sized_by_this_servers_limit(
         assert len(addresses(full)) == 60 and full.payload == 1232
     finally:
         server.close()
+
+
+# -- the counters ---------------------------------------------------------------------------
+
+
+def test_stats_count_every_query_by_rcode_with_its_answer_time(server: DnsServer) -> None:
+    """The counters behind the metrics, over UDP (each query asked twice, so replies served
+    again are counted too) and TCP."""
+    port = serve(server, make_document({"api": 2}))
+    asked = [
+        ("api.railway.internal", "A", "IN", dns.rcode.NOERROR),
+        ("ApI.rAiLwAy.InTeRnAl", "AAAA", "IN", dns.rcode.NOERROR),
+        ("ghost.railway.internal", "A", "IN", dns.rcode.NXDOMAIN),
+        ("version.bind", "TXT", "CH", dns.rcode.REFUSED),
+    ]
+    expected = [0] * 16
+    for _ in range(2):
+        for name, rdtype, rdclass, code in asked:
+            assert udp(name, rdtype, port, rdclass=rdclass).rcode() == code
+            expected[code] += 1
+    assert tcp("api.railway.internal", "A", port).rcode() == dns.rcode.NOERROR
+    expected[dns.rcode.NOERROR] += 1
+    stats = server.stats()["e1"]
+    assert stats.queries == 2 * len(asked) + 1
+    assert stats.rcodes == expected
+    assert sum(stats.buckets) == stats.queries
+    assert 0 < stats.seconds < 1.0
+
+
+def test_a_burst_is_answered_whole_and_counted(server: DnsServer) -> None:
+    """Many queries waiting at once (read and answered in batches): every one gets its own
+    reply, with its ID and the letter case it asked in, and the counters see them all."""
+    port = serve(server, make_document({"api": 2, "db": 1}))
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    sender.settimeout(2)
+    names = ["api", "API", "db", "Db", "ghost"]
+    sent: dict[int, dns.message.Message] = {}
+    try:
+        for qid in range(500):
+            query = dns.message.make_query(f"{names[qid % len(names)]}.railway.internal", "A")
+            query.id = qid
+            sent[qid] = query
+            sender.sendto(query.to_wire(), ("127.0.0.1", port))
+        while sent:
+            reply = dns.message.from_wire(sender.recv(65535))
+            query = sent.pop(reply.id)
+            assert reply.question[0].name.to_text() == query.question[0].name.to_text()
+            assert reply.rcode() == (dns.rcode.NXDOMAIN if reply.id % 5 == 4 else 0)
+    finally:
+        sender.close()
+    stats = server.stats()["e1"]
+    assert stats.queries == 500
+    assert stats.rcodes[dns.rcode.NOERROR] == 400 and stats.rcodes[dns.rcode.NXDOMAIN] == 100
+    assert sum(stats.buckets) == 500
+
+
+def test_replies_served_again_are_the_answerers_own_byte_for_byte() -> None:
+    """The UDP fast path (a remembered reply under the new query's ID, in batches) against
+    the slow one (``Answerer.answer`` on that very query): random names around the view,
+    random letter case, types, classes, flags and EDNS; each query asked twice with
+    different IDs, so the second reply is always a remembered one."""
+    doc = make_document({"api": 2, "db": 1, "big": 60})
+    view = loopback_view(doc, ("127.0.0.1",))
+    slow = Answerer(view, recursion_available=False)  # the server below has no upstreams
+    dns_server = DnsServer(port=0)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        dns_server.apply(view)
+        address = dns_server.endpoints(doc.id)[0]
+
+        def ask(wire: bytes) -> bytes | None:
+            expected = slow.answer(wire, Transport.UDP)
+            if expected is FORWARD:
+                expected = failure_reply(wire, REFUSED, recursion_available=False)
+            assert not isinstance(expected, type(FORWARD))
+            sender.settimeout(2 if expected is not None else 0.2)
+            sender.sendto(wire, address)
+            try:
+                got: bytes | None = sender.recv(65535)
+            except TimeoutError:
+                got = None
+            assert got == expected, (wire, got, expected)
+            return got
+
+        @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(queries())
+        def check(wire: bytes) -> None:
+            ask(wire)
+            ask(bytes((wire[0] ^ 0x5A, wire[1] ^ 0xA5)) + wire[2:])
+
+        check()
+    finally:
+        sender.close()
+        dns_server.close()
+
+
+def test_a_burst_after_apply_gets_only_the_new_views_answers(server: DnsServer) -> None:
+    """Replies remembered from one view never answer for the next: every query of a burst
+    sent after ``apply`` returns, whole batches included, gets the new records, none is
+    lost."""
+    port = serve(server, make_document({"api": 1}))
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.settimeout(2)
+    wire = dns.message.make_query("aPi.railway.internal", "A").to_wire()
+    try:
+        for generation in range(2, 7):
+            doc = make_document({"api": 1}, generation=generation, first=generation * 3)
+            server.apply(loopback_view(doc))
+            for qid in range(100):
+                sender.sendto(qid.to_bytes(2, "big") + wire[2:], ("127.0.0.1", port))
+            seen = set()
+            for _ in range(100):
+                reply = dns.message.from_wire(sender.recv(65535))
+                seen.add(reply.id)
+                assert addresses(reply) == [f"10.250.0.{generation * 3}"], generation
+            assert seen == set(range(100))
+    finally:
+        sender.close()

@@ -8,6 +8,7 @@ import random
 import struct
 
 import dns.edns
+import dns.exception
 import dns.flags
 import dns.message
 import dns.name
@@ -16,6 +17,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 from railnet.core.addressing import ula_prefix
 from railnet.core.dns import (
@@ -31,6 +33,7 @@ from railnet.core.dns import (
 )
 from railnet.core.document import EnvironmentDocument
 from railnet.core.errors import InvalidField
+from tests.dns_queries import queries
 from tests.documents import make_document
 
 pytestmark = pytest.mark.unit
@@ -803,3 +806,42 @@ def test_an_unchanged_name_reuses_its_rendered_replies() -> None:
     reused = Answerer(ResolverView.from_document(after, None), previous=old)
     owner = dns.name.from_text("worker.railway.internal").to_wire()
     assert reused._rendered[owner] is old._rendered[owner]
+
+
+PROPERTY_ANSWERER = answerer_for(make_document({"api": 2, "db": 1, "big": 60}))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@given(queries())
+def test_a_reply_depends_on_the_query_id_only_by_copying_it(wire: bytes) -> None:
+    """What lets the server remember replies by the query bytes after the ID."""
+    other = bytes((wire[0] ^ 0xFF, wire[1] ^ 0x0F)) + wire[2:]
+    for transport in Transport:
+        first = PROPERTY_ANSWERER.answer(wire, transport)
+        second = PROPERTY_ANSWERER.answer(other, transport)
+        if isinstance(first, bytes):
+            assert first[:2] == wire[:2]
+            assert isinstance(second, bytes) and second == other[:2] + first[2:]
+        else:
+            assert second is first
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@given(queries())
+def test_hot_path_and_careful_path_agree_on_random_queries(wire: bytes) -> None:
+    """The same query with an extra answer record (which the hot path declines) gets the
+    same reply from dnspython's careful path, for random names, case, types and EDNS."""
+    try:
+        message = dns.message.from_wire(wire)
+    except dns.exception.DNSException:
+        return  # e.g. a name over 255 octets: no careful twin to build
+    message.answer.append(dns.rrset.from_text("x.example.", 5, "IN", "A", "192.0.2.1"))
+    odd = message.to_wire()
+    for transport in Transport:
+        hot = PROPERTY_ANSWERER.answer(wire, transport)
+        careful = PROPERTY_ANSWERER.answer(odd, transport)
+        if isinstance(hot, bytes):
+            assert isinstance(careful, bytes)
+            assert careful == hot, (wire, hot, careful)
+        else:
+            assert careful is hot

@@ -8,7 +8,9 @@ leaves the agent's namespace, so the sockets that forward names outside a view r
 node's upstream resolvers, which the environment namespaces cannot.
 
 The answering is pure and lives in ``railnet.core.dns.Answerer``; this module is the pump
-around it. ``FakeDnsServer`` is its in-memory twin for the agent's fast tests.
+around it. UDP is read and answered in batches (``railnet.agent.datagrams``), repeated
+queries from a memo of replies that belongs to the view (``LiveView``): see docs/dns.md,
+"The hot path". ``FakeDnsServer`` is its in-memory twin for the agent's fast tests.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from railnet.agent.backends import ResolverBackend
+from railnet.agent.datagrams import DatagramBatch
 from railnet.core.dns import (
     DEFAULT_MAX_UDP,
     MAX_QUERY,
@@ -64,13 +67,22 @@ TCP_IDLE_TIMEOUT = 10.0
 MAX_TCP_CONNECTIONS = 128
 """TCP connections per environment; further ones are closed at once."""
 UDP_BATCH = 64
-"""Datagrams read per wake-up of a UDP socket: fewer trips through the event loop."""
+"""Datagrams read (and replies sent) per system call: see ``railnet.agent.datagrams``."""
+UDP_ROUNDS = 4
+"""Full batches drained per wake-up of a UDP socket before the loop serves others."""
 RECV_SIZE = MAX_QUERY + 1
 """One byte more than the largest query answered, so oversized ones are seen as such."""
+UDP_RCVBUF = 4 << 20
+"""Bytes of receive buffer per UDP socket, so that a burst waits instead of dropping."""
+MEMO_ENTRIES = 1024
+"""Replies a view keeps ready per exact query (see ``LiveView``); then it starts afresh."""
+MEMO_KEY_MAX = 512
+"""Longer queries are answered but not remembered: no real stub query comes near this."""
 CALL_TIMEOUT = 30.0
 # Not in Python's socket module on every version; values from <linux/in.h> and <linux/in6.h>.
 IP_FREEBIND = 15
 IPV6_FREEBIND = 78
+SO_RCVBUFFORCE = 33  # <asm-generic/socket.h>
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -148,12 +160,29 @@ class DnsStats:
         }
 
 
+class LiveView:
+    """What an environment's sockets consult on every query: the view's ``Answerer`` and the
+    replies it already gave over UDP, by the exact query bytes after the ID.
+
+    The answerer's reply depends on the query's ID only by copying it, so a query that
+    repeats every byte after the ID gets the remembered reply after its own ID, letter
+    case included (the case is part of the key). One object holds both, so that one
+    assignment swaps a view's records and the replies made from them together."""
+
+    __slots__ = ("answerer", "memo")
+
+    def __init__(self, answerer: Answerer) -> None:
+        self.answerer = answerer
+        self.memo: dict[bytes, bytes] = {}
+        """Query bytes after the ID -> reply bytes after the ID (UDP, this server's limit)."""
+
+
 @dataclass(eq=False)
 class _Binding:
-    """One environment's sockets and the answerer they consult on every query."""
+    """One environment's sockets and the live view they consult on every query."""
 
     view: ResolverView
-    answerer: Answerer | None
+    live: LiveView | None
     udp: list[socket.socket]
     tcp: list[socket.socket]
     port: int
@@ -265,8 +294,9 @@ class DnsServer(ResolverBackend):
     def apply(self, view: ResolverView) -> None:
         """Serve ``view``; queries see its records once this returns.
 
-        Unchanged addresses and namespace keep their sockets and only swap the answerer,
-        which is one attribute assignment the loop reads per query. Otherwise the old
+        Unchanged addresses and namespace keep their sockets and only swap the live view
+        (the answerer and its memo of replies together), which is one attribute
+        assignment the loop reads per query. Otherwise the old
         sockets close and new ones bind in ``view.netns``. A namespace that was deleted
         and made again under the same name counts as changed: the old sockets live on in
         the old namespace, where nobody can reach them.
@@ -290,7 +320,7 @@ class DnsServer(ResolverBackend):
                 and current.view.listen == view.listen
             ):
                 current.view = view
-                current.answerer = answerer
+                current.live = LiveView(answerer)
                 return
             if current is not None:
                 del self._bindings[view.env_id]
@@ -298,7 +328,7 @@ class DnsServer(ResolverBackend):
             udp, tcp, port = self._open(view)
             binding = _Binding(
                 view=view,
-                answerer=answerer,
+                live=LiveView(answerer),
                 udp=udp,
                 tcp=tcp,
                 port=port,
@@ -371,7 +401,8 @@ class DnsServer(ResolverBackend):
     async def _attach(self, binding: _Binding) -> None:
         loop = asyncio.get_running_loop()
         for sock in binding.udp:
-            loop.add_reader(sock.fileno(), self._on_datagrams, binding, sock)
+            batch = DatagramBatch(sock, UDP_BATCH, RECV_SIZE)
+            loop.add_reader(sock.fileno(), self._on_datagrams, binding, sock, batch)
         for sock in binding.tcp:
 
             async def serve(
@@ -385,7 +416,7 @@ class DnsServer(ResolverBackend):
         self._detach(binding)
 
     def _detach(self, binding: _Binding) -> None:
-        binding.answerer = None
+        binding.live = None
         loop = asyncio.get_running_loop()
         for sock in binding.udp:
             with contextlib.suppress(ValueError, OSError):
@@ -412,62 +443,126 @@ class DnsServer(ResolverBackend):
 
     # -- the pump ------------------------------------------------------------------------
 
-    def _on_datagrams(self, binding: _Binding, sock: socket.socket) -> None:
-        """Answer the datagrams waiting on ``sock``: the hot path, one batch per wake-up.
+    def _on_datagrams(self, binding: _Binding, sock: socket.socket, batch: DatagramBatch) -> None:
+        """Answer the datagrams waiting on ``sock``: the hot path.
 
-        Written for speed: bound methods in locals, ``try`` instead of context managers,
-        and the common reply (``bytes``) tested first. The answerer is read afresh for
-        every datagram: a view applied while a batch is being drained must be seen by
-        the very next query."""
-        recvfrom = sock.recvfrom
-        sendto = sock.sendto
-        udp = Transport.UDP
-        max_udp = self._max_udp
+        One ``recvmmsg`` reads up to ``UDP_BATCH`` queries into ``batch``'s slots; each
+        reply is written over its query in the same slot (the ID is already in place),
+        and one ``sendmmsg`` sends them all. A query asked before (the same bytes after
+        the ID) costs one dict lookup; any other goes to the answerer and is remembered.
+
+        Written for speed: locals instead of attributes, no per-datagram objects beyond
+        the query's key. The live view is read afresh for every datagram: a view applied
+        while a batch is being answered must be seen by the very next query. The answer
+        time counted is the batch's, from reading it to sending it, which is each of its
+        replies' own."""
         stats = binding.stats
         rcodes, buckets, clock = stats.rcodes, stats.buckets, time.perf_counter
-        for _ in range(UDP_BATCH):
+        raw, data, size = batch.raw, batch.data, batch.size
+        receive, send, set_reply = batch.receive, batch.send, batch.set_reply
+        lengths = batch.lengths
+        for _ in range(UDP_ROUNDS):
             try:
-                query, client = recvfrom(RECV_SIZE)
-            except OSError:  # BlockingIOError when drained; anything else: next wake-up
+                count = receive()
+            except OSError:  # e.g. ECONNREFUSED reported late: try again at the next wake-up
+                return
+            if not count:
                 return
             started = clock()
-            stats.queries += 1
-            answerer = binding.answerer
-            if answerer is None:
-                return
-            try:
-                reply = answerer.answer(query, udp, max_udp)
-            except Exception:  # a bug must cost one query, never the server
-                _log.exception("DNS view %s failed to answer a query", binding.view.env_id)
-                continue
-            if type(reply) is bytes:
-                try:  # noqa: SIM105 - suppress() costs a context manager per datagram
-                    sendto(reply, client)
-                except OSError:
-                    pass  # a full socket buffer drops the reply, as UDP may
-                # DnsStats.answered, inlined: this is the hot path.
+            stats.queries += count
+            first = 0  # the first slot whose reply is not sent yet
+            answered = 0
+            for index, length in enumerate(lengths(count)):
+                live = binding.live
+                if live is None:  # the view is being removed: no more answers from it
+                    return
+                start = index * size
+                key = raw[start + 2 : start + length]
+                tail = live.memo.get(key)
+                if tail is None:
+                    tail = self._answer_slot(binding, live, batch, sock, index, key, started)
+                    if tail is None:  # silence, a forward, or sent apart: a gap in the run
+                        if index > first:
+                            send(first, index - first)
+                        first = index + 1
+                        continue
+                data[start + 2 : start + 2 + len(tail)] = tail
+                set_reply(index, len(tail) + 2)
+                rcodes[tail[1] & 15] += 1
+                answered += 1
+            if count > first:
+                send(first, count - first)
+            if answered:
                 elapsed = clock() - started
-                rcodes[reply[3] & 15] += 1
-                buckets[bisect_left(LATENCY_BUCKETS, elapsed)] += 1
-                stats.seconds += elapsed
-            elif reply is not None:
-                if not self._upstreams or binding.forwards >= MAX_FORWARDS_PER_ENV:
-                    # Answered here and now: no task, no socket, nothing queued.
-                    refusal = self._refusal(query)
-                    if refusal is not None:
-                        with contextlib.suppress(OSError):
-                            sendto(refusal, client)
-                        stats.answered(refusal, clock() - started)
-                    continue
-                binding.forwards += 1  # taken now, so one batch cannot overshoot the bound
-                self._spawn(self._forward_udp(binding, sock, query, client, started))
+                buckets[bisect_left(LATENCY_BUCKETS, elapsed)] += answered
+                stats.seconds += elapsed * answered
+            if count < UDP_BATCH:
+                return
+
+    def _answer_slot(
+        self,
+        binding: _Binding,
+        live: LiveView,
+        batch: DatagramBatch,
+        sock: socket.socket,
+        index: int,
+        key: bytes,
+        started: float,
+    ) -> bytes | None:
+        """The reply (after its ID) to the query in ``index`` that ``live`` has not seen, to
+        be sent with the batch; ``None`` when there is none to send with it (silence, a
+        forward, or a reply too large for the slot, sent here)."""
+        start = index * batch.size
+        query = batch.raw[start : start + 2] + key
+        try:
+            reply = live.answerer.answer(query, Transport.UDP, self._max_udp)
+        except Exception:  # a bug must cost one query, never the server
+            _log.exception("DNS view %s failed to answer a query", binding.view.env_id)
+            return None
+        if type(reply) is bytes:
+            if len(key) <= MEMO_KEY_MAX:
+                memo = live.memo
+                if len(memo) >= MEMO_ENTRIES:
+                    memo.clear()  # e.g. a client randomising letter case: start afresh
+                memo[key] = reply[2:]
+            if len(reply) <= batch.size:
+                return reply[2:]
+            self._send_apart(binding, sock, reply, batch.sender(index), started)
+            return None
+        if reply is None:
+            return None
+        if not self._upstreams or binding.forwards >= MAX_FORWARDS_PER_ENV:
+            # Answered here and now: no task, no socket, nothing queued; not remembered,
+            # since the same query may be forwarded once the budget allows.
+            refusal = self._refusal(query)
+            if refusal is None:
+                return None
+            if len(refusal) <= batch.size:
+                return refusal[2:]
+            self._send_apart(binding, sock, refusal, batch.sender(index), started)
+            return None
+        binding.forwards += 1  # taken now, so one batch cannot overshoot the bound
+        self._spawn(self._forward_udp(binding, sock, query, batch.sender(index), started))
+        return None
+
+    def _send_apart(
+        self,
+        binding: _Binding,
+        sock: socket.socket,
+        reply: bytes,
+        client: tuple[str, int] | tuple[str, int, int, int],
+        started: float,
+    ) -> None:
+        with contextlib.suppress(OSError):  # a full socket buffer drops it, as UDP may
+            sock.sendto(reply, client)
+        binding.stats.answered(reply, time.perf_counter() - started)
 
     async def _forward_udp(
         self,
         binding: _Binding,
         sock: socket.socket,
         query: bytes,
-        client: tuple[str, int],
+        client: tuple[str, int] | tuple[str, int, int, int],
         started: float,
     ) -> None:
         try:
@@ -494,11 +589,11 @@ class DnsServer(ResolverBackend):
                 )
                 started = time.perf_counter()
                 binding.stats.queries += 1
-                answerer = binding.answerer
-                if answerer is None:
+                live = binding.live
+                if live is None:
                     return
                 try:
-                    reply = answerer.answer(query, Transport.TCP, self._max_udp)
+                    reply = live.answerer.answer(query, Transport.TCP, self._max_udp)
                 except Exception:  # a bug must cost one query, never the server
                     _log.exception("DNS view %s failed to answer a query", binding.view.env_id)
                     return
@@ -620,8 +715,11 @@ def _socket(
     else:
         sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
     if kind == socket.SOCK_DGRAM:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        try:  # root may exceed net.core.rmem_max, which is often far smaller
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, UDP_RCVBUF)
+        except OSError:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
     return sock
 
 

@@ -6,9 +6,9 @@ node) and a control socket at ``PATH`` (mode 0600, in the agent's state director
 agent's ``ResolverProcess`` backend connects to it, or starts it detached (``setsid``, like
 wireguard-go) when nothing answers there, and hands it views. A restarted agent finds the
 running resolver on the same socket and adopts it: nothing is rebound, and the views it
-applies again only swap the answerer each socket consults, so no query goes unanswered
+applies again only swap the live view each socket consults, so no query goes unanswered
 and none is answered from a half-built view (``DnsServer.apply`` builds the new answerer
-completely before one assignment makes it live).
+completely before one assignment makes it live, with a memo of replies of its own).
 
 The control protocol is one JSON object per line each way, request then reply::
 

@@ -307,7 +307,7 @@ class DnsServer(ResolverBackend):
         answerer = Answerer(
             view,
             recursion_available=bool(self._upstreams),
-            previous=held.answerer if held is not None else None,
+            previous=held.live.answerer if held is not None and held.live is not None else None,
         )
         with self._lock:
             self._start_locked()

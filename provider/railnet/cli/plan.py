@@ -75,15 +75,17 @@ def add_plan_parser(subparsers: Any) -> None:
     p.add_argument(
         "--fail-on",
         default="",
-        help=f"exit 1 when the plan has any of: {', '.join(sorted(FAIL_ON))}, any",
+        metavar="KINDS",
+        help=f"exit 1 when the plan has any of these, comma-separated: "
+        f"{', '.join(sorted(FAIL_ON))}, any (default: none, exit 0 on any plan)",
     )
     p.add_argument(
         "--against",
         type=Path,
-        metavar="CLUSTER",
-        help="compare the program's desired state with what the agents hold (exact counts, "
-        "the whole mesh, and drift); needs network access to the agents and an operator "
-        "certificate",
+        metavar="CLUSTER_FILE",
+        help="a cluster file (as --cluster elsewhere): compare the program's desired state "
+        "with what its agents hold (exact counts, the whole mesh, and drift); needs network "
+        "access to the agents and an operator certificate (default: none, the preview alone)",
     )
     p.add_argument(
         "--max-bytes",
@@ -100,7 +102,7 @@ def add_plan_parser(subparsers: Any) -> None:
         default=[],
         metavar="FILE",
         help="also write the full plan to FILE: JSON for .json, Markdown for .md, text "
-        "otherwise (may be given more than once)",
+        "otherwise (may be given more than once; default: none)",
     )
     p.set_defaults(func=run_plan)
 

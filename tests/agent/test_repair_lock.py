@@ -59,8 +59,8 @@ def test_an_apply_does_not_wait_for_a_repairs_deep_look(
         release.set()
         repair.join(10)
         network.observe = real_observe  # type: ignore[method-assign]
-    # The look was taken before the apply, so the repair looked again under the lock
-    # rather than undo the apply's new instance.
+    # The look was taken before the apply, so the repair looked again (before the lock
+    # again) rather than undo the apply's new instance.
     assert repaired == [[]]
     assert deep_looks.count(True) == 2
     assert list(client.status(ENV).environments[0].drift) == []

@@ -152,7 +152,9 @@ def test_a_killed_wireguard_go_comes_back_with_its_key_port_and_peers(
     assert wait_until(lambda: healed(lab), timeout=HEAL_BOUND), drift(lab, 2)
     after = uapi.get()
     assert uapi.pid() != pid
-    assert any(re.search(r"after [a-z, ]*\bexit\b", line) for line in heals(lab, 2))
+    # The exit event, or on a loaded machine the device poll that saw the device gone
+    # first (the exit event alone is tested in test_drift_watch.py).
+    assert any(re.search(r"after [a-z, ]*\b(exit|device)\b", line) for line in heals(lab, 2))
     assert (after.public_key, after.listen_port) == (before.public_key, before.listen_port)
     assert {(p.public_key, p.allowed_ips) for p in after.peers} == {
         (p.public_key, p.allowed_ips) for p in before.peers

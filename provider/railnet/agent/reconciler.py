@@ -59,6 +59,8 @@ log = logging.getLogger("railnet.agent")
 
 DEFAULT_PORT_RANGE = (51820, 52819)
 LOST_KEPT = 10
+LOOKS_AHEAD = 3
+"""How many times a deep repair looks before the lock (see ``Reconciler.reconcile``)."""
 """How many of an environment's losses (see ``EnvironmentReport.lost``) status shows."""
 
 
@@ -400,36 +402,48 @@ class Reconciler:
         check_object_id("env_id", env_id)
         # A look inside every instance namespace takes long in a large environment: it is
         # taken before the lock, so applies do not wait for it, and used under the lock
-        # only if the agent changed nothing of the environment meanwhile.
-        ahead = self._look_ahead(env_id) if deep is True else None
-        with self._changing_env(env_id):
-            try:
-                identity = self.state.identity(env_id)
-                doc = self.state.document(env_id)
-            except DamagedState as exc:
-                # Nothing is touched: what runs keeps running, DNS keeps its last view.
-                log.error("environment %s: %s", env_id, exc)
-                return [f"not repaired: {exc}"]
-            if identity is None or doc is None:
-                return []
-            observed = None
-            if ahead is not None:
-                marker, seen_doc, seen = ahead
+        # only if the agent changed nothing of the environment meanwhile. A look that
+        # applies keep overtaking is taken again; after LOOKS_AHEAD tries, under the lock.
+        for _ in range(LOOKS_AHEAD if deep is True else 0):
+            ahead = self._look_ahead(env_id)
+            if ahead is None:
+                break
+            with self._changing_env(env_id):
                 with self._guard:
-                    unchanged = self._settled.get(env_id) == marker
-                if unchanged and seen_doc is doc:
-                    observed = seen
-            return self._reconcile(doc, identity, doc, deep=deep, observed=observed)
+                    overtaken = self._settled.get(env_id) != ahead[0]
+                if not overtaken:
+                    return self._repair_locked(env_id, deep, ahead)
+        with self._changing_env(env_id):
+            return self._repair_locked(env_id, deep, None)
+
+    def _repair_locked(
+        self,
+        env_id: str,
+        deep: bool | frozenset[str],
+        ahead: tuple[float | None, EnvironmentDocument, ObservedEnvironment] | None,
+    ) -> list[str]:
+        """The repair, with the environment's lock held; ``ahead``: a look still valid."""
+        try:
+            identity = self.state.identity(env_id)
+            doc = self.state.document(env_id)
+        except DamagedState as exc:
+            # Nothing is touched: what runs keeps running, DNS keeps its last view.
+            log.error("environment %s: %s", env_id, exc)
+            return [f"not repaired: {exc}"]
+        if identity is None or doc is None:
+            return []
+        observed = None
+        if ahead is not None and ahead[1] is doc:
+            observed = ahead[2]
+        return self._reconcile(doc, identity, doc, deep=deep, observed=observed)
 
     def _look_ahead(
         self, env_id: str
     ) -> tuple[float | None, EnvironmentDocument, ObservedEnvironment] | None:
         """A deep look at the environment without its lock, with what it was taken
         against: when the agent last finished changing the environment, and the document.
-        None when there is nothing to look at (or the agent is changing it right now)."""
-        with self._guard:
-            if env_id in self._changing:
-                return None
+        None when there is nothing to look at."""
+        with self._locked(env_id), self._guard:  # a change under way finishes first
             marker = self._settled.get(env_id)
         try:
             doc = self.state.document(env_id)

@@ -578,3 +578,14 @@ def test_an_environment_the_stack_does_not_declare_is_flagged(
     _, raw, _ = plan(capsys, str(fixture("replace")), "--format", "json")
     report = json.loads(raw)
     assert any("shop/staging is not declared in this stack" in n for n in report["notes"])
+
+
+def test_the_hint_never_tells_to_overwrite_a_file_that_is_not_json(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text("# not a preview\n")
+    code, out, err = plan(capsys, str(readme))
+    assert (code, out) == (2, "")
+    assert f"> {readme}" not in err
+    assert "`pulumi preview --json > preview.json` again" in err

@@ -121,8 +121,14 @@ class PreviewFileError(InvalidField):
         RailnetError.__init__(
             self,
             f"{place} {problem}; expected the JSON that `{PREVIEW_COMMAND}` writes "
-            f"(run `{PREVIEW_COMMAND} > {source or 'FILE'}` again)",
+            f"(run `{PREVIEW_COMMAND} > {_rerun_target(source)}` again)",
         )
+
+
+def _rerun_target(source: str) -> str:
+    """Where the hint tells the preview to go: the file given, when it is a JSON file
+    (never, say, README.md: the hint would overwrite it), else ``preview.json``."""
+    return source if source.endswith(".json") else "preview.json"
 
 
 _DIGEST_FIELDS: Final = frozenset(

@@ -62,8 +62,20 @@ def _prefixlen(address: str) -> int:
     return 128 if ":" in address else 32
 
 
+def _everything(message: Any) -> bool:
+    return True
+
+
 def _addresses(ns: Any, index: int) -> set[str]:
-    return {a.get_attr("IFA_ADDRESS") for a in ns.get_addr(index=index)}
+    """One link's addresses. The index goes into the dump request, where the kernel filters
+    by it (a strict-checking socket, see ``railnet.linux.netns.netlink``): pyroute2's own
+    filter would read and parse every address of the namespace first. The check here keeps
+    it right on a socket without strict checking."""
+    return {
+        a.get_attr("IFA_ADDRESS")
+        for a in ns.addr("dump", index=index, dump_filter=_everything)
+        if a["index"] == index
+    }
 
 
 def _routes(ns: Any, family: int) -> set[tuple[str, int, int]]:
@@ -78,8 +90,9 @@ def _routes_via(ns: Any, oif: int) -> set[tuple[str, int, int]]:
     """The main table's routes over one link (both families)."""
     found = set()
     for family in (socket.AF_INET, socket.AF_INET6):
-        for r in ns.get_routes(family=family, table=254, oif=oif):
-            if (r.get_attr("RTA_OIF") or 0) != oif:
+        # Filtered in the kernel, as ``_addresses`` is: table and link go into the request.
+        for r in ns.route("dump", family=family, table=254, oif=oif, dump_filter=_everything):
+            if (r.get_attr("RTA_OIF") or 0) != oif or r.get_attr("RTA_TABLE") != 254:
                 continue
             dst = r.get_attr("RTA_DST") or ("::" if family == socket.AF_INET6 else "0.0.0.0")
             found.add((dst, r["dst_len"], oif))

@@ -14,6 +14,7 @@ Reserved in every environment:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 from collections.abc import Iterable
@@ -24,6 +25,25 @@ from railnet.core.errors import InvalidField
 DEFAULT_IPV4_CIDR = "10.250.0.0/16"
 RESERVED_HOSTS = 2
 LINK_LOCAL_GATEWAY6 = "fe80::1"
+
+
+ADDRESS_CACHE = 1 << 17
+"""Parsed addresses kept (``parse_address``): every address of a few large environments.
+Each deploy and apply reads every address of its document again, and parsing them (the
+IPv6 ones above all) was most of what reading a large document cost."""
+
+
+@functools.lru_cache(maxsize=ADDRESS_CACHE)
+def parse_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """``ipaddress.ip_address(text)``, remembered (the objects are immutable)."""
+    return ipaddress.ip_address(text)
+
+
+@functools.lru_cache(maxsize=ADDRESS_CACHE)
+def canonical_address(text: str) -> str:
+    """The address in its one written form (``str`` of the parsed address); ValueError
+    for text that is not an address."""
+    return str(parse_address(text))
 
 
 def ula_prefix(env_id: str) -> ipaddress.IPv6Network:
@@ -84,7 +104,7 @@ class AddressPlan:
         """``count`` fresh IPv4 addresses, lowest first, avoiding ``used``."""
         if self.ipv4 is None:
             raise InvalidField("ipv4_cidr", None, "an IPv6-only environment has no IPv4 range")
-        taken = {ipaddress.ip_address(a) for a in used}
+        taken = {parse_address(a) for a in used}
         found: list[str] = []
         candidate = self.ipv4.network_address + RESERVED_HOSTS + 1
         while len(found) < count:
@@ -99,21 +119,29 @@ class AddressPlan:
 
     def allocate(self, used: Iterable[str], count: int) -> list[tuple[str | None, str]]:
         """``count`` fresh (IPv4, IPv6) pairs, lowest first, avoiding ``used``."""
-        taken = {ipaddress.ip_address(a) for a in used}
+        taken4: set[int] = set()
+        taken6: set[int] = set()
+        for a in used:
+            address = parse_address(a)
+            (taken4 if address.version == 4 else taken6).add(int(address))
+        base6 = int(self.ipv6.network_address)
+        base4 = None if self.ipv4 is None else int(self.ipv4.network_address)
+        last4 = None if self.ipv4 is None else int(self.ipv4.broadcast_address) - 1
         pairs: list[tuple[str | None, str]] = []
         offset = RESERVED_HOSTS + 1
         while len(pairs) < count:
-            v6 = self.ipv6.network_address + offset
-            v4 = None if self.ipv4 is None else self.ipv4.network_address + offset
-            if (
-                v4 is not None
-                and self.ipv4 is not None
-                and (v4 not in self.ipv4 or v4 == self.ipv4.broadcast_address)
-            ):
+            if base4 is not None and last4 is not None and base4 + offset > last4:
                 raise InvalidField(
                     "ipv4_cidr", str(self.ipv4), "has no free address left; use a larger CIDR"
                 )
-            if v6 not in taken and (v4 is None or v4 not in taken):
-                pairs.append((None if v4 is None else str(v4), str(v6)))
+            v6 = base6 + offset
+            v4 = None if base4 is None else base4 + offset
+            if v6 not in taken6 and (v4 is None or v4 not in taken4):
+                pairs.append(
+                    (
+                        None if v4 is None else str(ipaddress.IPv4Address(v4)),
+                        str(ipaddress.IPv6Address(v6)),
+                    )
+                )
             offset += 1
         return pairs

@@ -10,10 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
-from ipaddress import ip_address
 from typing import TypeVar
 
-from railnet.core.addressing import DEFAULT_IPV4_CIDR, AddressPlan, check_ipv4_cidr, ula_prefix
+from railnet.core.addressing import (
+    DEFAULT_IPV4_CIDR,
+    AddressPlan,
+    check_ipv4_cidr,
+    parse_address,
+    ula_prefix,
+)
 from railnet.core.document import (
     DEFAULT_DNS_TTL,
     DEFAULT_DOMAIN,
@@ -269,9 +274,11 @@ def build_document(
         and previous.ipv4_cidr == str(ipv4)
     )
     names = [check_dns_label(f"services[{i}].name", s.name) for i, s in enumerate(spec.services)]
+    seen: set[str] = set()
     for i, name in enumerate(names):
-        if names.index(name) != i:
+        if name in seen:
             raise InvalidField(f"services[{i}].name", name, "is used twice")
+        seen.add(name)
 
     generation = (previous.generation + 1) if previous else 1
     # Addresses the previous generation used are not handed out again in this one, and
@@ -288,7 +295,7 @@ def build_document(
             f
             for f in (previous.freed if previous else ())
             if f.resting(generation, now, spec.dns_ttl)
-            and plan.is_assignable(ip_address(f.address))
+            and plan.is_assignable(parse_address(f.address))
         ),
         key=lambda f: (f.generation, f.at, f.address),
     )
@@ -353,7 +360,7 @@ def build_document(
         for entry in (previous.services if previous else ())
         for inst in entry.instances
         for a in (inst.ipv4, inst.ipv6)
-        if a and a not in in_use and plan.is_assignable(ip_address(a))
+        if a and a not in in_use and plan.is_assignable(parse_address(a))
     }
     freed = [f for f in resting if f.address not in in_use and f.address not in given_up]
     freed += [FreedAddress(a, generation, now or 0) for a in sorted(given_up)]

@@ -20,7 +20,14 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
-from railnet.core.addressing import DEFAULT_IPV4_CIDR, AddressPlan, check_ipv4_cidr, ula_prefix
+from railnet.core.addressing import (
+    DEFAULT_IPV4_CIDR,
+    AddressPlan,
+    canonical_address,
+    check_ipv4_cidr,
+    parse_address,
+    ula_prefix,
+)
 from railnet.core.errors import InvalidField
 from railnet.core.names import (
     check_dns_label,
@@ -417,7 +424,7 @@ class _DocumentReader:
         self._keys(path, entry, FREED_KEYS)
         value = entry.get("address")
         try:
-            version = ipaddress.ip_address(str(value)).version
+            version = parse_address(str(value)).version
         except ValueError:
             raise InvalidField(f"{path}.address", value, "is not an IP address") from None
         address = self._address(f"{path}.address", value, version, plan)
@@ -519,7 +526,7 @@ class _DocumentReader:
     @staticmethod
     def _address(path: str, raw: object, version: int, plan: AddressPlan) -> str:
         try:
-            address = ipaddress.ip_address(str(raw))
+            address = parse_address(str(raw))
         except ValueError:
             raise InvalidField(path, raw, f"is not an IPv{version} address") from None
         if not isinstance(raw, str) or address.version != version:
@@ -532,7 +539,7 @@ class _DocumentReader:
                 f"is not an assignable address of {network} (the first "
                 "addresses are reserved for the gateway and the resolver)",
             )
-        return str(address)
+        return canonical_address(raw)
 
     def _unique_addresses(self, services: Sequence[ServiceEntry]) -> set[str]:
         seen: set[str] = set()

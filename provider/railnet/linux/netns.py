@@ -103,10 +103,15 @@ def delete_netns(name: str) -> None:
 
 
 def netlink(name: str | None, work: Callable[[IPRoute], T]) -> T:
-    """Call ``work(ipr)`` with an rtnetlink socket of namespace ``name`` (None: our own)."""
+    """Call ``work(ipr)`` with an rtnetlink socket of namespace ``name`` (None: our own).
+
+    The socket asks for strict checking (``NETLINK_GET_STRICT_CHK``): a dump request's
+    header fields and attributes then filter in the kernel, so a read of one link's
+    addresses or routes costs what that link holds, not what the namespace holds (see
+    ``_addresses`` in ``railnet.agent.linux_network``)."""
 
     def call() -> T:
-        with IPRoute() as ipr:
+        with IPRoute(strict_check=True) as ipr:
             return work(ipr)
 
     return call() if name is None else run_in_netns(name, call)

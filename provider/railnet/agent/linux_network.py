@@ -92,7 +92,9 @@ def _routes_via(ns: Any, oif: int) -> set[tuple[str, int, int]]:
     for family in (socket.AF_INET, socket.AF_INET6):
         # Filtered in the kernel, as ``_addresses`` is: table and link go into the request.
         for r in ns.route("dump", family=family, table=254, oif=oif, dump_filter=_everything):
-            if (r.get_attr("RTA_OIF") or 0) != oif or r.get_attr("RTA_TABLE") != 254:
+            if (r.get_attr("RTA_OIF") or 0) != oif or (
+                r.get_attr("RTA_TABLE") or r["table"]
+            ) != 254:
                 continue
             dst = r.get_attr("RTA_DST") or ("::" if family == socket.AF_INET6 else "0.0.0.0")
             found.add((dst, r["dst_len"], oif))

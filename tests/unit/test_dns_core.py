@@ -27,6 +27,7 @@ from railnet.core.dns import (
     DnsRecord,
     ResolverView,
     Transport,
+    ViewChange,
     failure_reply,
     header_only_reply,
     reverse_zones,
@@ -761,14 +762,16 @@ def every_question(*views: ResolverView) -> list[tuple[str, str]]:
     return [(n, t) for n in names for t in ("A", "AAAA", "PTR", "SOA", "ANY", "TXT")]
 
 
-def replies(answerer: Answerer, questions: list[tuple[str, str]]) -> list[bytes]:
+def replies(
+    answerer: Answerer, questions: list[tuple[str, str]], *, forwarded: bool = False
+) -> list[bytes]:
     out = []
     for name, rdtype in questions:
         query = dns.message.make_query(name, rdtype, use_edns=0)
         query.id = 4242
         reply = answerer.answer(query.to_wire(), Transport.UDP, 1232)
-        assert isinstance(reply, bytes)
-        out.append(reply)
+        assert isinstance(reply, bytes) or (reply is FORWARD and forwarded), (name, rdtype)
+        out.append(reply if isinstance(reply, bytes) else b"FORWARD")
     return out
 
 
@@ -806,6 +809,72 @@ def test_an_unchanged_name_reuses_its_rendered_replies() -> None:
     reused = Answerer(ResolverView.from_document(after, None), previous=old)
     owner = dns.name.from_text("worker.railway.internal").to_wire()
     assert reused._rendered[owner] is old._rendered[owner]
+
+
+def service_of(doc: EnvironmentDocument, name: str) -> object:
+    return next(x for x in doc.services if x.name == name)
+
+
+def with_parents(questions: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``questions`` and the same types at every parent of their names (empty
+    non-terminals such as ``0.250.10.in-addr.arpa``)."""
+    names = {n for n, _ in questions}
+    parents = {n.split(".", k)[-1] for n in names for k in range(1, n.count(".") + 1)}
+    parents = {
+        p for p in parents if p.endswith(("railway.internal", "10.in-addr.arpa", "d.f.ip6.arpa"))
+    }
+    types = sorted({t for _, t in questions})
+    return questions + [(n, t) for n in sorted(parents - names) for t in types]
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        # One service added, one scaled, one removed, the generation moved on.
+        (
+            make_document({"api": 2, "worker": 1, "db": 1}, generation=3),
+            make_document({"api": 3, "worker": 1, "cache": 1}, generation=4),
+        ),
+        # Addresses shifted under the same names.
+        (make_document({"api": 2, "db": 1}), make_document({"api": 2, "db": 1}, first=9)),
+        # Everything removed, then a service again.
+        (make_document({"api": 1}), make_document({}, generation=2)),
+        (make_document({}), make_document({"web": 2}, generation=2)),
+    ],
+)
+def test_an_answerer_changed_by_a_view_change_answers_as_a_fresh_one(
+    before: EnvironmentDocument, after: EnvironmentDocument
+) -> None:
+    old = Answerer(ResolverView.from_document(before, None))
+    change = ViewChange.between(before, after, None)
+    assert change is not None
+    view = ResolverView.from_document(after, None)
+    changed, fresh = old.changed(change), Answerer(view)
+    questions = with_parents(every_question(ResolverView.from_document(before, None), view))
+    assert replies(changed, questions, forwarded=True) == replies(fresh, questions, forwarded=True)
+    assert changed.view == view
+    # The change carries the names of the services that changed only (whole services),
+    # and the old answerer is untouched.
+    kept = {x.name for x in before.services} & {x.name for x in after.services}
+    same = [n for n in kept if service_of(before, n) == service_of(after, n)]
+    assert not any(r.name.endswith(f"{n}.railway.internal") for r in change.records for n in same)
+    again = Answerer(ResolverView.from_document(before, None))
+    assert replies(old, questions, forwarded=True) == replies(again, questions, forwarded=True)
+
+
+def test_a_view_change_applies_only_to_the_view_it_was_made_from() -> None:
+    one = make_document({"api": 1}, generation=1)
+    two = make_document({"api": 1, "db": 1}, generation=2)
+    three = make_document({"api": 2, "db": 1}, generation=3)
+    change = ViewChange.between(two, three, None)
+    assert change is not None and change.base_serial == 2
+    assert change.applies_to(ResolverView.from_document(two, None))
+    assert not change.applies_to(ResolverView.from_document(one, None))
+    assert not change.applies_to(ResolverView.from_document(two, "another-netns"))
+    with pytest.raises(InvalidField, match=r"change\.base_serial"):
+        Answerer(ResolverView.from_document(one, None)).changed(change)
+    # A new TTL changes every reply: no change is made, the whole view is sent.
+    assert ViewChange.between(two, make_document({"api": 1}, ttl=30, generation=3), None) is None
 
 
 PROPERTY_ANSWERER = answerer_for(make_document({"api": 2, "db": 1, "big": 60}))

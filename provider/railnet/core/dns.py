@@ -32,7 +32,7 @@ import functools
 import ipaddress
 import struct
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import dns.exception
 import dns.flags
@@ -40,7 +40,7 @@ import dns.message
 import dns.name
 import dns.rcode
 
-from railnet.core.document import EnvironmentDocument, IpMode
+from railnet.core.document import EnvironmentDocument, IpMode, ServiceEntry
 from railnet.core.errors import InvalidField
 
 DEFAULT_MAX_UDP = 1232
@@ -141,7 +141,10 @@ class ResolverView:
     style): the IPv4 CIDR's ``in-addr.arpa`` zone(s), then the ULA's ``ip6.arpa`` zone."""
 
     @classmethod
-    def from_document(cls, doc: EnvironmentDocument, netns: str | None) -> ResolverView:
+    def from_document(
+        cls, doc: EnvironmentDocument, netns: str | None, *, records: bool = True
+    ) -> ResolverView:
+        """``doc``'s view; with ``records=False``, only its head."""
         plan = doc.addresses
         listen = tuple(str(a) for a in (plan.resolver4, plan.resolver6) if a is not None)
         return cls(
@@ -151,13 +154,82 @@ class ResolverView:
             domain=doc.domain,
             ttl=doc.dns_ttl,
             serial=doc.generation % 2**32,  # the same serial as the SOA record's
-            records=zone_records(doc),
-            reverse_zones=reverse_zones(plan.ipv4, plan.ipv6),
+            records=zone_records(doc) if records else (),
+            reverse_zones=_reverse_zones(plan.ipv4, plan.ipv6),
         )
 
     def names(self) -> frozenset[str]:
         """Owner names of the view's records."""
         return frozenset(r.name for r in self.records)
+
+    @property
+    def head(self) -> ResolverView:
+        """The view without its records: what a ``ViewChange`` is checked against."""
+        return self if not self.records else replace(self, records=())
+
+
+@dataclass(frozen=True)
+class ViewChange:
+    """The next view of an environment, as the change from the one a resolver serves.
+
+    A deploy that adds one service to an environment of a thousand changes a handful of
+    names; sending, checking and rendering every record again would cost the whole
+    environment. A change names the view it applies to by serial (the document's
+    generation, which names one document), and carries each changed owner name's whole
+    record set: a resolver that serves another serial, or another namespace or listen
+    address, refuses it and is sent the whole view instead."""
+
+    head: ResolverView
+    """The next view without its records (``records == ()``); its serial is the next one."""
+    base_serial: int
+    """The serial of the view the change applies to."""
+    removed: tuple[str, ...]
+    """Owner names that have no records any more."""
+    records: tuple[DnsRecord, ...]
+    """Every record of each owner name that is new or changed (an owner's records replace
+    all it had), sorted like a view's."""
+
+    def applies_to(self, served: ResolverView) -> bool:
+        """Whether ``served`` (a view or its head) is the view this change was made from."""
+        return (
+            served.serial == self.base_serial
+            and replace(served.head, serial=self.head.serial) == self.head
+        )
+
+    @classmethod
+    def between(
+        cls, previous: EnvironmentDocument, doc: EnvironmentDocument, netns: str | None
+    ) -> ViewChange | None:
+        """The change from ``previous``'s view to ``doc``'s, reading only the services that
+        differ; None when the views differ in more than records (another domain, TTL,
+        address plan or environment)."""
+        head = ResolverView.from_document(doc, netns, records=False)
+        if (
+            replace(ResolverView.from_document(previous, netns, records=False), serial=head.serial)
+            != head
+        ):
+            return None
+        if previous.ip_mode is not doc.ip_mode:
+            return None
+        old = {s.id: s for s in previous.services}
+        gone: set[str] = set()
+        records: list[DnsRecord] = []
+        for svc in doc.services:
+            before = old.pop(svc.id, None)
+            if before is svc or before == svc:
+                continue
+            if before is not None:
+                gone.update(r.name for r in service_records(before, previous))
+            records.extend(service_records(svc, doc))
+        for before in old.values():  # removed services
+            gone.update(r.name for r in service_records(before, previous))
+        gone.difference_update(r.name for r in records)
+        return cls(
+            head=head,
+            base_serial=previous.generation % 2**32,
+            removed=tuple(sorted(gone)),
+            records=tuple(sorted(records, key=_record_order)),
+        )
 
 
 def reverse_zones(
@@ -186,6 +258,13 @@ def reverse_zones(
     return tuple(zones)
 
 
+@functools.lru_cache(maxsize=1024)
+def _reverse_zones(
+    ipv4: ipaddress.IPv4Network | None, ipv6: ipaddress.IPv6Network
+) -> tuple[str, ...]:
+    return reverse_zones(ipv4, ipv6)
+
+
 def service_name(service: str, domain: str) -> str:
     return f"{service}.{domain}"
 
@@ -204,12 +283,19 @@ def zone_records(doc: EnvironmentDocument) -> tuple[DnsRecord, ...]:
     records = [
         DnsRecord(doc.domain, "SOA", soa_value(doc.domain, doc.generation % 2**32, ttl), ttl)
     ]
-    dual = doc.ip_mode is IpMode.DUAL
     for svc in doc.services:
-        for index, inst in enumerate(svc.instances):
-            ipv4 = inst.ipv4 if dual else None
-            records.extend(_instance_records(svc.name, index, ipv4, inst.ipv6, doc.domain, ttl))
+        records.extend(service_records(svc, doc))
     return tuple(sorted(records, key=_record_order))
+
+
+def service_records(svc: ServiceEntry, doc: EnvironmentDocument) -> list[DnsRecord]:
+    """The records of one service of ``doc`` (every owner name is the service's alone)."""
+    dual = doc.ip_mode is IpMode.DUAL
+    records: list[DnsRecord] = []
+    for index, inst in enumerate(svc.instances):
+        ipv4 = inst.ipv4 if dual else None
+        records.extend(_instance_records(svc.name, index, ipv4, inst.ipv6, doc.domain, doc.dns_ttl))
+    return records
 
 
 @functools.lru_cache(maxsize=65536)
@@ -328,25 +414,33 @@ class Answerer:
         previous: Answerer | None = None,
     ) -> None:
         """``previous``: the answerer this one replaces; the replies of names whose records
-        did not change are taken from it instead of being rendered again, so a new view of
-        a large environment costs what changed in it (and a walk over its names)."""
-        self.view = view
+        did not change are taken from it instead of being rendered again, so a new whole
+        view of a large environment costs what changed in it (and a walk over its names).
+        ``changed`` makes the next answerer from a ``ViewChange`` without that walk."""
+        self._view: ResolverView | None = view
+        self._head = view.head
         self._ra = recursion_available
         self._apex = _name_wire(view.domain)
         self._reverse_apexes = frozenset(_name_wire(zone).lower() for zone in view.reverse_zones)
         self._ttl = view.ttl
         self._serial = view.serial
         self._table: dict[bytes, _Prepared] = {}
-        self._nodata: dict[bytes, _Prepared] = {}
+        """Question (lower-case name, type, class) -> its positive reply."""
         self._negative: dict[tuple[int, int, bool], _Prepared] = {}
         self._errors = {
             rcode: _Prepared(rcode, False, recursion_available, 0, 0, b"")
             for rcode in (FORMERR, SERVFAIL, NOTIMP, REFUSED)
         }
-        self._owners: dict[bytes, tuple[tuple[str, str], ...]] = {}
-        """Per owner name, the records it was rendered from (type, value)."""
+        self._records: dict[bytes, tuple[DnsRecord, ...]] = {}
+        """Per owner name (lower-case wire), its records, the SOA aside."""
         self._rendered: dict[bytes, list[tuple[bytes, _Prepared]]] = {}
         """Per owner name, its positive entries of ``_table``."""
+        self._below: dict[bytes, int] = {}
+        """Per name that exists in one of the zones, how many owner names are it or below
+        it (empty non-terminals exist while one is); every apex counts one more."""
+        self._nodata: dict[bytes, tuple[int, bool]] = {}
+        """Per existing name, its NODATA reply's key: where its zone's apex starts in it,
+        and whether that zone is a reverse one (see ``_negative_reply``)."""
         reuse = (
             previous
             if previous is not None
@@ -356,77 +450,153 @@ class Answerer:
             and previous._reverse_apexes == self._reverse_apexes
             else None
         )
-        self._build(view.records, reuse)
+        for apex in (self._apex, *self._reverse_apexes):
+            self._exist(apex, 1)  # an apex exists even in an empty view
+        grouped: dict[bytes, list[DnsRecord]] = defaultdict(list)
+        for record in view.records:
+            if record.type not in RECORD_TYPES:
+                raise InvalidField("records.type", record.type, "must be A, AAAA, PTR or SOA")
+            if record.type != "SOA":  # rendered from the view's domain, ttl and serial
+                grouped[_name_wire(record.name).lower()].append(record)
+        for owner, records in grouped.items():
+            self._set_owner(owner, tuple(records), reuse)
+        self._render_apexes()
+
+    def changed(self, change: ViewChange) -> Answerer:
+        """The answerer of the view ``change`` makes of this one's: this one's tables,
+        copied, with the changed owner names rendered again and the SOA at the new serial.
+        Costs what changed, and a copy of the tables (this one keeps answering)."""
+        if not change.applies_to(self._head):
+            raise InvalidField(
+                "change.base_serial",
+                change.base_serial,
+                f"the view served is serial {self._serial} of {self._head.env_id}",
+            )
+        new = object.__new__(Answerer)
+        new._view = None
+        new._head = change.head
+        new._ra, new._apex, new._reverse_apexes = self._ra, self._apex, self._reverse_apexes
+        new._ttl, new._serial = self._ttl, change.head.serial
+        new._table = self._table.copy()
+        new._negative = {}
+        new._errors = self._errors
+        new._records = self._records.copy()
+        new._rendered = self._rendered.copy()
+        new._below = self._below.copy()
+        new._nodata = self._nodata.copy()
+        for name in change.removed:
+            owner = _name_wire(name).lower()
+            if owner in new._records:
+                new._drop_owner(owner)
+        grouped: dict[bytes, list[DnsRecord]] = defaultdict(list)
+        for record in change.records:
+            if record.type not in RECORD_TYPES or record.type == "SOA":
+                raise InvalidField("change.records.type", record.type, "must be A, AAAA or PTR")
+            grouped[_name_wire(record.name).lower()].append(record)
+        for owner, records in grouped.items():
+            new._set_owner(owner, tuple(records), None)
+        new._render_apexes()
+        return new
+
+    @property
+    def view(self) -> ResolverView:
+        """The view answered (built from the tables when the answerer came of a change)."""
+        view = self._view
+        if view is None:
+            head = self._head
+            soa = DnsRecord(
+                head.domain, "SOA", soa_value(head.domain, head.serial, head.ttl), head.ttl
+            )
+            records = [soa, *(r for rs in self._records.values() for r in rs)]
+            view = replace(head, records=tuple(sorted(records, key=_record_order)))
+            self._view = view
+        return view
+
+    @property
+    def serial(self) -> int:
+        return self._serial
 
     # -- building ------------------------------------------------------------------------
 
-    def _build(self, records: tuple[DnsRecord, ...], previous: Answerer | None = None) -> None:
-        sources: dict[bytes, list[tuple[str, str]]] = defaultdict(list)
-        grouped: dict[bytes, list[DnsRecord]] = defaultdict(list)
+    def _is_apex(self, owner: bytes) -> bool:
+        return owner == self._apex or owner in self._reverse_apexes
+
+    def _set_owner(
+        self, owner: bytes, records: tuple[DnsRecord, ...], reuse: Answerer | None
+    ) -> None:
+        """Serve ``records`` (all of them) at ``owner``, instead of what it had."""
+        if owner in self._records:
+            self._unrender(owner)
+        else:
+            self._exist(owner, 1)
+        self._records[owner] = records
+        if self._is_apex(owner):
+            return  # ``_render_apexes`` renders it, with the SOA
+        kept = reuse._rendered.get(owner) if reuse is not None else None
+        if kept is None or reuse is None or reuse._records.get(owner) != records:
+            kept = self._entries(owner, records)
+        self._rendered[owner] = kept
+        self._table.update(kept)
+
+    def _drop_owner(self, owner: bytes) -> None:
+        self._unrender(owner)
+        del self._records[owner]
+        self._exist(owner, -1)
+        if self._is_apex(owner):
+            self._render_apex(owner)
+
+    def _unrender(self, owner: bytes) -> None:
+        for key, _ in self._rendered.pop(owner, ()):
+            self._table.pop(key, None)
+
+    def _render_apexes(self) -> None:
+        for apex in (self._apex, *self._reverse_apexes):
+            self._unrender(apex)
+            self._render_apex(apex)
+
+    def _render_apex(self, apex: bytes) -> None:
+        soa = self._soa_rr(0) if apex == self._apex else self._reverse_soa_rr(0)
+        entries = self._entries(apex, self._records.get(apex, ()), soa)
+        self._rendered[apex] = entries
+        self._table.update(entries)
+
+    def _entries(
+        self, owner: bytes, records: tuple[DnsRecord, ...], soa: bytes | None = None
+    ) -> list[tuple[bytes, _Prepared]]:
+        """The positive entries of ``owner``: one per type it has, and ANY."""
+        answers: dict[int, list[bytes]] = {}
         for record in records:
-            if record.type not in RECORD_TYPES:
-                raise InvalidField("records.type", record.type, "must be A, AAAA, PTR or SOA")
-            if record.type == "SOA":
-                continue  # rendered from the view's domain, ttl and serial below
-            owner = _name_wire(record.name).lower()
-            sources[owner].append((record.type, record.value))
-            grouped[owner].append(record)
-        by_name: dict[bytes, dict[int, list[bytes]]] = defaultdict(lambda: defaultdict(list))
-        for owner, source in sources.items():
-            key = tuple(source)
-            self._owners[owner] = key
-            kept = previous._rendered.get(owner) if previous is not None else None
-            if (
-                kept is not None
-                and previous is not None
-                and previous._owners.get(owner) == key
-                and owner != self._apex
-                and owner not in self._reverse_apexes
-            ):
-                self._rendered[owner] = kept
-                self._table.update(kept)
-                continue
-            for record in grouped[owner]:
-                rtype = RECORD_TYPES[record.type]
-                by_name[owner][rtype].append(self._rdata(record, rtype))
-        by_name.setdefault(self._apex, defaultdict(list))  # exists even in an empty view
-        for apex in self._reverse_apexes:
-            by_name.setdefault(apex, defaultdict(list))
-        # Every name that exists in one of the zones (empty non-terminals included), with
-        # where its zone's apex starts in it and whether that zone is a reverse one.
-        existing: dict[bytes, tuple[int, bool]] = {}
-        for owner in sources.keys() | by_name.keys():
-            zone = self._zone_of(owner)
-            if zone is None:
-                continue
-            apex_offset, reverse = zone
-            for position in _label_starts(owner, apex_offset):
-                existing[owner[position:]] = (apex_offset - position, reverse)
-        for owner, rrsets in by_name.items():
-            answers: dict[int, list[bytes]] = {
-                rtype: [_rr(b"\xc0\x0c", rtype, self._ttl, rdata) for rdata in rdatas]
-                for rtype, rdatas in rrsets.items()
-            }
-            if owner == self._apex:
-                answers[TYPE_SOA] = [self._soa_rr(0)]
-            elif owner in self._reverse_apexes:
-                answers[TYPE_SOA] = [self._reverse_soa_rr(0)]
-            entries = [
-                (owner + struct.pack(">HH", rtype, CLASS_IN), self._positive(rrs))
-                for rtype, rrs in answers.items()
-            ]
-            every = [rr for rtype in sorted(answers) for rr in answers[rtype]]
-            if every:
-                entries.append(
-                    (owner + struct.pack(">HH", TYPE_ANY, CLASS_IN), self._positive(every))
-                )
-            self._rendered[owner] = entries
-            self._table.update(entries)
-        for owner, (apex_offset, reverse) in existing.items():
-            nodata = self._negative_reply(NOERROR, apex_offset, reverse)
-            self._nodata[owner] = nodata
-            for rtype in (TYPE_A, TYPE_AAAA):
-                self._table.setdefault(owner + struct.pack(">HH", rtype, CLASS_IN), nodata)
+            rtype = RECORD_TYPES[record.type]
+            rr = _rr(b"\xc0\x0c", rtype, self._ttl, self._rdata(record, rtype))
+            answers.setdefault(rtype, []).append(rr)
+        if soa is not None:
+            answers[TYPE_SOA] = [soa]
+        entries = [
+            (owner + struct.pack(">HH", rtype, CLASS_IN), self._positive(rrs))
+            for rtype, rrs in answers.items()
+        ]
+        every = [rr for rtype in sorted(answers) for rr in answers[rtype]]
+        if every:
+            entries.append((owner + struct.pack(">HH", TYPE_ANY, CLASS_IN), self._positive(every)))
+        return entries
+
+    def _exist(self, owner: bytes, count: int) -> None:
+        """Count ``owner`` in (1) or out (-1) of the names that exist: it and every name
+        between it and its zone's apex (empty non-terminals)."""
+        zone = self._zone_of(owner)
+        if zone is None:
+            return  # outside every zone: answered, but no NODATA or NXDOMAIN of ours
+        apex_offset, reverse = zone
+        below, nodata = self._below, self._nodata
+        for position in _label_starts(owner, apex_offset):
+            name = owner[position:]
+            left = below.get(name, 0) + count
+            if left > 0:
+                below[name] = left
+                nodata[name] = (apex_offset - position, reverse)
+            else:
+                below.pop(name, None)
+                nodata.pop(name, None)
 
     def _positive(self, rrs: list[bytes]) -> _Prepared:
         return _Prepared(NOERROR, True, self._ra, len(rrs), 0, b"".join(rrs))
@@ -581,7 +751,7 @@ class Answerer:
             return self._errors[REFUSED]
         nodata = self._nodata.get(name)
         if nodata is not None:
-            return nodata
+            return self._negative_reply(NOERROR, *nodata)
         if self._in_domain(name):
             return self._negative_reply(NXDOMAIN, len(name) - len(self._apex))
         offset = self._reverse_offset(name)

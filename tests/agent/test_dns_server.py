@@ -79,6 +79,26 @@ def serve(server: DnsServer, doc: EnvironmentDocument, listen: tuple[str, ...] =
     return endpoints[0][1]
 
 
+def _port_pair() -> tuple[socket.socket, socket.socket]:
+    """A UDP and a listening TCP socket on one free loopback port. The kernel picks the UDP
+    port; another test's TCP socket may hold the same number, so try a few until both
+    bind."""
+    for _ in range(20):
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind(("127.0.0.1", 0))
+        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            tcp.bind(("127.0.0.1", udp.getsockname()[1]))
+        except OSError:
+            udp.close()
+            tcp.close()
+            continue
+        tcp.listen(8)
+        return udp, tcp
+    raise RuntimeError("no loopback port is free for both UDP and TCP")
+
+
 class FakeUpstream:
     """A resolver on loopback for the forwarder: answers every A query with 192.0.2.53,
     or stays silent; ``big.example`` gets 60 AAAA records (truncated over UDP)."""
@@ -87,13 +107,8 @@ class FakeUpstream:
         self.silent = silent
         self.lower_case = lower_case
         self.queries: list[str] = []
-        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.udp.bind(("127.0.0.1", 0))
+        self.udp, self.tcp = _port_pair()
         self.port = self.udp.getsockname()[1]
-        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.tcp.bind(("127.0.0.1", self.port))
-        self.tcp.listen(8)
         self.udp.settimeout(0.1)
         self.tcp.settimeout(0.1)
         self._stop = threading.Event()
@@ -778,7 +793,13 @@ def test_a_burst_is_answered_whole_and_counted(server: DnsServer) -> None:
             assert reply.rcode() == (dns.rcode.NXDOMAIN if reply.id % 5 == 4 else 0)
     finally:
         sender.close()
+    # A batch's answer time is counted once it is sent, so the last replies can arrive
+    # before their times are added: wait (briefly) for the counters to settle.
+    deadline = time.monotonic() + 2.0
     stats = server.stats()["e1"]
+    while sum(stats.buckets) < 500 and time.monotonic() < deadline:
+        time.sleep(0.01)
+        stats = server.stats()["e1"]
     assert stats.queries == 500
     assert stats.rcodes[dns.rcode.NOERROR] == 400 and stats.rcodes[dns.rcode.NXDOMAIN] == 100
     assert sum(stats.buckets) == 500

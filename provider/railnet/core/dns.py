@@ -155,7 +155,7 @@ class ResolverView:
             ttl=doc.dns_ttl,
             serial=doc.generation % 2**32,  # the same serial as the SOA record's
             records=zone_records(doc) if records else (),
-            reverse_zones=_reverse_zones(plan.ipv4, plan.ipv6),
+            reverse_zones=reverse_zones(plan.ipv4, plan.ipv6),
         )
 
     def names(self) -> frozenset[str]:
@@ -232,6 +232,7 @@ class ViewChange:
         )
 
 
+@functools.lru_cache(maxsize=1024)  # every view of an environment asks again
 def reverse_zones(
     ipv4: ipaddress.IPv4Network | None, ipv6: ipaddress.IPv6Network
 ) -> tuple[str, ...]:
@@ -256,13 +257,6 @@ def reverse_zones(
             labels = part.network_address.reverse_pointer.split(".")
             zones.append(".".join(labels[dropped:]))
     return tuple(zones)
-
-
-@functools.lru_cache(maxsize=1024)
-def _reverse_zones(
-    ipv4: ipaddress.IPv4Network | None, ipv6: ipaddress.IPv6Network
-) -> tuple[str, ...]:
-    return reverse_zones(ipv4, ipv6)
 
 
 def service_name(service: str, domain: str) -> str:
@@ -452,13 +446,7 @@ class Answerer:
         )
         for apex in (self._apex, *self._reverse_apexes):
             self._exist(apex, 1)  # an apex exists even in an empty view
-        grouped: dict[bytes, list[DnsRecord]] = defaultdict(list)
-        for record in view.records:
-            if record.type not in RECORD_TYPES:
-                raise InvalidField("records.type", record.type, "must be A, AAAA, PTR or SOA")
-            if record.type != "SOA":  # rendered from the view's domain, ttl and serial
-                grouped[_name_wire(record.name).lower()].append(record)
-        for owner, records in grouped.items():
+        for owner, records in _by_owner(view.records, "records.type").items():
             self._set_owner(owner, tuple(records), reuse)
         self._render_apexes()
 
@@ -488,12 +476,7 @@ class Answerer:
             owner = _name_wire(name).lower()
             if owner in new._records:
                 new._drop_owner(owner)
-        grouped: dict[bytes, list[DnsRecord]] = defaultdict(list)
-        for record in change.records:
-            if record.type not in RECORD_TYPES or record.type == "SOA":
-                raise InvalidField("change.records.type", record.type, "must be A, AAAA or PTR")
-            grouped[_name_wire(record.name).lower()].append(record)
-        for owner, records in grouped.items():
+        for owner, records in _by_owner(change.records, "change.records.type", soa=False).items():
             new._set_owner(owner, tuple(records), None)
         new._render_apexes()
         return new
@@ -511,10 +494,6 @@ class Answerer:
             view = replace(head, records=tuple(sorted(records, key=_record_order)))
             self._view = view
         return view
-
-    @property
-    def serial(self) -> int:
-        return self._serial
 
     # -- building ------------------------------------------------------------------------
 
@@ -823,6 +802,22 @@ class Answerer:
             prepared = missed
         payload = message.payload if message.edns == 0 else -1
         return self._render(prepared, query[:2], index, question, transport, max_udp, payload, do)
+
+
+def _by_owner(
+    records: tuple[DnsRecord, ...], field: str, *, soa: bool = True
+) -> dict[bytes, list[DnsRecord]]:
+    """``records`` by owner name (lower-case wire), their types checked, the SOA left out
+    (an answerer renders it from the view's domain, TTL and serial); ``soa=False`` refuses
+    one, as a change never carries it."""
+    grouped: dict[bytes, list[DnsRecord]] = defaultdict(list)
+    allowed = "A, AAAA, PTR or SOA" if soa else "A, AAAA or PTR"
+    for record in records:
+        if record.type not in RECORD_TYPES or (record.type == "SOA" and not soa):
+            raise InvalidField(field, record.type, f"must be {allowed}")
+        if record.type != "SOA":
+            grouped[_name_wire(record.name).lower()].append(record)
+    return grouped
 
 
 def _flag_index(query: bytes) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import itertools
 import logging
 import shutil
@@ -29,7 +30,7 @@ from railnet.core.desired import (
     service_id,
     with_service,
 )
-from railnet.core.dns import zone_records
+from railnet.core.dns import ResolverView, zone_records
 from railnet.core.document import EnvironmentDocument
 from railnet.core.errors import InvalidField
 from railnet.core.local import host_route
@@ -690,3 +691,45 @@ def test_an_apply_looks_only_at_the_instances_its_change_touches(lab: FakeCluste
         agent.kernel.observed_only.clear()
     lab.deployer.apply(replace(base, services=(*base.services, svc("new", "node-2"))))
     assert all(agent.kernel.observed_only == [] for agent in lab.agents.values())
+
+
+def test_an_apply_gives_each_resolver_only_the_names_it_changes(lab: FakeCluster) -> None:
+    base = big(30)
+    first = lab.deployer.apply(base).document
+    hosting = [n.name for n in first.nodes]
+    whole = {node: len(lab.agents[node].resolver.applied) for node in hosting}
+    doc = lab.deployer.apply(replace(base, services=(*base.services, svc("new", "node-2"))))
+    new = doc.document.service("new")
+    assert new is not None
+    reverse = {
+        ipaddress.ip_address(a).reverse_pointer
+        for a in (new.instances[0].ipv4, new.instances[0].ipv6)
+        if a is not None
+    }
+    for node in hosting:
+        resolver = lab.agents[node].resolver
+        assert len(resolver.applied) == whole[node], node  # no whole view sent again
+        change = resolver.updated[-1]
+        assert change.base_serial == first.generation and change.head.serial == 2, node
+        assert {r.name for r in change.records} == {
+            "new.railway.internal",
+            "0.new.railway.internal",
+            *reverse,
+        }, node
+        assert change.removed == (), node
+    assert_mesh(lab, doc.document)  # every node's records are the whole document's
+
+
+def test_a_resolver_that_lost_its_view_is_sent_it_whole(lab: FakeCluster) -> None:
+    base = big(6)
+    lab.deployer.apply(base)
+    resolver = lab.agents["node-1"].resolver
+    env_id = lab.deployer.apply(base).document.id
+    resolver.remove(env_id)  # e.g. a resolver started again with nothing
+    applied = len(resolver.applied)
+    doc = lab.deployer.apply(replace(base, services=(*base.services, svc("new", "node-1"))))
+    assert len(resolver.applied) == applied + 1
+    assert resolver.applied[-1] == ResolverView.from_document(
+        doc.document, environment_netns(lab.agents["node-1"].prefix, env_id)
+    )
+    assert_mesh(lab, doc.document)

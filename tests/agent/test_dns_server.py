@@ -32,7 +32,15 @@ from railnet.agent.dns import (
     Upstream,
 )
 from railnet.core.addressing import ula_prefix
-from railnet.core.dns import FORWARD, REFUSED, Answerer, ResolverView, Transport, failure_reply
+from railnet.core.dns import (
+    FORWARD,
+    REFUSED,
+    Answerer,
+    ResolverView,
+    Transport,
+    ViewChange,
+    failure_reply,
+)
 from railnet.core.document import EnvironmentDocument
 from railnet.core.errors import DataPlaneError, InvalidField
 from railnet.core.local import local_environment
@@ -309,6 +317,49 @@ def test_apply_swaps_records_before_it_returns(server: DnsServer) -> None:
     assert soa.answer[0][0].serial == 21
 
 
+def loopback_change(
+    previous: EnvironmentDocument, doc: EnvironmentDocument, listen: tuple[str, ...] = LOOPBACK
+) -> ViewChange:
+    change = ViewChange.between(previous, doc, None)
+    assert change is not None
+    return dataclasses.replace(change, head=dataclasses.replace(change.head, listen=listen))
+
+
+def test_a_change_swaps_records_on_the_same_sockets(server: DnsServer) -> None:
+    previous = make_document({"api": 1})
+    port = serve(server, previous)
+    for generation in range(2, 12):
+        # Each generation moves the service, adds one and drops the one before.
+        doc = make_document(
+            {"api": 1, f"svc{generation}": 1}, generation=generation, first=generation * 3
+        )
+        assert server.update(loopback_change(previous, doc))
+        expected = f"10.250.0.{generation * 3}"
+        assert addresses(udp("api.railway.internal", "A", port)) == [expected], generation
+        assert addresses(tcp(f"svc{generation}.railway.internal", "A", port))
+        old = udp(f"svc{generation - 1}.railway.internal", "A", port)
+        assert generation == 2 or old.rcode() == dns.rcode.NXDOMAIN
+        assert server.view("e1") == loopback_view(doc)
+        previous = doc
+    assert server.endpoints("e1")[0][1] == port
+    assert udp("railway.internal", "SOA", port).answer[0][0].serial == 11
+
+
+def test_a_change_made_from_another_view_is_refused_and_changes_nothing(
+    server: DnsServer,
+) -> None:
+    first = make_document({"api": 1})
+    port = serve(server, first)
+    second = make_document({"api": 1, "db": 1}, generation=2)
+    third = make_document({"api": 1, "db": 1, "web": 1}, generation=3)
+    assert not server.update(loopback_change(second, third))  # serves 1, not 2
+    assert not server.update(loopback_change(first, second, ("127.0.0.1",)))  # other address
+    other = make_document({"api": 1}, env_id="e2")
+    assert not server.update(loopback_change(other, dataclasses.replace(other, generation=2)))
+    assert server.view("e1") == loopback_view(first)
+    assert udp("db.railway.internal", "A", port).rcode() == dns.rcode.NXDOMAIN
+
+
 def test_apply_with_new_addresses_rebinds(server: DnsServer) -> None:
     doc = make_document({"api": 1})
     serve(server, doc, listen=("127.0.0.1",))
@@ -556,6 +607,13 @@ def test_fake_server_keeps_views_and_answers_like_the_real_one() -> None:
     assert addresses(dns.message.from_wire(reply)) == ["10.250.0.3", "10.250.0.4"]
     outside = dns.message.make_query("example.com", "A").to_wire()
     assert fake.answer("e1", outside, Transport.TCP) is FORWARD
+    bigger = make_document({"api": 2, "db": 1}, generation=2)
+    change = ViewChange.between(doc, bigger, "rn-e1")
+    assert change is not None and fake.update(change)
+    assert fake.updated == [change] and fake.view("e1") == ResolverView.from_document(
+        bigger, "rn-e1"
+    )
+    assert not fake.update(change)  # it applies to serial 1 only
     fake.remove("e1")
     assert fake.records("e1") == [] and fake.view("e1") is None
     assert fake.answer("e1", outside) is None

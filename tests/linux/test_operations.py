@@ -18,7 +18,7 @@ from railnet.agent.config import load_agent_config
 from railnet.agent.install import UNIT_NAME, install
 from railnet.agent.metrics import AgentMetrics
 from railnet.agent.resolver import ResolverProcess
-from railnet.core.dns import ResolverView
+from railnet.core.dns import ResolverView, ViewChange
 
 from ..documents import make_document
 
@@ -73,6 +73,50 @@ def test_dns_counters_of_a_real_resolver_reach_prometheus(tmp_path: Path) -> Non
         assert 'railnet_dns_responses_total{env="emetrics",rcode="NXDOMAIN"} 3.0' in lines
         assert "railnet_dns_response_duration_seconds_count 6.0" in lines
     finally:
+        resolver.close()
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)
+
+
+def test_a_real_resolver_serves_a_view_change_and_refuses_a_stale_one(tmp_path: Path) -> None:
+    resolver = ResolverProcess(tmp_path / "resolver.sock", port=0)
+    resolver.start()
+    pid = resolver.pid
+    adopter = ResolverProcess(tmp_path / "resolver.sock", port=0)
+    try:
+        first = make_document({"api": 2}, env_id="echange")
+        second = make_document({"api": 2, "db": 1}, env_id="echange", generation=2)
+        third = make_document({"db": 1}, env_id="echange", generation=3)
+        on_loopback = {"listen": ("127.0.0.1",)}
+        view = ResolverView.from_document(first, None)
+        resolver.apply(ResolverView(**{**view.__dict__, **on_loopback}))
+        (_, port), *_ = resolver.endpoints("echange")
+
+        def ask(name: str) -> int:
+            query = dns.message.make_query(name, "A")
+            return dns.query.udp(query, "127.0.0.1", port=port, timeout=2).rcode()
+
+        assert ask("db.railway.internal") == 3
+        change = ViewChange.between(first, second, None)
+        assert change is not None
+        change = ViewChange(
+            ResolverView(**{**change.head.__dict__, **on_loopback}),
+            change.base_serial,
+            change.removed,
+            change.records,
+        )
+        assert resolver.update(change)
+        assert ask("db.railway.internal") == 0 and ask("api.railway.internal") == 0
+        assert resolver.served() == {"echange": 2}
+        assert resolver.endpoints("echange")[0][1] == port  # the same sockets
+        # A second agent (it has sent nothing, so it asks) with a change made from serial 1,
+        # which the resolver no longer serves: refused, and nothing changes.
+        stale = ViewChange.between(first, third, None)
+        assert stale is not None
+        assert adopter.update(stale) is False
+        assert resolver.served() == {"echange": 2} and ask("api.railway.internal") == 0
+    finally:
+        adopter.close()
         resolver.close()
         if pid is not None:
             os.kill(pid, signal.SIGTERM)

@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from railnet.core.dns import ResolverView
+from railnet.core.dns import ResolverView, ViewChange
 from railnet.core.local import InstancePlacement, LocalEnvironment
 from railnet.core.reconcile import ObservedDevice, ObservedInstance, RemovePeer, SetPeer
 
@@ -113,6 +113,12 @@ class ResolverBackend(ABC):
     @abstractmethod
     def apply(self, view: ResolverView) -> None:
         """Serve ``view``; when this returns, queries see its records."""
+
+    @abstractmethod
+    def update(self, change: ViewChange) -> bool:
+        """Serve the view ``change`` makes of the one served, if it is the view the change
+        was made from (same serial, namespace and addresses); when this returns True,
+        queries see the new records. False: nothing changed, apply the whole view."""
 
     @abstractmethod
     def remove(self, env_id: str) -> None: ...

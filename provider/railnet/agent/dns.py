@@ -42,6 +42,7 @@ from railnet.core.dns import (
     Forward,
     ResolverView,
     Transport,
+    ViewChange,
     failure_reply,
 )
 from railnet.core.errors import DataPlaneError, InvalidField, RailnetError
@@ -181,7 +182,8 @@ class LiveView:
 class _Binding:
     """One environment's sockets and the live view they consult on every query."""
 
-    view: ResolverView
+    head: ResolverView
+    """The view served, without its records (those are the live answerer's)."""
     live: LiveView | None
     udp: list[socket.socket]
     tcp: list[socket.socket]
@@ -197,7 +199,7 @@ class _Binding:
 
     @property
     def endpoints(self) -> tuple[tuple[str, int], ...]:
-        return tuple((address, self.port) for address in self.view.listen)
+        return tuple((address, self.port) for address in self.head.listen)
 
 
 class DnsServer(ResolverBackend):
@@ -315,11 +317,11 @@ class DnsServer(ResolverBackend):
             identity = _netns_identity(view.netns)
             if (
                 current is not None
-                and current.view.netns == view.netns
+                and current.head.netns == view.netns
                 and current.netns_identity == identity
-                and current.view.listen == view.listen
+                and current.head.listen == view.listen
             ):
-                current.view = view
+                current.head = view.head
                 current.live = LiveView(answerer)
                 return
             if current is not None:
@@ -327,7 +329,7 @@ class DnsServer(ResolverBackend):
                 self._call(self._detach_async(current))
             udp, tcp, port = self._open(view)
             binding = _Binding(
-                view=view,
+                head=view.head,
                 live=LiveView(answerer),
                 udp=udp,
                 tcp=tcp,
@@ -342,6 +344,28 @@ class DnsServer(ResolverBackend):
                 raise
             self._bindings[view.env_id] = binding
 
+    def update(self, change: ViewChange) -> bool:
+        """Serve the view ``change`` makes of the one served: the same sockets, a new live
+        view whose answerer is the served one's tables with the changed names rendered
+        again (``Answerer.changed``), built outside the lock while queries go on. False,
+        and nothing changes, when the view served is not the one the change was made
+        from, or its namespace was made again since its sockets were bound."""
+        env_id = change.head.env_id
+        with self._lock:
+            held = self._bindings.get(env_id)
+            live = held.live if held is not None else None
+        if held is None or live is None or not change.applies_to(held.head):
+            return False
+        if held.netns_identity != _netns_identity(change.head.netns):
+            return False
+        answerer = live.answerer.changed(change)
+        with self._lock:
+            if self._bindings.get(env_id) is not held or held.live is not live:
+                return False  # applied or removed meanwhile: the caller sends the whole view
+            held.head = change.head
+            held.live = LiveView(answerer)
+        return True
+
     def remove(self, env_id: str) -> None:
         """Stop serving ``env_id``: its sockets close, its TCP clients are disconnected."""
         with self._lock:
@@ -351,24 +375,23 @@ class DnsServer(ResolverBackend):
                 self._call(self._detach_async(binding))
 
     def records(self, env_id: str) -> list[tuple[str, str, str, int]]:
-        binding = self._bindings.get(env_id)
-        if binding is None:
-            return []
-        return [record.as_tuple() for record in binding.view.records]
+        view = self.view(env_id)
+        return [] if view is None else [record.as_tuple() for record in view.records]
 
     def view(self, env_id: str) -> ResolverView | None:
         binding = self._bindings.get(env_id)
-        return None if binding is None else binding.view
+        live = binding.live if binding is not None else None
+        return None if live is None else live.answerer.view
 
     def stats(self) -> dict[str, DnsStats]:
         """Per environment served, what its view has answered (read without a lock: the
         counters are only ever added to, and a scrape may be a query behind)."""
         return dict(self._stats)
 
-    def views(self) -> dict[str, ResolverView]:
-        """Every view served, by environment."""
+    def heads(self) -> dict[str, ResolverView]:
+        """Every view served, without its records, by environment."""
         with self._lock:
-            return {env_id: b.view for env_id, b in self._bindings.items()}
+            return {env_id: b.head for env_id, b in self._bindings.items()}
 
     def endpoints(self, env_id: str) -> tuple[tuple[str, int], ...]:
         """(address, port) pairs ``env_id`` listens on, for UDP and TCP alike."""
@@ -517,7 +540,7 @@ class DnsServer(ResolverBackend):
         try:
             reply = live.answerer.answer(query, Transport.UDP, self._max_udp)
         except Exception:  # a bug must cost one query, never the server
-            _log.exception("DNS view %s failed to answer a query", binding.view.env_id)
+            _log.exception("DNS view %s failed to answer a query", binding.head.env_id)
             return None
         if type(reply) is bytes:
             if len(key) <= MEMO_KEY_MAX:
@@ -595,7 +618,7 @@ class DnsServer(ResolverBackend):
                 try:
                     reply = live.answerer.answer(query, Transport.TCP, self._max_udp)
                 except Exception:  # a bug must cost one query, never the server
-                    _log.exception("DNS view %s failed to answer a query", binding.view.env_id)
+                    _log.exception("DNS view %s failed to answer a query", binding.head.env_id)
                     return
                 if isinstance(reply, Forward):
                     if not self._upstreams or binding.forwards >= MAX_FORWARDS_PER_ENV:
@@ -839,6 +862,8 @@ class FakeDnsServer(ResolverBackend):
         self.started = False
         self.applied: list[ResolverView] = []
         """Every view applied, in order: tests assert on what the agent sent."""
+        self.updated: list[ViewChange] = []
+        """Every change served (``update`` returned True), in order."""
         self._answerers: dict[str, Answerer] = {}
 
     def start(self) -> None:
@@ -852,6 +877,14 @@ class FakeDnsServer(ResolverBackend):
         self.started = True
         self._answerers[view.env_id] = Answerer(view, recursion_available=bool(self.upstreams))
         self.applied.append(view)
+
+    def update(self, change: ViewChange) -> bool:
+        answerer = self._answerers.get(change.head.env_id)
+        if answerer is None or not change.applies_to(answerer.head):
+            return False
+        self._answerers[change.head.env_id] = answerer.changed(change)
+        self.updated.append(change)
+        return True
 
     def remove(self, env_id: str) -> None:
         self._answerers.pop(env_id, None)

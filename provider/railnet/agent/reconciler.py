@@ -18,7 +18,7 @@ from railnet.agent.backends import NetworkBackend, ResolverBackend, WireGuardBac
 from railnet.agent.state import Identity, StagedKey, StateDir
 from railnet.agent.wireguard import generate_private_key, public_key_of
 from railnet.core.delta import DocumentDelta
-from railnet.core.dns import ResolverView
+from railnet.core.dns import ResolverView, ViewChange
 from railnet.core.document import READABLE_FORMATS, EnvironmentDocument, check_key_rotation
 from railnet.core.errors import (
     DamagedState,
@@ -539,7 +539,7 @@ class Reconciler:
             self._hosted[doc.id] = Hosted(local, public_key, identity.listen_port)
         self._remember_losses(doc.id, plan)
         if self.resolver is not None:
-            self.resolver.apply(ResolverView.from_document(doc, local.netns))
+            serve_view(self.resolver, doc, previous if changing else None, local.netns)
         return [change.describe() for change in plan]
 
     def _remember_losses(self, env_id: str, plan: Sequence[Change]) -> None:
@@ -688,3 +688,18 @@ def _peer_reports(
         )
         for p in device.peers
     )
+
+
+def serve_view(
+    resolver: ResolverBackend,
+    doc: EnvironmentDocument,
+    previous: EnvironmentDocument | None,
+    netns: str | None,
+) -> None:
+    """Give ``resolver`` ``doc``'s view: as the change from ``previous``'s view when there
+    is a previous document and the resolver serves its view, else whole."""
+    if previous is not None:
+        change = ViewChange.between(previous, doc, netns)
+        if change is not None and resolver.update(change):
+            return
+    resolver.apply(ResolverView.from_document(doc, netns))

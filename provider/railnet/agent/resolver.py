@@ -14,6 +14,7 @@ The control protocol is one JSON object per line each way, request then reply::
 
     {"op": "hello"}                  {"ok": true, "pid": N, "protocol": 1, "views": {ENV: SERIAL}}
     {"op": "apply", "view": {...}}   {"ok": true}
+    {"op": "update", "change": {...}} {"ok": true, "applied": BOOL}
     {"op": "remove", "env_id": ENV}  {"ok": true}
     {"op": "records", "env_id": ENV} {"ok": true, "records": [[NAME, TYPE, VALUE, TTL], ...]}
     {"op": "endpoints", "env_id": E} {"ok": true, "endpoints": [[ADDRESS, PORT], ...]}
@@ -21,6 +22,11 @@ The control protocol is one JSON object per line each way, request then reply::
 
 A failed request gets ``{"ok": false, "error": MESSAGE}``. Only root (the agent) can reach
 the socket.
+
+An ``update`` carries a ``ViewChange``: the changed names of a view, against the serial the
+resolver serves. ``"applied": false`` (another serial is served, or none) and an ``unknown
+request`` from a resolver older than ``update`` both make the agent send the whole view, so
+the protocol's version stays 1 and an upgrade of the agent does not restart DNS.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from railnet.agent.backends import ResolverBackend
-from railnet.core.dns import DnsRecord, ResolverView
+from railnet.core.dns import DnsRecord, ResolverView, ViewChange
 from railnet.core.errors import DataPlaneError, RailnetError
 
 PROTOCOL = 1
@@ -65,8 +71,16 @@ def view_to_wire(view: ResolverView) -> dict[str, Any]:
     raw = {f.name: getattr(view, f.name) for f in dataclasses.fields(view)}
     raw["listen"] = list(view.listen)
     raw["reverse_zones"] = list(view.reverse_zones)
-    raw["records"] = [[r.name, r.type, r.value, r.ttl] for r in view.records]
+    raw["records"] = _records_to_wire(view.records)
     return raw
+
+
+def _records_to_wire(records: Iterable[DnsRecord]) -> list[list[Any]]:
+    return [[r.name, r.type, r.value, r.ttl] for r in records]
+
+
+def _records_from_wire(raw: Any) -> tuple[DnsRecord, ...]:
+    return tuple(DnsRecord(str(n), str(t), str(v), int(ttl)) for n, t, v, ttl in raw)
 
 
 def view_from_wire(raw: Any) -> ResolverView:
@@ -79,11 +93,40 @@ def view_from_wire(raw: Any) -> ResolverView:
             raise RailnetError(f"view field {f.name!r} is missing")
         value = raw[f.name]
         if f.name == "records":
-            value = tuple(DnsRecord(str(n), str(t), str(v), int(ttl)) for n, t, v, ttl in value)
+            value = _records_from_wire(value)
         elif isinstance(value, list):
             value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
         values[f.name] = value
     return ResolverView(**values)
+
+
+def change_to_wire(change: ViewChange) -> dict[str, Any]:
+    """``change`` as JSON-ready data: its head as a view (without records), the rest as
+    lists."""
+    return {
+        "head": view_to_wire(change.head),
+        "base_serial": change.base_serial,
+        "removed": list(change.removed),
+        "records": _records_to_wire(change.records),
+    }
+
+
+def change_from_wire(raw: Any) -> ViewChange:
+    """The ``ViewChange`` that ``change_to_wire`` wrote."""
+    if not isinstance(raw, dict):
+        raise RailnetError(f"a view change must be an object, not {type(raw).__name__}")
+    for name in ("head", "base_serial", "removed", "records"):
+        if name not in raw:
+            raise RailnetError(f"view change field {name!r} is missing")
+    head = view_from_wire(raw["head"])
+    if head.records:
+        raise RailnetError("a view change's head must carry no records (they are in 'records')")
+    return ViewChange(
+        head=head,
+        base_serial=int(raw["base_serial"]),
+        removed=tuple(str(name) for name in raw["removed"]),
+        records=_records_from_wire(raw["records"]),
+    )
 
 
 # -- the agent's side ----------------------------------------------------------------------
@@ -149,7 +192,8 @@ class ResolverProcess(ResolverBackend):
         self._conn: _Connection | None = None
         self._watch: _Connection | None = None
         self._sent: dict[str, ResolverView] = {}
-        """Per environment, the view this connection's resolver was last given."""
+        """Per environment, the view this connection's resolver was last given, without
+        its records: its serial names the document it was made of."""
         self._closed = False
         self.pid: int | None = None
         self.adopted = False
@@ -308,13 +352,34 @@ class ResolverProcess(ResolverBackend):
         return reply
 
     def apply(self, view: ResolverView) -> None:
+        head = view.head
         with self._lock:
-            if self._conn is not None and self._sent.get(view.env_id) == view:
+            if self._conn is not None and self._sent.get(view.env_id) == head:
                 return  # a repair's view, the same the resolver serves: nothing to send
         self._ask({"op": "apply", "view": view_to_wire(view)})
         with self._lock:
             if self._conn is not None:
-                self._sent[view.env_id] = view
+                self._sent[view.env_id] = head
+
+    def update(self, change: ViewChange) -> bool:
+        env_id = change.head.env_id
+        with self._lock:
+            sent = self._sent.get(env_id)
+            if sent is not None and not change.applies_to(sent):
+                return False  # known to serve another view: no round trip
+        try:
+            applied = bool(
+                self._ask({"op": "update", "change": change_to_wire(change)}).get("applied")
+            )
+        except DataPlaneError as exc:  # e.g. an older resolver: "unknown request 'update'"
+            log.info("the DNS resolver took no view change for %s (%s): whole view", env_id, exc)
+            applied = False
+        with self._lock:
+            if applied and self._conn is not None:
+                self._sent[env_id] = change.head
+            else:
+                self._sent.pop(env_id, None)
+        return applied
 
     def remove(self, env_id: str) -> None:
         with self._lock:
@@ -432,11 +497,13 @@ def _handle(server: Any, line: bytes) -> dict[str, Any]:
                 "ok": True,
                 "pid": os.getpid(),
                 "protocol": PROTOCOL,
-                "views": {e: v.serial for e, v in server.views().items()},
+                "views": {e: v.serial for e, v in server.heads().items()},
             }
         if op == "apply":
             server.apply(view_from_wire(request.get("view")))
             return {"ok": True}
+        if op == "update":
+            return {"ok": True, "applied": server.update(change_from_wire(request.get("change")))}
         if op == "remove":
             server.remove(str(request["env_id"]))
             return {"ok": True}

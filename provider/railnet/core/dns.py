@@ -482,6 +482,12 @@ class Answerer:
         return new
 
     @property
+    def head(self) -> ResolverView:
+        """The view answered, without its records: what a ``ViewChange`` is checked
+        against."""
+        return self._head
+
+    @property
     def view(self) -> ResolverView:
         """The view answered (built from the tables when the answerer came of a change)."""
         view = self._view

@@ -5,10 +5,13 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from railnet.core.addressing import DEFAULT_IPV4_CIDR, ula_prefix
 from railnet.core.document import (
@@ -428,3 +431,30 @@ def test_a_format_limit_names_the_formats_this_release_reads(text: str) -> None:
         check_formats("RAILNET_DOCUMENT_FORMATS", text)
     assert caught.value.field == "RAILNET_DOCUMENT_FORMATS"
     assert check_formats("F", "1") == (1,) and check_formats("F", "2, 1") == (1, 2)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    owners=st.lists(st.text(st.characters(codec="utf-8"), max_size=30), min_size=2, max_size=2),
+    owner=st.text(max_size=30),
+    rotation=st.sampled_from(["", "r1", 'k"services":0']),
+)
+def test_the_canonical_json_is_the_whole_documents_sorted_dump(
+    owners: list[str], owner: str, rotation: str
+) -> None:
+    """Written from the services' own parts, it is exactly ``json.dumps`` of the whole
+    document with sorted keys, whatever text the free-form fields carry (quotes, the
+    marker the header is written with, escapes)."""
+    raw = valid_dual()
+    for service, text in zip(raw["services"], owners, strict=True):
+        if text.isprintable() and text:
+            service["owner"] = text
+    if owner.isprintable() and owner:
+        raw["owner"] = owner
+    if rotation:
+        raw["key_rotation"] = rotation
+    doc = EnvironmentDocument.from_dict(raw)
+    assert doc.to_json() == json.dumps(doc.to_dict(), sort_keys=True, separators=(",", ":"))
+    # A document sharing entries with another writes their cached parts the same.
+    bigger = replace(doc, generation=4, services=(*doc.services[:1], doc.services[1]))
+    assert bigger.to_json() == json.dumps(bigger.to_dict(), sort_keys=True, separators=(",", ":"))

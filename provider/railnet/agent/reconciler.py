@@ -131,6 +131,9 @@ class Reconciler:
         self._guard = threading.Lock()
         self._locks: dict[str, threading.Lock] = {}
         self._hosted: dict[str, Hosted] = {}
+        self._derived: dict[str, tuple[EnvironmentDocument, LocalEnvironment]] = {}
+        """Per environment, the last document derived to this node's part, and that part:
+        an apply needs the held document's part again, and it costs the whole document."""
         self._lost: dict[str, list[str]] = {}
         self._changing: dict[str, int] = {}
         self._settled: dict[str, float] = {}
@@ -492,7 +495,14 @@ class Reconciler:
     # -- internals ---------------------------------------------------------------------
 
     def _local(self, doc: EnvironmentDocument) -> LocalEnvironment:
-        return local_environment(doc, self.node, self.netns_prefix)
+        with self._guard:
+            derived = self._derived.get(doc.id)
+        if derived is not None and derived[0] is doc:
+            return derived[1]
+        local = local_environment(doc, self.node, self.netns_prefix)
+        with self._guard:
+            self._derived[doc.id] = (doc, local)
+        return local
 
     def _observe(
         self,
@@ -525,8 +535,10 @@ class Reconciler:
     ) -> list[str]:
         """Make the node what ``doc`` says; ``observed``: a look at it already taken (and
         still valid), instead of a new one."""
-        local = self._local(doc)
+        # The held document's part first: it was derived last time (and is kept), and the
+        # new one is then kept for the next apply.
         before = self._local(previous) if previous is not None else None
+        local = self._local(doc)
         # An apply of a new document reads what its change touches; a re-apply of the
         # stored one, start-up and repairs read everything.
         changing = before is not None and previous is not doc and previous != doc
@@ -561,6 +573,7 @@ class Reconciler:
     def _forget(self, env_id: str) -> None:
         with self._guard:
             self._hosted.pop(env_id, None)
+            self._derived.pop(env_id, None)
             self._lost.pop(env_id, None)
 
     def _execute(

@@ -51,6 +51,9 @@ T = TypeVar("T")
 MAX_ROUNDS = 8
 BACKOFF_BASE = 0.05
 """Seconds before the first retry after a conflict; doubles each round, with full jitter."""
+PARALLEL_CALLS = 32
+"""Calls in flight at once, over every round of a deployer (environments deployed in
+parallel share them)."""
 
 _env_locks: dict[str, threading.Lock] = {}
 _env_locks_guard = threading.Lock()
@@ -142,6 +145,9 @@ class EnvironmentDeployer:
         it say so instead of sending it again, and changes to it travel as deltas."""
         self._takes_deltas: dict[str, bool] = {}
         """Per node, whether its agent said (by a digest) that it accepts deltas."""
+        self._pool: ThreadPoolExecutor | None = None
+        """The threads that ask the nodes in parallel, started once: starting threads for
+        every round costs more than a small round's calls."""
 
     def __enter__(self) -> EnvironmentDeployer:
         return self
@@ -154,6 +160,9 @@ class EnvironmentDeployer:
             for client in self._clients.values():
                 client.close()
             self._clients.clear()
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
 
     def _client(self, node: str) -> AgentClient:
         """One client (one mutual-TLS channel) per node for the deployer's life: a fresh
@@ -188,7 +197,13 @@ class EnvironmentDeployer:
 
         if not nodes:
             return {}, {}
-        with ThreadPoolExecutor(max_workers=min(16, len(nodes))) as pool:
+        if len(nodes) == 1:
+            results = {nodes[0]: run(nodes[0])}
+        else:
+            with self._clients_lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(PARALLEL_CALLS, "railnet-deploy")
+                pool = self._pool
             results = dict(zip(nodes, pool.map(run, nodes), strict=True))
         answers: dict[str, T] = {}
         down: dict[str, AgentUnreachable] = {}

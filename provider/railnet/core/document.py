@@ -104,6 +104,33 @@ class ServiceEntry:
     owner: str = ""
     """The URN of the resource that declared it (its stack included); empty when unknown."""
 
+    def to_dict(self) -> dict[str, Any]:
+        raw: dict[str, Any] = {
+            "id": self.id,
+            "name": self.name,
+            "instances": [{"node": i.node, "ipv4": i.ipv4, "ipv6": i.ipv6} for i in self.instances],
+        }
+        if self.owner:  # left out when empty, so older documents stay canonical
+            raw["owner"] = self.owner
+        return raw
+
+    @cached_property
+    def canonical(self) -> str:
+        """The service's part of its document's canonical JSON. Kept with the entry: a
+        document made from another (a delta, the next generation) shares the entries of
+        the services that did not change, so its JSON costs only the ones that did."""
+        return _canonical_json(self.to_dict())
+
+
+def _canonical_json(raw: object) -> str:
+    return json.dumps(raw, sort_keys=True, separators=(",", ":"))
+
+
+_SERVICES_MARK = 0
+_SERVICES_SLOT = '"services":0'
+"""Where a document's header, written with ``_SERVICES_MARK`` for its services, takes them:
+only a key can be followed by a colon, and quotes inside strings are escaped."""
+
 
 @dataclass(frozen=True)
 class FreedAddress:
@@ -180,6 +207,9 @@ class EnvironmentDocument:
     # -- serialisation -------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
+        return self._to_dict([s.to_dict() for s in self.services])
+
+    def _to_dict(self, services: object) -> dict[str, Any]:
         raw: dict[str, Any] = {
             "format": self.format,
             "id": self.id,
@@ -194,21 +224,9 @@ class EnvironmentDocument:
                 {"name": n.name, "public_key": n.public_key, "endpoint": n.endpoint}
                 for n in self.nodes
             ],
-            "services": [
-                {
-                    "id": s.id,
-                    "name": s.name,
-                    "instances": [
-                        {"node": i.node, "ipv4": i.ipv4, "ipv6": i.ipv6} for i in s.instances
-                    ],
-                }
-                for s in self.services
-            ],
+            "services": services,
         }
         # Optional fields are left out when empty, so older documents stay canonical.
-        for s, entry in zip(self.services, raw["services"], strict=True):
-            if s.owner:
-                entry["owner"] = s.owner
         if self.owner:
             raw["owner"] = self.owner
         if self.key_rotation:
@@ -229,7 +247,11 @@ class EnvironmentDocument:
     @cached_property
     def _canonical(self) -> str:
         # Written once per document: the digest, the state file and GetDocument share it.
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        # The services' parts are their entries' own (see ``ServiceEntry.canonical``), put
+        # where the sorted keys place them: the header is written with a marker there.
+        header = _canonical_json(self._to_dict(_SERVICES_MARK))
+        services = "[" + ",".join(s.canonical for s in self.services) + "]"
+        return header.replace(_SERVICES_SLOT, f'"services":{services}', 1)
 
     @cached_property
     def digest(self) -> str:

@@ -77,11 +77,15 @@ def local_environment(doc: EnvironmentDocument, node: str, netns_prefix: str) ->
     plan = doc.addresses
     instances: list[InstancePlacement] = []
     hosted: dict[str, list[str]] = {}
+    # Every instance of the environment passes here, on every apply: kept lean.
     for svc in doc.services:
         for index, inst in enumerate(svc.instances):
-            hosted.setdefault(inst.node, []).extend(
-                host_route(a) for a in (inst.ipv4, inst.ipv6) if a is not None
-            )
+            routes = hosted.get(inst.node)
+            if routes is None:
+                routes = hosted[inst.node] = []
+            if inst.ipv4 is not None:
+                routes.append(inst.ipv4 + "/32")
+            routes.append(inst.ipv6 + "/128")
             if inst.node == node:
                 instances.append(
                     InstancePlacement(

@@ -1,6 +1,7 @@
 """Run every benchmark and write docs/benchmarks.md; what ``make bench`` calls.
 
-    python -m bench.run [--quick] [--only dataplane|apply|memory|rotation|self_heal|scale ...]
+    python -m bench.run [--quick]
+                        [--only dataplane|apply|memory|rotation|self_heal|scale|fleet|envs ...]
                         [--output FILE]
 
 Each benchmark builds its own throwaway lab and removes it, on failure too. When
@@ -26,7 +27,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import apply_latency, dataplane, memory, rotation, scale, self_heal
+from bench import apply_latency, dataplane, environments, fleet, memory, rotation, scale, self_heal
 from bench.common import (
     BenchError,
     Leftovers,
@@ -80,6 +81,18 @@ def _benchmarks(quick: bool) -> dict[str, tuple[str, str, Callable[[bool], Resul
             scale.NAME,
             scale.TARGET,
             lambda dns: scale.measure(scale.QUICK if quick else scale.FULL, dns=dns),
+        ),
+        "fleet": (
+            fleet.NAME,
+            fleet.TARGET,
+            lambda dns: fleet.measure(fleet.QUICK if quick else fleet.FULL, dns=dns),
+        ),
+        "envs": (
+            environments.NAME,
+            environments.TARGET,
+            lambda dns: environments.measure(
+                environments.QUICK if quick else environments.FULL, dns=dns
+            ),
         ),
     }
 
@@ -223,8 +236,9 @@ def render(
         ),
         "",
         "Run one benchmark alone with `python -m bench.dataplane`, `python -m "
-        "bench.apply_latency`, `python -m bench.memory`, `python -m bench.rotation` or "
-        "`python -m bench.self_heal` (each takes `--quick`); it prints its section.",
+        "bench.apply_latency`, `python -m bench.memory`, `python -m bench.rotation`, "
+        "`python -m bench.self_heal`, `python -m bench.scale`, `python -m bench.fleet` or "
+        "`python -m bench.environments` (each takes `--quick`); it prints its section.",
         "",
     ]
     for result in results:
@@ -250,7 +264,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         action="append",
-        choices=("dataplane", "apply", "memory", "rotation", "self_heal", "scale", "dns", "plan"),
+        choices=(
+            "dataplane",
+            "apply",
+            "memory",
+            "rotation",
+            "self_heal",
+            "scale",
+            "fleet",
+            "envs",
+            "dns",
+            "plan",
+        ),
         help="run only these (repeatable)",
     )
     parser.add_argument("--output", type=Path, default=REPO / "docs" / "benchmarks.md")

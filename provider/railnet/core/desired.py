@@ -19,6 +19,7 @@ from railnet.core.addressing import (
     parse_address,
     ula_prefix,
 )
+from railnet.core.delta import DocumentDelta
 from railnet.core.document import (
     DEFAULT_DNS_TTL,
     DEFAULT_DOMAIN,
@@ -351,9 +352,11 @@ def build_document(
             InstanceEntry(node=node, ipv4=final[(svc.name, i)][0], ipv6=final[(svc.name, i)][1])
             for i, (node, _, _) in enumerate(kept[svc.name])
         )
-        services.append(
-            ServiceEntry(id=ids[svc.name], name=svc.name, instances=instances, owner=svc.owner)
-        )
+        entry = ServiceEntry(id=ids[svc.name], name=svc.name, instances=instances, owner=svc.owner)
+        before = by_id.get(entry.id)
+        # A service that did not change keeps its entry (checked when it was read, its
+        # JSON already written): the next document costs only what changed.
+        services.append(before if before == entry else entry)
     in_use = {a for svc in services for i in svc.instances for a in (i.ipv4, i.ipv6) if a}
     given_up = {
         a
@@ -388,7 +391,12 @@ def build_document(
         keepers=tuple(keepers),
         key_rotation=spec.key_rotation,
     ).with_format(format)
-    # Round-trip through the validator: what we send is exactly what agents accept.
+    # Through the validator: what we send is exactly what agents accept. Against the
+    # previous document, as the agents check it (its delta: the header and the changed
+    # services read again, the kept ones checked against them); else whole.
+    delta = DocumentDelta.between(previous, doc) if previous is not None else None
+    if previous is not None and delta is not None:
+        return delta.apply_to(previous)
     return EnvironmentDocument.from_dict(doc.to_dict())
 
 

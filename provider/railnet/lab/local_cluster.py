@@ -209,13 +209,19 @@ class Lab:
             netlink(self.underlay_netns, attach(i, node, bridge_index))
             netlink(node.netns, address(node))
         agents: dict[str, int] = {}
+        # The agents share this machine's cores, and each starts a resolver it waits for:
+        # a large lab starts them a wave at a time, each wave once the one before answers.
+        wave = max(4, 2 * (os.cpu_count() or 1))
+        for first in range(0, len(members), wave):
+            started = members[first : first + wave]
+            for node in started:
+                agents[node.name] = self._start_agent(node)
+                meta = self._meta()
+                meta["agents"] = agents
+                (self.directory / "lab.json").write_text(json.dumps(meta))
+            for node in started:
+                self._wait_ready(node)
         for node in members:
-            agents[node.name] = self._start_agent(node)
-            meta = self._meta()
-            meta["agents"] = agents
-            (self.directory / "lab.json").write_text(json.dumps(meta))
-        for node in members:
-            self._wait_ready(node)
             say(f"  {node.name}: {node.underlay} in {node.netns}, agent pid {agents[node.name]}")
         cluster = {
             "lab": self.lab_id,
@@ -304,7 +310,9 @@ class Lab:
             os.kill(pid, sig)
             _wait_gone(pid)
 
-    def restart_agent(self, node: LabNode) -> int:
+    def restart_agent(self, node: LabNode, timeout: float = 30.0) -> int:
+        """Stop the node's agent and start it again; returns once it answers (it repairs
+        every stored environment first), within ``timeout`` seconds."""
         self.kill_agent(node, signal.SIGTERM)
         pid = self._start_agent(node)
         meta = self._meta()
@@ -312,7 +320,7 @@ class Lab:
         agents[node.name] = pid
         meta["agents"] = agents
         (self.directory / "lab.json").write_text(json.dumps(meta))
-        self._wait_ready(node)
+        self._wait_ready(node, timeout)
         return pid
 
     def upgrade_agent(self, node: LabNode) -> int:

@@ -20,7 +20,9 @@ from __future__ import annotations
 import argparse
 import signal
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from bench.common import (
@@ -36,6 +38,7 @@ from bench.common import (
     mib,
     say,
 )
+from railnet.agent.wireguard import INOTIFY_INSTANCES
 from railnet.control.deployer import EnvironmentDeployer
 from railnet.core.desired import EnvironmentSpec, ServiceSpec
 from railnet.lab.local_cluster import Lab, LabNode
@@ -72,6 +75,22 @@ class NodeMemory:
         return sum(m.rss for m in parts)
 
 
+@contextmanager
+def inotify_instances(needed: int) -> Iterator[int]:
+    """At least ``needed`` inotify instances per user for the run, restored afterwards:
+    every wireguard-go takes one, and the kernel's default (128) is fewer than the lab
+    needs (see docs/operating.md, "Install"). Yields the limit in force."""
+    before = int(INOTIFY_INSTANCES.read_text())
+    if before >= needed:
+        yield before
+        return
+    INOTIFY_INSTANCES.write_text(str(needed))
+    try:
+        yield needed
+    finally:
+        INOTIFY_INSTANCES.write_text(str(before))
+
+
 def _spec(i: int, config: Config) -> EnvironmentSpec:
     services = tuple(
         ServiceSpec(f"svc-{j}", (f"node-{j % config.nodes + 1}",)) for j in range(config.services)
@@ -98,7 +117,10 @@ def _memory(lab: Lab, node: LabNode) -> NodeMemory:
 def measure(config: Config, *, dns: bool = True) -> Result:
     started = time.monotonic()
     load = load_average()
-    with lab_cluster(config.nodes, dns=dns) as (lab, cluster):
+    # One per wireguard-go, and a few for each agent and the rest of the machine.
+    needed = config.envs * config.nodes + 64 * config.nodes + 256
+    with inotify_instances(needed) as limit, lab_cluster(config.nodes, dns=dns) as (lab, cluster):
+        say(f"environments: fs.inotify.max_user_instances is {limit} for the run")
         nodes = lab.nodes()
         empty = {n.name: _memory(lab, n) for n in nodes}
         deployer = EnvironmentDeployer(cluster, timeout=600)
@@ -207,7 +229,9 @@ def _result(
     body = [
         f"One lab of {config.nodes} nodes (DNS {'on' if dns else 'off'}); {config.envs} "
         f"environments of {config.services} services, one instance each, round-robin over "
-        f"the nodes, so every node builds every environment. Applied {DEPLOYERS} at a time, "
+        f"the nodes, so every node builds every environment (the run raises "
+        "`fs.inotify.max_user_instances` for itself: each wireguard-go takes one, see "
+        f"docs/operating.md). Applied {DEPLOYERS} at a time, "
         f"in {built:.0f} s. Memory is RSS from `/proc/<pid>/status`, before the first "
         f"environment and after the last; idle CPU is over {config.idle:g} s with nothing "
         "asked (the agents' periodic repair, every 30 s, and their watches run in it), as a "

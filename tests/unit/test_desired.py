@@ -569,3 +569,25 @@ def test_keepers_skip_cordoned_nodes_and_move_at_most_the_cordoned_ones() -> Non
     after = keepers_of(env, [n for n in nodes if n != cordoned])
     assert cordoned not in after
     assert set(before) - {cordoned} <= set(after) and len(after) == len(before)
+
+
+@pytest.mark.parametrize(
+    "services",
+    [
+        (svc("api", "node-1", "node-2"), svc("db", "node-2"), svc("web", "node-3")),  # added
+        (svc("api", "node-1"), svc("db", "node-2")),  # scaled down
+        (svc("db", "node-2"),),  # removed
+        (svc("web", "node-3"), svc("api", "node-1", "node-2"), svc("db", "node-2")),  # reordered
+    ],
+)
+def test_the_next_document_is_the_validators_and_keeps_unchanged_entries(
+    services: tuple[ServiceSpec, ...],
+) -> None:
+    first = build_document(
+        spec(svc("api", "node-1", "node-2"), svc("db", "node-2")), None, IDENTITIES
+    )
+    second = build_document(spec(*services), first, IDENTITIES)
+    assert EnvironmentDocument.from_json(second.to_json()) == second
+    assert second.to_json() == EnvironmentDocument.from_dict(second.to_dict()).to_json()
+    db = second.service("db")
+    assert db is first.service("db")  # the same entry: read once, its JSON written once

@@ -202,6 +202,30 @@ def _delete_link(netns_name: str, ifname: str) -> None:
     netlink(None, remove((ifname,)))
 
 
+INOTIFY_INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")
+
+
+def _uapi_hint(log_path: Path) -> str:
+    """What to do about a wireguard-go that could not open its UAPI socket, when its log
+    says: each process watches its socket with an inotify instance of its own, and the
+    kernel's default allows 128 per user, so a node with more than about a hundred
+    environments runs out."""
+    try:
+        tail = log_path.read_bytes()[-2000:].decode(errors="replace")
+    except OSError:
+        return ""
+    if "too many open files" not in tail.lower():
+        return ""
+    try:
+        limit = INOTIFY_INSTANCES.read_text().strip()
+    except OSError:
+        limit = "?"
+    return (
+        f": it ran out of inotify instances (fs.inotify.max_user_instances is {limit}; each "
+        "wireguard-go takes one): raise it, e.g. sysctl -w fs.inotify.max_user_instances=8192"
+    )
+
+
 class UserspaceWireGuard(WireGuardBackend):
     """wireguard-go, one process per environment device, configured over UAPI."""
 
@@ -244,9 +268,10 @@ class UserspaceWireGuard(WireGuardBackend):
         deadline = time.monotonic() + 10
         while not uapi.alive():
             if time.monotonic() > deadline:
+                log_path = self.log_dir / f"{env.wg_ifname}.log"
                 raise DataPlaneError(
-                    f"wireguard-go for {env.wg_ifname} did not open {uapi.path} within 10 s; "
-                    f"see {self.log_dir / (env.wg_ifname + '.log')}"
+                    f"wireguard-go for {env.wg_ifname} did not open {uapi.path} within 10 s"
+                    f"{_uapi_hint(log_path)}; see {log_path}"
                 )
             time.sleep(0.01)
         try:

@@ -397,7 +397,9 @@ def build_document(
     delta = DocumentDelta.between(previous, doc) if previous is not None else None
     if previous is not None and delta is not None:
         return delta.apply_to(previous)
-    return EnvironmentDocument.from_dict(doc.to_dict())
+    checked = EnvironmentDocument.from_dict(doc.to_dict())
+    unchanged = tuple(s if by_id.get(s.id) != s else by_id[s.id] for s in checked.services)
+    return replace(checked, services=unchanged)
 
 
 def _with_quarantine(

@@ -12,6 +12,7 @@ import base64
 import json
 import logging
 import stat
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -646,6 +647,27 @@ def test_one_broken_environment_does_not_stop_the_others(
     assert done[other.id] == [done[other.id][0]]
     assert done[other.id][0].startswith("error") and str(port) in done[other.id][0]
     assert agent.kernel.device_in(env_netns(agent)) is not None
+
+
+def test_a_stop_ends_a_repair_of_every_environment_between_environments(
+    agent: RunningAgent, client: AgentClient, applied: EnvironmentDocument
+) -> None:
+    other = EnvironmentSpec("shop", "staging", services=(ServiceSpec("api", ("node-1",)),))
+    client.apply(build_document(other, None, {"node-1": client.ensure(other.id)}).to_json(), 0)
+    agent.kernel.reboot()
+    stop = threading.Event()
+    stop.set()
+    assert agent.reconciler.reconcile_all(stop) == {}  # stopped before the first one
+    assert agent.kernel.device_in(env_netns(agent)) is None
+
+    class StopAfterOne(threading.Event):
+        def is_set(self) -> bool:
+            self.asked = getattr(self, "asked", 0) + 1
+            return self.asked > 1
+
+    done = agent.reconciler.reconcile_all(StopAfterOne())
+    assert len(done) == 1  # the one under way finished, the other waits for the next start
+    assert agent.reconciler.reconcile_all().keys() == {ENV, other.id}
 
 
 # -- mutual TLS --------------------------------------------------------------------------------

@@ -456,9 +456,14 @@ class Reconciler:
             return None
         return marker, doc, self._observe(self._local(doc), True)
 
-    def reconcile_all(self) -> dict[str, list[str]]:
+    def reconcile_all(self, stop: threading.Event | None = None) -> dict[str, list[str]]:
+        """Repair every stored environment, one after another; with ``stop``, the ones
+        left once it is set are left for the next start (a node with hundreds of
+        environments takes a while, and a stop or a hand-over must not wait for all)."""
         done: dict[str, list[str]] = {}
         for env_id in self.state.environment_ids():
+            if stop is not None and stop.is_set():
+                break
             try:
                 done[env_id] = self.reconcile(env_id)
             except Exception as exc:  # one broken environment must not stop the others

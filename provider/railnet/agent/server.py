@@ -321,7 +321,7 @@ def run_agent(config: AgentConfig) -> int:
         if time.monotonic() < next_repair:
             continue
         next_repair = time.monotonic() + config.reconcile_interval
-        for env_id, changes in reconciler.reconcile_all().items():
+        for env_id, changes in reconciler.reconcile_all(stop).items():
             if changes:
                 metrics.repaired(env_id, len(changes))
                 log.warning("environment %s: repaired drift: %s", env_id, "; ".join(changes))

@@ -304,11 +304,14 @@ class Lab:
         pid = self._meta().get("agents", {}).get(node.name)  # type: ignore[attr-defined]
         return int(pid) if pid and _is_agent(int(pid)) else None
 
-    def kill_agent(self, node: LabNode, sig: int = signal.SIGKILL) -> None:
+    def kill_agent(self, node: LabNode, sig: int = signal.SIGKILL, timeout: float = 60.0) -> None:
+        """Signal the node's agent and wait until it has exited (an agent asked to stop
+        finishes the environment it is repairing first)."""
         pid = self.agent_pid(node)
         if pid is not None:
             os.kill(pid, sig)
-            _wait_gone(pid)
+            if not _wait_gone(pid, timeout):
+                raise RailnetError(f"agent of {node.name} (pid {pid}) did not exit in {timeout} s")
 
     def restart_agent(self, node: LabNode, timeout: float = 30.0) -> int:
         """Stop the node's agent and start it again; returns once it answers (it repairs

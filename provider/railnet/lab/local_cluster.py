@@ -284,7 +284,9 @@ class Lab:
 
     def _wait_ready(self, node: LabNode, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
-        with self.client(node, timeout=2.0) as client:
+        # A whole timeout per call: an agent that holds hundreds of environments takes a
+        # while to report on them all (one that is not listening yet fails at once).
+        with self.client(node, timeout=timeout) as client:
             while True:
                 try:
                     client.status()

@@ -90,9 +90,15 @@ class Uapi:
                 if not chunk:
                     break
                 data += chunk
-        pairs = [tuple(line.split("=", 1)) for line in data.decode().splitlines() if "=" in line]
-        result = [(k, v) for k, v in pairs]
-        errno_value = dict(result).get("errno", "0")
+        # One pass: a device's reply has a line per allowed IP of every peer.
+        result: list[tuple[str, str]] = []
+        errno_value = "0"
+        for line in data.decode().split("\n"):
+            key, sep, value = line.partition("=")
+            if sep:
+                result.append((key, value))
+                if key == "errno":
+                    errno_value = value
         if errno_value != "0":
             raise DataPlaneError(
                 f"wireguard-go at {self.path} refused a change (errno {errno_value})"

@@ -64,11 +64,8 @@ class DocumentDelta:
             return None
         old = {s.id: s for s in base.services}
         new_ids = {s.id for s in doc.services}
-        raw = doc.to_dict()
-        services = raw.pop("services")
-        upserts = tuple(
-            entry for s, entry in zip(doc.services, services, strict=True) if old.get(s.id) != s
-        )
+        raw = doc.header_dict()
+        upserts = tuple(s.to_dict() for s in doc.services if old.get(s.id) != s)
         removed = tuple(s.id for s in base.services if s.id not in new_ids)
         delta = cls(
             base_generation=base.generation,

@@ -209,6 +209,12 @@ class EnvironmentDocument:
     def to_dict(self) -> dict[str, Any]:
         return self._to_dict([s.to_dict() for s in self.services])
 
+    def header_dict(self) -> dict[str, Any]:
+        """``to_dict`` without ``services``: what a delta carries whole."""
+        raw = self._to_dict(None)
+        del raw["services"]
+        return raw
+
     def _to_dict(self, services: object) -> dict[str, Any]:
         raw: dict[str, Any] = {
             "format": self.format,

@@ -165,3 +165,27 @@ def test_a_real_agent_refuses_what_a_role_may_not_do(tmp_path: Path) -> None:
         assert over_tcp.returncode == 0, over_tcp.stderr
         assert over_tcp.stdout.split() == ["0", "PERMISSION_DENIED"]
         assert not (node_2.state_dir / "environments" / "eaaaa").exists()
+
+
+def test_lab_down_stops_a_resolver_that_never_answered(tmp_path: Path) -> None:
+    """A lab whose build failed while agents were still starting resolvers: one that has
+    not opened its control socket yet is found by its command line, and stopped."""
+    lab = Lab.up(tmp_path / "lab", 1, dns=False)
+    control = lab.directory / "node-1" / "state" / "resolver.sock"
+    decoy = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", "resolver", "--control", str(control)]
+    )
+    other = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", "resolver", "--control",
+         str(tmp_path / "lab2" / "resolver.sock")]
+    )  # fmt: skip
+    try:
+        removed = lab.down()
+        assert decoy.wait(timeout=10) is not None
+        assert f"resolver not answering (pid {decoy.pid})" in removed
+        assert other.poll() is None  # another directory's: left alone
+    finally:
+        for process in (decoy, other):
+            if process.poll() is None:
+                process.kill()
+                process.wait()

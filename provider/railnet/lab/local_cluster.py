@@ -399,15 +399,23 @@ class Lab:
                 os.kill(pid, signal.SIGKILL)
                 _wait_gone(pid)
                 removed.append(f"agent {name} (pid {pid})")
-        for node in members:
-            pid = self.resolver_pid(node)
+        # The resolvers that answer on their sockets, and any started but not answering yet
+        # (a lab whose build failed while its agents were starting them).
+        resolvers = [(n.name, self.resolver_pid(n)) for n in members]
+        found = {pid for _, pid in resolvers}
+        resolvers += [
+            ("not answering", pid)
+            for pid in _processes_under(self.directory, b"resolver")
+            if pid not in found
+        ]
+        for name, pid in resolvers:
             if pid is not None and _is_process(pid, b"resolver"):
                 os.kill(pid, signal.SIGTERM)
                 if not _wait_gone(pid, timeout=3.0):
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
                     _wait_gone(pid)
-                removed.append(f"resolver {node.name} (pid {pid})")
+                removed.append(f"resolver {name} (pid {pid})")
         wg_pids = [pid for node in members for pid in self.wireguard_pids(node)]
         for name in list_netns():
             if name.startswith(self.prefix):
@@ -465,6 +473,23 @@ def _is_process(pid: int, needle: bytes) -> bool:
         return needle in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
+
+
+def _processes_under(directory: Path, needle: bytes) -> list[int]:
+    """The processes whose command line has ``needle`` as an argument and names a path
+    inside ``directory``."""
+    inside = str(directory).rstrip("/").encode() + b"/"
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parts = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if needle in parts and any(p.startswith(inside) for p in parts):
+            found.append(int(entry.name))
+    return found
 
 
 def _is_agent(pid: int) -> bool:

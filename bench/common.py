@@ -97,6 +97,19 @@ def finish(result: Result, output: Path | None = None, *, judged: bool = True) -
     return 0 if result.passed or not judged else 1
 
 
+def command_line(
+    module: str, config: object, full: object, quick: object, flags: dict[str, object]
+) -> str:
+    """The command that runs ``module`` with ``config`` again: bare for its full run,
+    ``--quick`` for its quick one, else with every flag in ``flags`` (name -> value)."""
+    command = f"python -m {module}"
+    if config == full:
+        return command
+    if config == quick:
+        return f"{command} --quick"
+    return command + "".join(f" --{name} {value}" for name, value in flags.items())
+
+
 def failed_result(name: str, target: str, exc: BaseException, seconds: float) -> Result:
     return Result(
         name=name,

@@ -30,6 +30,7 @@ from bench.common import (
     Memory,
     Result,
     check_prerequisites,
+    command_line,
     cpu_seconds,
     finish,
     lab_cluster,
@@ -218,13 +219,17 @@ def _result(
     dns_growth = sum(resolvers) / len(resolvers) if resolvers else 0.0
     agent_growth = sum(full[n].agent.rss - empty[n].agent.rss for n in full) / len(full)
     total = sum(f.total_rss for f in full.values()) / len(full)
-    command = "python -m bench.environments" + (
-        ""
-        if config == FULL
-        else " --quick"
-        if config == QUICK
-        else f" --nodes {config.nodes} --envs {config.envs} --services {config.services} "
-        f"--idle {config.idle:g}"
+    command = command_line(
+        "bench.environments",
+        config,
+        FULL,
+        QUICK,
+        {
+            "nodes": config.nodes,
+            "envs": config.envs,
+            "services": config.services,
+            "idle": f"{config.idle:g}",
+        },
     )
     body = [
         f"One lab of {config.nodes} nodes (DNS {'on' if dns else 'off'}); {config.envs} "

@@ -21,6 +21,7 @@ from bench.common import (
     BenchError,
     Result,
     check_prerequisites,
+    command_line,
     finish,
     lab_cluster,
     load_average,
@@ -163,13 +164,17 @@ def _result(config: Config, results: list[Spread], dns: bool, load: str, seconds
         f"{r.rpcs / r.holders:.2f} | {r.sent:,} | {r.received:,} | {len(r.outside)} |"
         for r in results
     ]
-    command = "python -m bench.fleet" + (
-        ""
-        if config == FULL
-        else " --quick"
-        if config == QUICK
-        else f" --nodes {config.nodes} --spreads {','.join(map(str, config.spreads))} "
-        f"--adds {config.adds} --per-node {config.per_node}"
+    command = command_line(
+        "bench.fleet",
+        config,
+        FULL,
+        QUICK,
+        {
+            "nodes": config.nodes,
+            "spreads": ",".join(map(str, config.spreads)),
+            "adds": config.adds,
+            "per-node": config.per_node,
+        },
     )
     body = [
         f"One lab of {config.nodes} nodes (DNS {'on' if dns else 'off'}); one environment "

@@ -19,6 +19,7 @@ from bench.common import (
     BenchError,
     Result,
     check_prerequisites,
+    command_line,
     cpu_seconds,
     finish,
     lab_cluster,
@@ -191,14 +192,12 @@ def _result(config: Config, results: list[Size], dns: bool, load: str, seconds: 
         "in Many environments.",
         "",
         "```",
-        "python -m bench.scale"
-        + (
-            ""
-            if config == FULL
-            else " --quick"
-            if config == QUICK
-            else f" --nodes {config.nodes} --sizes {','.join(map(str, config.sizes))} "
-            f"--adds {config.adds}"
+        command_line(
+            "bench.scale",
+            config,
+            FULL,
+            QUICK,
+            {"nodes": config.nodes, "sizes": ",".join(map(str, config.sizes)), "adds": config.adds},
         ),
         "```",
         "",

@@ -352,11 +352,12 @@ def build_document(
             InstanceEntry(node=node, ipv4=final[(svc.name, i)][0], ipv6=final[(svc.name, i)][1])
             for i, (node, _, _) in enumerate(kept[svc.name])
         )
-        entry = ServiceEntry(id=ids[svc.name], name=svc.name, instances=instances, owner=svc.owner)
-        before = by_id.get(entry.id)
-        # A service that did not change keeps its entry (checked when it was read, its
-        # JSON already written): the next document costs only what changed.
-        services.append(before if before == entry else entry)
+        services.append(
+            _kept(
+                ServiceEntry(id=ids[svc.name], name=svc.name, instances=instances, owner=svc.owner),
+                by_id,
+            )
+        )
     in_use = {a for svc in services for i in svc.instances for a in (i.ipv4, i.ipv6) if a}
     given_up = {
         a
@@ -398,8 +399,15 @@ def build_document(
     if previous is not None and delta is not None:
         return delta.apply_to(previous)
     checked = EnvironmentDocument.from_dict(doc.to_dict())
-    unchanged = tuple(s if by_id.get(s.id) != s else by_id[s.id] for s in checked.services)
-    return replace(checked, services=unchanged)
+    return replace(checked, services=tuple(_kept(s, by_id) for s in checked.services))
+
+
+def _kept(entry: ServiceEntry, previous: dict[str, ServiceEntry]) -> ServiceEntry:
+    """``entry``, or the previous document's entry of the same service when they are
+    equal: a service that did not change keeps its entry (checked when it was read, its
+    JSON already written), so the next document costs only what changed."""
+    before = previous.get(entry.id)
+    return before if before == entry else entry
 
 
 def _with_quarantine(

@@ -127,7 +127,7 @@ def _canonical_json(raw: object) -> str:
 
 
 _SERVICES_MARK = 0
-_SERVICES_SLOT = '"services":0'
+_SERVICES_SLOT = f'"services":{_SERVICES_MARK}'
 """Where a document's header, written with ``_SERVICES_MARK`` for its services, takes them:
 only a key can be followed by a colon, and quotes inside strings are escaped."""
 

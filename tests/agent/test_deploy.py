@@ -32,7 +32,7 @@ from railnet.core.desired import (
 )
 from railnet.core.dns import ResolverView, zone_records
 from railnet.core.document import EnvironmentDocument
-from railnet.core.errors import InvalidField
+from railnet.core.errors import DataPlaneError, InvalidField
 from railnet.core.local import host_route
 from railnet.core.names import environment_netns, instance_netns
 from railnet.pki.certs import TlsFiles, write_cluster_tls
@@ -691,6 +691,60 @@ def test_an_apply_looks_only_at_the_instances_its_change_touches(lab: FakeCluste
         agent.kernel.observed_only.clear()
     lab.deployer.apply(replace(base, services=(*base.services, svc("new", "node-2"))))
     assert all(agent.kernel.observed_only == [] for agent in lab.agents.values())
+
+
+def test_an_apply_trusts_the_device_it_built_and_sends_only_the_new_addresses(
+    lab: FakeCluster,
+) -> None:
+    base = big(30)
+    lab.deployer.apply(base)
+    for agent in lab.agents.values():
+        agent.kernel.device_reads = 0
+    applied = lab.deployer.apply(replace(base, services=(*base.services, svc("new", "node-2"))))
+    doc = applied.document
+    assert {n: a.kernel.device_reads for n, a in lab.agents.items()} == dict.fromkeys(NODES, 0)
+    new = doc.service("new")
+    assert new is not None
+    added = {f"+{host_route(a)}" for a in (new.instances[0].ipv4, new.instances[0].ipv6) if a}
+    for node in ("node-1", "node-3"):
+        (line,) = [c for c in applied.changes[node] if c.startswith("set peer")]
+        assert line.startswith("set peer node-2 allowed "), line
+        assert set(line.removeprefix("set peer node-2 allowed ").split(", ")) == added, line
+    assert_mesh(lab, doc)
+    # A rotation gives every peer a new key: the device is read (roamed endpoints live there).
+    rotated = lab.deployer.apply(replace(base, services=doc_services(doc), key_rotation="r1"))
+    assert all(a.kernel.device_reads > 0 for a in lab.agents.values())
+    assert_mesh(lab, rotated.document)
+
+
+def doc_services(doc: EnvironmentDocument) -> tuple[ServiceSpec, ...]:
+    return tuple(svc(s.name, *(i.node for i in s.instances)) for s in doc.services)
+
+
+@pytest.mark.parametrize(
+    ("node", "backend", "method"),
+    [("node-2", "network", "create_instance"), ("node-1", "wireguard", "configure")],
+)
+def test_an_apply_after_one_that_failed_part_way_builds_what_it_left_out(
+    lab: FakeCluster, monkeypatch: pytest.MonkeyPatch, node: str, backend: str, method: str
+) -> None:
+    """An apply trusts only what the last finished reconcile built: after one that failed
+    part-way (its document is stored), the next reads everything and finishes the job."""
+    base = big(6)
+    lab.deployer.apply(base)
+    target = getattr(lab.agents[node].reconciler, backend)
+
+    def broken(*args: Any) -> None:
+        raise DataPlaneError(f"{method} failed on purpose")
+
+    monkeypatch.setattr(target, method, broken)
+    with pytest.raises(AgentError):
+        lab.deployer.apply(replace(base, services=(*base.services, svc("first", "node-2"))))
+    monkeypatch.undo()
+    doc = lab.deployer.apply(
+        replace(base, services=(*base.services, svc("first", "node-2"), svc("then", "node-3")))
+    ).document
+    assert_mesh(lab, doc)
 
 
 def test_an_apply_gives_each_resolver_only_the_names_it_changes(lab: FakeCluster) -> None:

@@ -219,6 +219,32 @@ def test_the_agents_own_applies_start_no_repair(
     assert wait_for(lambda: web_ns in k.namespaces and k.namespaces[web_ns].linked)
 
 
+def test_after_an_apply_the_watch_looks_again_at_that_environment_only(
+    agent: RunningAgent, client: AgentClient, applied: EnvironmentDocument, repairs: Repairs
+) -> None:
+    """The watch takes in what an apply built by looking again at its environment alone
+    (the full look waits for the poll, set beyond the test here), and watches it."""
+    watch = FakeDriftWatch(agent.kernel)
+    heal = SelfHealer(
+        agent.reconciler, watch, debounce=0.05, poll=60, grace=0.05, on_repair=repairs
+    )
+    heal.start()
+    try:
+        time.sleep(0.2)
+        assert watch.retracked == []  # the first look is the full one
+        grown = build(client, with_service(SPEC, "web", "node-1"), applied)
+        assert client.apply(grown.to_json(), 1)[0] == 2
+        assert wait_for(lambda: watch.retracked == [frozenset({ENV})])
+        time.sleep(0.2)  # past the grace: what happens now is not the apply's own
+        web_ns = netns_of(agent, grown, "web", 0)
+        k = agent.kernel
+        k.delete_namespace(web_ns)
+        assert wait_for(lambda: web_ns in k.namespaces and k.namespaces[web_ns].linked)
+        assert repairs.seen and "deleted" in repairs.seen[0][2]
+    finally:
+        heal.stop()
+
+
 def test_a_repair_that_fails_is_tried_again_later(
     agent: RunningAgent,
     client: AgentClient,

@@ -87,3 +87,33 @@ def test_an_untracked_namespace_says_nothing(names: tuple[str, str]) -> None:
         assert watch.wait(0.5) == []
     finally:
         watch.close()
+
+
+def test_a_retrack_changes_one_environment_and_leaves_the_others(
+    names: tuple[str, str],
+) -> None:
+    env, inst = names
+    other = f"{env}x"
+    create_netns(other)
+    watch = LinuxDriftWatch()
+    try:
+        watch.track([WatchTarget("e1", env, (), None), WatchTarget("e2", other, (), None)])
+        # e1 now has an instance: it is watched; e2 stays watched without being looked at.
+        assert watch.retrack(["e1"], [WatchTarget("e1", env, (inst,), None)]) == []
+        subprocess.run(["ip", "-n", inst, "link", "set", "lo", "up"], check=True)
+        assert {(n.env_id, n.netns) for n in gather(watch)} == {("e1", inst)}
+        subprocess.run(["ip", "-n", other, "link", "set", "lo", "up"], check=True)
+        assert {(n.env_id, n.netns) for n in gather(watch)} == {("e2", None)}
+        # e1 gone from the node: its sockets close, nothing of it nudges, e2 still does.
+        assert watch.retrack(["e1"], []) == []
+        subprocess.run(["ip", "-n", inst, "addr", "add", "192.0.2.9/32", "dev", "lo"], check=True)
+        subprocess.run(["ip", "-n", env, "link", "set", "lo", "up"], check=True)
+        assert watch.wait(0.5) == []
+        subprocess.run(["ip", "-n", other, "addr", "add", "192.0.2.8/32", "dev", "lo"], check=True)
+        assert {(n.env_id, n.netns) for n in gather(watch)} == {("e2", None)}
+        # A target whose namespace is not there says so.
+        missing = watch.retrack(["e3"], [WatchTarget("e3", f"{env}y", (), None)])
+        assert [(n.env_id, n.source) for n in missing] == [("e3", "missing")]
+    finally:
+        watch.close()
+        delete_netns(other)

@@ -404,6 +404,8 @@ def test_endpoint_is_pushed_when_the_document_moved_it() -> None:
 
 
 def test_allowed_ips_change_keeps_the_roamed_endpoint() -> None:
+    """A new service on a peer adds its addresses to those the peer has (nothing else is
+    sent), and the endpoint WireGuard holds stays."""
     before = make_doc()
     after = make_doc(
         (
@@ -416,8 +418,15 @@ def test_allowed_ips_change_keeps_the_roamed_endpoint() -> None:
     env_before, env_after = local(before), local(after)
     changes = plan(env_after, observed_from(env_before), previous=env_before)
     node3 = next(p for p in env_after.peers if p.node == "node-3")
-    assert len(node3.allowed_ips) == 4
-    assert changes == (SetPeer("node-3", node3.public_key, None, node3.allowed_ips),)
+    old3 = next(p for p in env_before.peers if p.node == "node-3")
+    assert len(node3.allowed_ips) == 4 and len(old3.allowed_ips) == 2
+    added = tuple(a for a in node3.allowed_ips if a not in old3.allowed_ips)
+    assert len(added) == 2
+    assert changes == (SetPeer("node-3", node3.public_key, None, added, replace=False),)
+    assert changes[0].describe() == f"set peer node-3 allowed +{added[0]}, +{added[1]}"
+    # A removal replaces the peer's addresses whole (WireGuard takes none away alone).
+    back = plan(env_before, observed_from(env_after), previous=env_after)
+    assert back == (SetPeer("node-3", old3.public_key, None, old3.allowed_ips),)
 
 
 def test_peer_that_lost_its_endpoint_gets_it_back(env: LocalEnvironment) -> None:

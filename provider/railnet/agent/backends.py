@@ -7,7 +7,7 @@ fake twin (``fakes``) so that the servicer and reconciler are tested in millisec
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from railnet.core.dns import ResolverView, ViewChange
@@ -167,6 +167,12 @@ class DriftWatch(ABC):
     def track(self, targets: Sequence[WatchTarget]) -> list[Nudge]:
         """Watch exactly ``targets`` from now on; returns nudges for what is already
         missing (a namespace or process that cannot be watched because it is gone)."""
+
+    @abstractmethod
+    def retrack(self, env_ids: Collection[str], targets: Sequence[WatchTarget]) -> list[Nudge]:
+        """Watch ``targets`` in place of what was watched of ``env_ids`` (the targets of
+        those that are still hosted), the others as they are: what an apply changed costs
+        what it changed. Nudges as ``track``'s."""
 
     @abstractmethod
     def wait(self, timeout: float) -> list[Nudge]:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from railnet.agent.backends import (
@@ -129,6 +129,8 @@ class FakeKernel:
         """Every ``observe``: (environment namespace, how deep), to check what it costs."""
         self.observed_only: list[frozenset[str]] = []
         """The instance namespaces each limited ``observe`` (an apply's) looked at."""
+        self.device_reads = 0
+        """How many times a WireGuard device was read (every peer's allowed IPs)."""
         self.lock = threading.RLock()
         self.listeners: list[Callable[[str, str], None]] = []
         """Called with (kind, namespace) for every event: ``netlink``, ``deleted`` or
@@ -403,6 +405,7 @@ class FakeWireGuard(WireGuardBackend):
     def read(self, env: LocalEnvironment) -> ObservedDevice | None:
         k = self.kernel
         with k.lock:
+            k.device_reads += 1
             device = k.devices.get(env.wg_ifname)
             if device is None or device.netns != env.netns:
                 return None
@@ -478,7 +481,10 @@ class FakeWireGuard(WireGuardBackend):
                 for other in device.peers.values():
                     if other is not peer:
                         other.allowed_ips -= set(change.allowed_ips)
-                peer.allowed_ips = set(change.allowed_ips)
+                if change.replace:
+                    peer.allowed_ips = set(change.allowed_ips)
+                else:
+                    peer.allowed_ips |= set(change.allowed_ips)
 
     def delete(self, netns: str, ifname: str) -> None:
         k = self.kernel
@@ -498,6 +504,8 @@ class FakeDriftWatch(DriftWatch):
     def __init__(self, kernel: FakeKernel) -> None:
         self.kernel = kernel
         self._targets: dict[str, WatchTarget] = {}
+        self.retracked: list[frozenset[str]] = []
+        """The environments of each ``retrack``: what an apply made the watch look at."""
         self._pending: list[Nudge] = []
         self._cond = threading.Condition()
         self._woken = False
@@ -515,6 +523,17 @@ class FakeDriftWatch(DriftWatch):
     def track(self, targets: Sequence[WatchTarget]) -> list[Nudge]:
         with self._cond:
             self._targets = {t.env_id: t for t in targets}
+        return self._missing(targets)
+
+    def retrack(self, env_ids: Collection[str], targets: Sequence[WatchTarget]) -> list[Nudge]:
+        with self._cond:
+            for env_id in env_ids:
+                self._targets.pop(env_id, None)
+            self._targets.update({t.env_id: t for t in targets})
+            self.retracked.append(frozenset(env_ids))
+        return self._missing(targets)
+
+    def _missing(self, targets: Sequence[WatchTarget]) -> list[Nudge]:
         missing = []
         with self.kernel.lock:
             for target in targets:

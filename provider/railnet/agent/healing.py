@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from railnet.agent.backends import DriftWatch, Nudge, WatchTarget
@@ -118,8 +118,12 @@ class SelfHealer:
         """Event-driven repairs run (with or without changes)."""
         self._stop = threading.Event()
         self._retrack = threading.Event()
+        self._changed: set[str] = set()
+        """Environments settled since the watch last looked at them (``retrack``)."""
+        self._changed_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._failures: dict[str, int] = {}
+        self._tracked = False
 
     def start(self) -> None:
         self.reconciler.on_settled = self._settled
@@ -136,7 +140,10 @@ class SelfHealer:
         self.watch.close()
 
     def _settled(self, env_id: str) -> None:
-        # Called in the apply's thread: only ask the healer's thread to look again.
+        # Called in the apply's thread: only ask the healer's thread to look again, at
+        # that environment.
+        with self._changed_lock:
+            self._changed.add(env_id)
         self._retrack.set()
         self.watch.wake()
 
@@ -149,7 +156,14 @@ class SelfHealer:
                 now = time.monotonic()
                 if self._retrack.is_set() or now >= next_poll:
                     self._retrack.clear()
-                    self._consider(self.watch.track(self._targets()))
+                    with self._changed_lock:
+                        changed, self._changed = self._changed, set()
+                    if now >= next_poll or not self._tracked:
+                        # Everything, now and then: what was missed shows here.
+                        self._consider(self.watch.track(self._targets()))
+                        self._tracked = True
+                    elif changed:
+                        self._consider(self.watch.retrack(changed, self._targets(changed)))
                 if now >= next_poll:
                     self._consider(self._poll_devices())
                     next_poll = now + self.poll
@@ -161,9 +175,9 @@ class SelfHealer:
                 log.exception("self-healing: unexpected error; going on")
                 self._stop.wait(self.poll)
 
-    def _targets(self) -> list[WatchTarget]:
+    def _targets(self, only: Collection[str] | None = None) -> list[WatchTarget]:
         targets = []
-        for env_id, hosted in sorted(self.reconciler.hosted().items()):
+        for env_id, hosted in sorted(self.reconciler.hosted(only).items()):
             targets.append(
                 WatchTarget(
                     env_id=env_id,

@@ -34,6 +34,7 @@ from railnet.linux.netns import (
     delete_netns,
     list_netns,
     netlink,
+    netns_exists,
     netns_fd,
     read_sysctl,
     write_sysctls,
@@ -157,11 +158,16 @@ class LinuxNetwork(NetworkBackend):
         deep: bool | frozenset[str] = True,
         only: frozenset[str] | None = None,
     ) -> tuple[bool, bool, tuple[ObservedInstance, ...]]:
-        names = set(list_netns())
-        mine = sorted(
-            n for n in names if n.startswith(env.netns + "-") and (only is None or n in only)
-        )
-        if env.netns not in names:
+        if only is None:
+            names = set(list_netns())
+            mine = sorted(n for n in names if n.startswith(env.netns + "-"))
+            exists = env.netns in names
+        else:
+            # One look per namespace asked about: the node's list of namespaces holds every
+            # instance of every environment.
+            mine = sorted(n for n in only if n.startswith(env.netns + "-") and netns_exists(n))
+            exists = netns_exists(env.netns)
+        if not exists:
             # Instance namespaces outlive it, their veths do not: they are to be rewired.
             return False, False, tuple(ObservedInstance(n, frozenset(), False, None) for n in mine)
         wanted_veth = {i.netns: i for i in env.instances}
@@ -280,7 +286,7 @@ class LinuxNetwork(NetworkBackend):
             return frozenset(), False
 
     def create_namespace(self, name: str) -> None:
-        if name not in list_netns():
+        if not netns_exists(name):
             create_netns(name)
         netlink(name, lambda ns: ns.link("set", index=_link_index(ns, "lo"), state="up"))
 
@@ -309,7 +315,7 @@ class LinuxNetwork(NetworkBackend):
         netlink(env.netns, configure)
 
     def create_instance(self, env: LocalEnvironment, instance: InstancePlacement) -> None:
-        if instance.netns in list_netns():
+        if netns_exists(instance.netns):
             # Never removed to be made again: its processes would keep the old one.
             self.rewire_instance(env, instance)
             return
@@ -495,8 +501,7 @@ class LinuxNetwork(NetworkBackend):
         except ValueError:
             return
         env_netns = f"{head}-{env_id}"
-        names = set(list_netns())
-        if env_netns not in names:
+        if not netns_exists(env_netns):
             return
 
         def addresses(ns: Any) -> frozenset[str] | None:
@@ -506,7 +511,7 @@ class LinuxNetwork(NetworkBackend):
             return frozenset(a for a in _addresses(ns, eth0) if not a.startswith("fe80:"))
 
         try:
-            own = netlink(name, addresses) if name in names else None
+            own = netlink(name, addresses) if netns_exists(name) else None
         except (NetlinkError, OSError, DataPlaneError):
             own = None
         netlink(env_netns, lambda ens: _drop_guards(ens, veth, own))

@@ -25,13 +25,13 @@ import selectors
 import socket
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from railnet.agent.backends import DriftWatch, Nudge, WatchTarget
 from railnet.core.errors import DataPlaneError
-from railnet.linux.netns import NETNS_DIR, list_netns, run_in_netns
+from railnet.linux.netns import NETNS_DIR, list_netns, netns_exists, run_in_netns
 
 log = logging.getLogger("railnet.agent.watch")
 
@@ -101,16 +101,45 @@ class LinuxDriftWatch(DriftWatch):
         self._watch_directory()
         self._targets = {t.env_id: t for t in targets}
         self._owner = {netns: t.env_id for t in targets for netns in (t.netns, *t.instances)}
-        missing: list[Nudge] = []
         existing = set(list_netns())
         for netns in [n for n in self._sockets if n not in self._owner or n not in existing]:
             self._close_socket(netns)  # a deleted one would stay alive while it is open
+        for env_id in [e for e in self._pidfds if e not in self._targets]:
+            self._close_pidfd(env_id)
+        return self._open(targets, existing.__contains__)
+
+    def retrack(self, env_ids: Collection[str], targets: Sequence[WatchTarget]) -> list[Nudge]:
+        self._watch_directory()
+        before: set[str] = set()
+        for env_id in env_ids:
+            old = self._targets.pop(env_id, None)
+            if old is not None:
+                before.update((old.netns, *old.instances))
+        for netns in before:
+            if self._owner.get(netns) in env_ids:
+                del self._owner[netns]
+        for target in targets:
+            self._targets[target.env_id] = target
+            for netns in (target.netns, *target.instances):
+                self._owner[netns] = target.env_id
+        for netns in before:
+            if netns not in self._owner:
+                self._close_socket(netns)
+        for env_id in env_ids:
+            if env_id not in self._targets:
+                self._close_pidfd(env_id)
+        # A namespace deleted while watched had its socket closed then (``_deleted``).
+        return self._open(targets, netns_exists)
+
+    def _open(self, targets: Sequence[WatchTarget], exists: Callable[[str], bool]) -> list[Nudge]:
+        """Watch what ``targets`` name and is not watched yet; nudges for what is gone."""
+        missing: list[Nudge] = []
         for target in targets:
             for netns in (target.netns, *target.instances):
                 if netns in self._sockets:
                     continue
                 instance = None if netns == target.netns else netns
-                if netns not in existing:
+                if not exists(netns):
                     missing.append(Nudge(target.env_id, instance, "missing", time.monotonic()))
                     continue
                 try:
@@ -137,8 +166,6 @@ class LinuxDriftWatch(DriftWatch):
                 self._selector.register(
                     sock, selectors.EVENT_READ, _Source("netlink", target.env_id, instance)
                 )
-        for env_id in [e for e in self._pidfds if e not in self._targets]:
-            self._close_pidfd(env_id)
         for target in targets:
             held = self._pidfds.get(target.env_id)
             if held is not None and held[0] == target.process:

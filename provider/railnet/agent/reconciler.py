@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -29,7 +29,7 @@ from railnet.core.errors import (
     StaleGeneration,
     StaleIdentity,
 )
-from railnet.core.local import LocalEnvironment, local_environment
+from railnet.core.local import LocalEnvironment, local_environment, local_environment_after
 from railnet.core.names import check_object_id, environment_netns, wireguard_ifname
 from railnet.core.reconcile import (
     Change,
@@ -48,7 +48,9 @@ from railnet.core.reconcile import (
     RewireInstance,
     SetPeer,
     SetPrivateKey,
+    any_peer_rekeyed,
     as_built,
+    device_as_built,
     plan_device,
     plan_environment,
     plan_removal,
@@ -471,10 +473,13 @@ class Reconciler:
                 done[env_id] = [f"error: {exc}"]
         return done
 
-    def hosted(self) -> dict[str, Hosted]:
-        """The environments this node builds (as their last reconcile left them)."""
+    def hosted(self, only: Collection[str] | None = None) -> dict[str, Hosted]:
+        """The environments this node builds (as their last reconcile left them); with
+        ``only``, those of them."""
         with self._guard:
-            return dict(self._hosted)
+            if only is None:
+                return dict(self._hosted)
+            return {e: self._hosted[e] for e in only if e in self._hosted}
 
     def device_drift(self, env_id: str) -> tuple[Change, ...]:
         """What the environment's WireGuard device lacks, read without the environment's
@@ -500,11 +505,16 @@ class Reconciler:
     # -- internals ---------------------------------------------------------------------
 
     def _local(self, doc: EnvironmentDocument) -> LocalEnvironment:
+        """This node's part of ``doc``: kept from the last call, or derived from the last
+        call's by the services that differ."""
         with self._guard:
             derived = self._derived.get(doc.id)
         if derived is not None and derived[0] is doc:
             return derived[1]
-        local = local_environment(doc, self.node, self.netns_prefix)
+        if derived is not None:
+            local = local_environment_after(derived[0], derived[1], doc, self.netns_prefix)
+        else:
+            local = local_environment(doc, self.node, self.netns_prefix)
         with self._guard:
             self._derived[doc.id] = (doc, local)
         return local
@@ -516,16 +526,30 @@ class Reconciler:
         before: LocalEnvironment | None = None,
     ) -> ObservedEnvironment:
         """What the node has of ``local``. With ``before`` (an apply of a change from it),
-        only the instances the change touches are read; the others are taken as built."""
-        if before is None:
+        only the instances the change touches are read; the others, and the WireGuard
+        device, are taken as the last finished reconcile built them. That holds only when
+        that reconcile was of ``before``: after one that failed part-way (or none since
+        start-up), everything is read."""
+        built: Hosted | None = None
+        if before is not None:
+            with self._guard:
+                built = self._hosted.get(local.env_id)
+            if built is None or built.local is not before:
+                before = None
+        if before is None or built is None:
             exists, base, instances = self.network.observe(local, deep)
+            device = self.wireguard.read(local) if exists else None
         else:
             touched = touched_instances(before, local)
             exists, base, seen = self.network.observe(local, deep, only=touched)
             instances = seen + as_built(local, touched)
             if not exists:  # the environment is gone under the agent: read everything
                 exists, base, instances = self.network.observe(local, deep)
-        device = self.wireguard.read(local) if exists else None
+            if exists and base and not any_peer_rekeyed(before, local):
+                # ``base`` includes the device's link, up: the device is there.
+                device = device_as_built(before, built.public_key, built.listen_port)
+            else:
+                device = self.wireguard.read(local) if exists else None
         return ObservedEnvironment(
             netns_exists=exists, base_ready=base, device=device, instances=instances
         )

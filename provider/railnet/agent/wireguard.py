@@ -32,7 +32,7 @@ from railnet.core.errors import DataPlaneError
 from railnet.core.local import LocalEnvironment
 from railnet.core.names import MESH_MTU, WG_LINK
 from railnet.core.reconcile import ObservedDevice, ObservedPeer, RemovePeer, SetPeer
-from railnet.linux.netns import list_netns, netlink, netns_fd, run_in_netns
+from railnet.linux.netns import netlink, netns_exists, netns_fd, run_in_netns
 
 UAPI_DIR = Path("/var/run/wireguard")
 KEEPALIVE = 0
@@ -162,7 +162,8 @@ def peer_lines(change: SetPeer | RemovePeer) -> list[str]:
     # Turning keepalive on sends one keepalive at once, which starts the handshake; the
     # second section of the same peer turns it off again.
     lines.append(f"persistent_keepalive_interval={NUDGE if change.handshake else KEEPALIVE}")
-    lines.append("replace_allowed_ips=true")
+    if change.replace:
+        lines.append("replace_allowed_ips=true")
     lines.extend(f"allowed_ip={ip}" for ip in change.allowed_ips)
     if change.handshake:
         lines += [lines[0], f"persistent_keepalive_interval={KEEPALIVE}"]
@@ -203,7 +204,7 @@ def _delete_link(netns_name: str, ifname: str) -> None:
 
         return work
 
-    if netns_name in list_netns():
+    if netns_exists(netns_name):
         netlink(netns_name, remove((WG_LINK, ifname)))
     netlink(None, remove((ifname,)))
 
@@ -410,7 +411,7 @@ class KernelWireGuard(WireGuardBackend):
                         peer["endpoint_port"] = int(port)
                     peer["persistent_keepalive"] = NUDGE if change.handshake else KEEPALIVE
                     peer["allowed_ips"] = list(change.allowed_ips)
-                    peer["replace_allowed_ips"] = True
+                    peer["replace_allowed_ips"] = change.replace
                 wg.set(WG_LINK, peer=peer)
                 if isinstance(change, SetPeer) and change.handshake:
                     off = {"public_key": change.public_key, "persistent_keepalive": KEEPALIVE}

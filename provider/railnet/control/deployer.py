@@ -362,6 +362,7 @@ class EnvironmentDeployer:
         version = common_format(
             {n: self._client(n).formats or (1,) for n in holders if n not in survey.unreachable}
         )
+        made: dict[str, DocumentDelta] = {}
         doc = build_document(
             spec,
             previous,
@@ -374,6 +375,7 @@ class EnvironmentDeployer:
             ),
             keepers=keep,
             format=version,
+            made=made,
         )
         if (
             previous is not None
@@ -401,7 +403,8 @@ class EnvironmentDeployer:
             return 0 if stored is None else stored.generation
 
         reachable = [n for n in holders if n not in survey.unreachable]
-        sends = self._sends(doc, {n: held.get(n) for n in reachable})
+        made = {base: d for base, d in made.items() if d.digest == doc.digest}
+        sends = self._sends(doc, {n: held.get(n) for n in reachable}, made)
 
         def apply(c: AgentClient) -> list[str]:
             whole, delta = sends[c.target.node]
@@ -446,11 +449,15 @@ class EnvironmentDeployer:
         return Applied(document=doc, changes=applied, removed_from=tuple(gone))
 
     def _sends(
-        self, doc: EnvironmentDocument, held: dict[str, EnvironmentDocument | None]
+        self,
+        doc: EnvironmentDocument,
+        held: dict[str, EnvironmentDocument | None],
+        made: dict[str, DocumentDelta] | None = None,
     ) -> dict[str, tuple[str, str]]:
         """Per node, what carries ``doc`` to it: ``(whole document, "")``, or ``("",
         delta)`` against the document the node holds, when its agent takes deltas and the
-        delta is the smaller. Computed once per distinct held document."""
+        delta is the smaller. Computed once per distinct held document; ``made``: deltas
+        to ``doc`` already made, by the digest of their base."""
         whole: list[str] = []
 
         def text() -> str:
@@ -467,7 +474,7 @@ class EnvironmentDeployer:
                 sends[node] = (text(), "")
                 continue
             if base.digest not in deltas:
-                delta = DocumentDelta.between(base, doc)
+                delta = (made or {}).get(base.digest) or DocumentDelta.between(base, doc)
                 deltas[base.digest] = None if delta is None else delta.to_json()
             found = deltas[base.digest]
             if found is None or (whole and len(found) >= len(whole[0])):

@@ -249,15 +249,19 @@ def build_document(
     leaving: tuple[str, ...] = (),
     keepers: tuple[str, ...] = (),
     format: int = FORMAT_VERSION,
+    made: dict[str, DocumentDelta] | None = None,
 ) -> EnvironmentDocument:
-    """The next document: ``previous.generation + 1`` (or 1), with stable addresses.
+    """The next document: ``previous.generation + 1`` (or 1), with stable addresses,
+    checked the way the agents check it.
 
     ``identities`` maps each hosting node to its (public key, endpoint). Addresses that
     instances give up rest in quarantine (see ``FreedAddress.resting``; ``now`` is the time
     in seconds, None when unknown) before they are handed out again; when the range has
     nothing else left, the longest-resting go first. ``leaving`` lists the nodes that must
     still remove the environment, ``keepers`` those that keep a copy of the document;
-    ``format`` is the document format version to write (one every holder reads).
+    ``format`` is the document format version to write (one every holder reads). ``made``,
+    when given, receives the delta from ``previous`` the document was checked through (by
+    ``previous``'s digest): what a node holding ``previous`` is sent.
     """
     check_dns_label("project", spec.project)
     check_dns_label("environment", spec.environment)
@@ -314,8 +318,23 @@ def build_document(
         claimed.add(sid)
         ids[svc.name] = sid
 
+    # A service placed as before keeps its entry whole (its addresses carry over): only
+    # the others go through the allocation below, so a deploy that adds one service to a
+    # thousand costs little more than the thousand look-ups.
+    carried = keep_v4 or (ipv4 is None and previous is not None and previous.ipv4_cidr is None)
+    same: dict[str, ServiceEntry] = {}
+    for svc in spec.services if carried else ():
+        before = by_id.get(ids[svc.name])
+        if (
+            before is not None
+            and before.name == svc.name
+            and before.owner == svc.owner
+            and tuple(i.node for i in before.instances) == svc.nodes
+        ):
+            same[svc.name] = before
+    changing = [svc for svc in spec.services if svc.name not in same]
     kept: dict[str, list[tuple[str, str | None, str | None]]] = {}
-    for svc in spec.services:
+    for svc in changing:
         before = by_id.get(ids[svc.name])
         old = before.instances if before else ()
         kept[svc.name] = [
@@ -325,9 +344,11 @@ def build_document(
         kept[svc.name] += [(node, None, None) for node in svc.nodes[len(old) :]]
 
     wanted = sum(1 for k in kept.values() for _, _, v6 in k if v6 is None)
-    fresh = iter(_with_quarantine(lambda q: plan.allocate(used | q, wanted), resting))
+    fresh = iter(
+        _with_quarantine(lambda q: plan.allocate(used | q, wanted), resting) if wanted else ()
+    )
     pending: list[tuple[str, int, str | None, str]] = []
-    for declared in spec.services:
+    for declared in changing:
         for i, (_, v4, v6) in enumerate(kept[declared.name]):
             if v6 is None:
                 v4, v6 = next(fresh)
@@ -348,6 +369,9 @@ def build_document(
 
     services = []
     for svc in spec.services:
+        if svc.name in same:
+            services.append(same[svc.name])
+            continue
         instances = tuple(
             InstanceEntry(node=node, ipv4=final[(svc.name, i)][0], ipv6=final[(svc.name, i)][1])
             for i, (node, _, _) in enumerate(kept[svc.name])
@@ -397,6 +421,8 @@ def build_document(
     # services read again, the kept ones checked against them); else whole.
     delta = DocumentDelta.between(previous, doc) if previous is not None else None
     if previous is not None and delta is not None:
+        if made is not None:
+            made[previous.digest] = delta
         return delta.apply_to(previous)
     checked = EnvironmentDocument.from_dict(doc.to_dict())
     return replace(checked, services=tuple(_kept(s, by_id) for s in checked.services))

@@ -211,18 +211,9 @@ class ViewChange:
             return None
         if previous.ip_mode is not doc.ip_mode:
             return None
-        old = {s.id: s for s in previous.services}
-        gone: set[str] = set()
-        records: list[DnsRecord] = []
-        for svc in doc.services:
-            before = old.pop(svc.id, None)
-            if before is svc or before == svc:
-                continue
-            if before is not None:
-                gone.update(r.name for r in service_records(before, previous))
-            records.extend(service_records(svc, doc))
-        for before in old.values():  # removed services
-            gone.update(r.name for r in service_records(before, previous))
+        was, now = doc.services_changed_from(previous)
+        gone = {r.name for before in was for r in service_records(before, previous)}
+        records = [r for svc in now for r in service_records(svc, doc)]
         gone.difference_update(r.name for r in records)
         return cls(
             head=head,

@@ -194,6 +194,26 @@ class EnvironmentDocument:
     def service(self, name: str) -> ServiceEntry | None:
         return next((s for s in self.services if s.name == name), None)
 
+    def services_changed_from(
+        self, previous: EnvironmentDocument
+    ) -> tuple[list[ServiceEntry], list[ServiceEntry]]:
+        """What differs in services from ``previous``: (their entries there: changed and
+        removed ones; their entries here: changed and new ones). An unchanged service is
+        passed over by identity first (a document made from another shares its entries),
+        so this costs a look-up per service and a read of each one that changed."""
+        old = {s.id: s for s in previous.services}
+        gone: list[ServiceEntry] = []
+        came: list[ServiceEntry] = []
+        for svc in self.services:
+            was = old.pop(svc.id, None)
+            if was is svc or was == svc:
+                continue
+            if was is not None:
+                gone.append(was)
+            came.append(svc)
+        gone.extend(old.values())
+        return gone, came
+
     def with_generation(self, generation: int) -> EnvironmentDocument:
         return replace(self, generation=generation)
 

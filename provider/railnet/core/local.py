@@ -6,10 +6,11 @@ up exactly where it was.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import bisect
+from dataclasses import dataclass, replace
 
 from railnet.core.addressing import LINK_LOCAL_GATEWAY6
-from railnet.core.document import EnvironmentDocument
+from railnet.core.document import EnvironmentDocument, InstanceEntry, ServiceEntry
 from railnet.core.names import environment_netns, instance_netns, veth_ifname, wireguard_ifname
 
 
@@ -87,17 +88,7 @@ def local_environment(doc: EnvironmentDocument, node: str, netns_prefix: str) ->
                 routes.append(inst.ipv4 + "/32")
             routes.append(inst.ipv6 + "/128")
             if inst.node == node:
-                instances.append(
-                    InstancePlacement(
-                        service_id=svc.id,
-                        service=svc.name,
-                        index=index,
-                        netns=instance_netns(netns_prefix, doc.id, svc.id, index),
-                        veth=veth_ifname(doc.id, svc.id, index),
-                        ipv4=inst.ipv4,
-                        ipv6=inst.ipv6,
-                    )
-                )
+                instances.append(_placement(doc.id, svc, index, netns_prefix))
     peers = tuple(
         PeerSpec(
             node=n.name,
@@ -122,4 +113,71 @@ def local_environment(doc: EnvironmentDocument, node: str, netns_prefix: str) ->
         domain=doc.domain,
         peers=peers,
         instances=tuple(sorted(instances, key=lambda i: i.netns)),
+    )
+
+
+def local_environment_after(
+    previous: EnvironmentDocument,
+    before: LocalEnvironment,
+    doc: EnvironmentDocument,
+    netns_prefix: str,
+) -> LocalEnvironment:
+    """``local_environment(doc, before.node, netns_prefix)``, derived from ``before`` (this
+    node's part of ``previous``) by reading only the services that differ: an apply that
+    adds one service costs that service, not the environment. When more than services
+    differ (the address plan, the domain), it is derived whole."""
+    node = before.node
+    if (doc.id, doc.ipv4_cidr, doc.domain) != (previous.id, previous.ipv4_cidr, previous.domain):
+        return local_environment(doc, node, netns_prefix)
+    gone, came = doc.services_changed_from(previous)
+    if not gone and not came and doc.nodes == previous.nodes:
+        return before
+    dropped = {s.id for s in gone}
+    instances = [i for i in before.instances if i.service_id not in dropped]
+    routes = {p.node: list(p.allowed_ips) for p in before.peers}
+    try:
+        for svc in gone:
+            for inst in svc.instances:
+                if inst.node != node:
+                    for route in _routes_of(inst):
+                        routes[inst.node].remove(route)
+    except (KeyError, ValueError):  # ``before`` is not ``previous``'s part: derive it whole
+        return local_environment(doc, node, netns_prefix)
+    for svc in came:
+        for index, inst in enumerate(svc.instances):
+            if inst.node == node:
+                instances.append(_placement(doc.id, svc, index, netns_prefix))
+            else:
+                kept = routes.setdefault(inst.node, [])
+                for route in _routes_of(inst):
+                    bisect.insort(kept, route)
+    peers = tuple(
+        PeerSpec(
+            node=n.name,
+            public_key=n.public_key,
+            endpoint=n.endpoint,
+            allowed_ips=tuple(routes.get(n.name, ())),
+        )
+        for n in sorted(doc.nodes, key=lambda n: n.name)
+        if n.name != node
+    )
+    return replace(before, peers=peers, instances=tuple(sorted(instances, key=lambda i: i.netns)))
+
+
+def _routes_of(inst: InstanceEntry) -> tuple[str, ...]:
+    if inst.ipv4 is None:
+        return (inst.ipv6 + "/128",)
+    return (inst.ipv4 + "/32", inst.ipv6 + "/128")
+
+
+def _placement(env_id: str, svc: ServiceEntry, index: int, netns_prefix: str) -> InstancePlacement:
+    inst = svc.instances[index]
+    return InstancePlacement(
+        service_id=svc.id,
+        service=svc.name,
+        index=index,
+        netns=instance_netns(netns_prefix, env_id, svc.id, index),
+        veth=veth_ifname(env_id, svc.id, index),
+        ipv4=inst.ipv4,
+        ipv6=inst.ipv6,
     )

@@ -124,11 +124,16 @@ class SetPeer:
     """Start a handshake at once (a keepalive): the peer replaces one of the same node
     under its old key, or comes back after drift while the other node still holds the
     session this device lost; traffic should not wait for its next packet or a retry."""
+    replace: bool = True
+    """``allowed_ips`` are all the peer's, in place of those it has; False: they are added
+    to those it has (a change that only adds, as a new service does: what is sent grows
+    with the change, not with the services on that peer)."""
 
     def describe(self) -> str:
         where = f" at {self.endpoint}" if self.endpoint else ""
         now = " (handshake now)" if self.handshake else ""
-        return f"set peer {self.node}{where} allowed {', '.join(self.allowed_ips) or '-'}{now}"
+        allowed = self.allowed_ips if self.replace else tuple(f"+{a}" for a in self.allowed_ips)
+        return f"set peer {self.node}{where} allowed {', '.join(allowed) or '-'}{now}"
 
 
 @dataclass(frozen=True)
@@ -317,6 +322,26 @@ def as_built(after: LocalEnvironment, touched: frozenset[str]) -> tuple[Observed
     )
 
 
+def device_as_built(built: LocalEnvironment, public_key: str, listen_port: int) -> ObservedDevice:
+    """The WireGuard device as the node's last finished reconcile of ``built`` left it:
+    what an apply trusts instead of reading every peer's allowed IPs again (start-up,
+    repairs and the watcher's device checks read the device itself)."""
+    return ObservedDevice(
+        public_key=public_key,
+        listen_port=listen_port,
+        peers=tuple(
+            ObservedPeer(p.public_key, p.endpoint, frozenset(p.allowed_ips)) for p in built.peers
+        ),
+    )
+
+
+def any_peer_rekeyed(before: LocalEnvironment, after: LocalEnvironment) -> bool:
+    """Whether a node that is a peer in both has another key in ``after``: its endpoint
+    may have been learned by roaming, which only the device knows."""
+    keys = {p.node: p.public_key for p in before.peers}
+    return any(keys.get(p.node, p.public_key) != p.public_key for p in after.peers)
+
+
 def plan_device(
     desired: LocalEnvironment, public_key: str, listen_port: int, device: ObservedDevice | None
 ) -> tuple[Change, ...]:
@@ -376,7 +401,11 @@ def _plan_peers(
             continue
         moved = peer.public_key in before and before[peer.public_key].endpoint != peer.endpoint
         lost = have.endpoint is None
-        if moved or lost or have.allowed_ips != frozenset(peer.allowed_ips):
+        wanted = frozenset(peer.allowed_ips)
+        if not (moved or lost) and have.allowed_ips < wanted:
+            added = tuple(a for a in peer.allowed_ips if a not in have.allowed_ips)
+            changes.append(SetPeer(peer.node, peer.public_key, None, added, replace=False))
+        elif moved or lost or have.allowed_ips != wanted:
             changes.append(
                 SetPeer(
                     peer.node,

@@ -88,6 +88,12 @@ def list_netns() -> list[str]:
         return []
 
 
+def netns_exists(name: str) -> bool:
+    """Whether ``name`` is among ``list_netns()``, without listing them all (a node's
+    list holds every instance of every environment)."""
+    return os.path.lexists(netns_path(name))
+
+
 def create_netns(name: str) -> None:
     result = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
     if result.returncode != 0:
@@ -95,10 +101,10 @@ def create_netns(name: str) -> None:
 
 
 def delete_netns(name: str) -> None:
-    if name not in list_netns():
+    if not netns_exists(name):
         return
     result = subprocess.run(["ip", "netns", "delete", name], capture_output=True, text=True)
-    if result.returncode != 0 and name in list_netns():
+    if result.returncode != 0 and netns_exists(name):
         raise DataPlaneError(f"cannot delete namespace {name}: {result.stderr.strip()}")
 
 

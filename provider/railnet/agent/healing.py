@@ -123,7 +123,6 @@ class SelfHealer:
         self._changed_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._failures: dict[str, int] = {}
-        self._tracked = False
 
     def start(self) -> None:
         self.reconciler.on_settled = self._settled
@@ -158,10 +157,9 @@ class SelfHealer:
                     self._retrack.clear()
                     with self._changed_lock:
                         changed, self._changed = self._changed, set()
-                    if now >= next_poll or not self._tracked:
+                    if now >= next_poll:  # the first pass too
                         # Everything, now and then: what was missed shows here.
                         self._consider(self.watch.track(self._targets()))
-                        self._tracked = True
                     elif changed:
                         self._consider(self.watch.retrack(changed, self._targets(changed)))
                 if now >= next_poll:

@@ -62,20 +62,17 @@ class DocumentDelta:
         whole (another environment, another address plan, a reordering of services)."""
         if any(getattr(base, f) != getattr(doc, f) for f in PLAN_FIELDS):
             return None
-        old = {s.id: s for s in base.services}
-        new_ids = {s.id for s in doc.services}
-        raw = doc.header_dict()
-        upserts = tuple(s.to_dict() for s in doc.services if old.get(s.id) != s)
-        removed = tuple(s.id for s in base.services if s.id not in new_ids)
+        gone, came = doc.services_changed_from(base)
+        changed = {s.id: s for s in came}
         delta = cls(
             base_generation=base.generation,
             base_digest=base.digest,
             digest=doc.digest,
-            header=raw,
-            upserts=upserts,
-            removed=removed,
+            header=doc.header_dict(),
+            upserts=tuple(s.to_dict() for s in came),
+            removed=tuple(s.id for s in gone if s.id not in changed),
         )
-        if _merged(base, delta, {s.id: s for s in doc.services if old.get(s.id) != s}) != doc:
+        if _merged(base, delta, changed) != doc:
             return None  # the order is not one a delta keeps
         return delta
 

@@ -84,9 +84,7 @@ def local_environment(doc: EnvironmentDocument, node: str, netns_prefix: str) ->
             routes = hosted.get(inst.node)
             if routes is None:
                 routes = hosted[inst.node] = []
-            if inst.ipv4 is not None:
-                routes.append(inst.ipv4 + "/32")
-            routes.append(inst.ipv6 + "/128")
+            routes.extend(_routes_of(inst))
             if inst.node == node:
                 instances.append(_placement(doc.id, svc, index, netns_prefix))
     peers = tuple(

@@ -49,7 +49,6 @@ from railnet.core.reconcile import (
     SetPeer,
     SetPrivateKey,
     any_peer_rekeyed,
-    as_built,
     device_as_built,
     plan_device,
     plan_environment,
@@ -531,6 +530,7 @@ class Reconciler:
         that reconcile was of ``before``: after one that failed part-way (or none since
         start-up), everything is read."""
         built: Hosted | None = None
+        only: frozenset[str] | None = None
         if before is not None:
             with self._guard:
                 built = self._hosted.get(local.env_id)
@@ -540,10 +540,11 @@ class Reconciler:
             exists, base, instances = self.network.observe(local, deep)
             device = self.wireguard.read(local) if exists else None
         else:
-            touched = touched_instances(before, local)
-            exists, base, seen = self.network.observe(local, deep, only=touched)
-            instances = seen + as_built(local, touched)
+            # The instances it does not touch are taken as built (the plan leaves them be).
+            only = touched_instances(before, local)
+            exists, base, instances = self.network.observe(local, deep, only=only)
             if not exists:  # the environment is gone under the agent: read everything
+                only = None
                 exists, base, instances = self.network.observe(local, deep)
             if exists and base and not any_peer_rekeyed(before, local):
                 # ``base`` includes the device's link, up: the device is there.
@@ -551,7 +552,7 @@ class Reconciler:
             else:
                 device = self.wireguard.read(local) if exists else None
         return ObservedEnvironment(
-            netns_exists=exists, base_ready=base, device=device, instances=instances
+            netns_exists=exists, base_ready=base, device=device, instances=instances, only=only
         )
 
     def _reconcile(

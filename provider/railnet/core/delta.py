@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from railnet.core.document import READABLE_FORMATS, EnvironmentDocument, ServiceEntry
@@ -63,7 +63,7 @@ class DocumentDelta:
         if any(getattr(base, f) != getattr(doc, f) for f in PLAN_FIELDS):
             return None
         gone, came = doc.services_changed_from(base)
-        changed = {s.id: s for s in came}
+        changed = {s.id for s in came}
         delta = cls(
             base_generation=base.generation,
             base_digest=base.digest,
@@ -72,7 +72,8 @@ class DocumentDelta:
             upserts=tuple(s.to_dict() for s in came),
             removed=tuple(s.id for s in gone if s.id not in changed),
         )
-        if _merged(base, delta, changed) != doc:
+        header = EnvironmentDocument.from_dict({**delta.header, "services": []})
+        if base.changed(header, delta.removed, came) != doc:
             return None  # the order is not one a delta keeps
         return delta
 
@@ -101,14 +102,12 @@ class DocumentDelta:
         partial = EnvironmentDocument.from_dict(
             {**self.header, "services": list(self.upserts)}, formats
         )
-        changed = {s.id: s for s in partial.services}
-        removed = set(self.removed)
+        changed = {s.id for s in partial.services}
         for i, sid in enumerate(self.removed):
             if sid in changed:
                 raise InvalidField(f"delta.removed[{i}]", sid, "is also among the upserts")
-        kept = [s for s in base.services if s.id not in removed and s.id not in changed]
-        self._check_kept(partial, kept)
-        doc = _merged(base, self, changed, partial)
+        self._check_kept(base, partial, changed.union(self.removed))
+        doc = base.changed(partial, self.removed, partial.services)
         if doc.digest != self.digest:
             raise InvalidField(
                 "delta.digest",
@@ -119,41 +118,53 @@ class DocumentDelta:
         return doc
 
     @staticmethod
-    def _check_kept(partial: EnvironmentDocument, kept: Sequence[ServiceEntry]) -> None:
-        """What spans services: the kept ones still fit the new header and do not clash
-        with the upserts."""
-        nodes = {n.name for n in partial.nodes}
-        names = {s.name: s.id for s in partial.services}
-        ids = {s.id for s in partial.services}
-        addresses = {a for s in partial.services for i in s.instances for a in (i.ipv4, i.ipv6)}
-        addresses.discard(None)
-        for s in kept:
-            if s.name in names:
+    def _check_kept(base: EnvironmentDocument, partial: EnvironmentDocument, out: set[str]) -> None:
+        """What spans services: the ones ``base`` keeps (all but the ids ``out``) still fit
+        the new header and do not clash with the upserts. Looked up in ``base``'s index,
+        so it costs the upserts and the header, not the services kept."""
+        index = base.services_index
+
+        def kept(sid: str | None) -> ServiceEntry | None:
+            return index.by_id[sid] if sid is not None and sid not in out else None
+
+        for s in partial.services:
+            if (other := kept(index.by_name.get(s.name))) is not None:
                 raise InvalidField(
-                    "delta.upserts", s.name, f"is already the name of service {s.id}"
+                    "delta.upserts", s.name, f"is already the name of service {other.id}"
                 )
-            if s.id in ids:  # not reached: kept excludes upserted ids
-                raise InvalidField("delta.upserts", s.id, "is used twice")
-            for inst in s.instances:
-                if inst.node not in nodes:
-                    raise InvalidField(
-                        "delta.header.nodes",
-                        sorted(nodes),
-                        f"leaves out node {inst.node}, which service {s.name} still runs on",
-                    )
-                for address in (inst.ipv4, inst.ipv6):
-                    if address in addresses:
-                        raise InvalidField(
-                            "delta.upserts", address, f"is in use by service {s.name}"
-                        )
-        freed = {f.address for f in partial.freed}
-        for s in kept:
             for inst in s.instances:
                 for address in (inst.ipv4, inst.ipv6):
-                    if address is not None and address in freed:
+                    if address is not None and (other := kept(index.by_address.get(address))):
                         raise InvalidField(
-                            "delta.header.freed", address, f"is in use by service {s.name}"
+                            "delta.upserts", address, f"is in use by service {other.name}"
                         )
+        nodes = {n.name for n in partial.nodes}
+        for node in sorted(index.on_node.keys() - nodes):
+            # The node's instances are all of services that go or change, or it is a
+            # node the kept ones still run on.
+            leaving = sum(
+                1
+                for sid in out
+                if (s := index.by_id.get(sid))
+                for i in s.instances
+                if i.node == node
+            )
+            if index.on_node[node] > leaving:
+                holder = next(
+                    s
+                    for s in base.services
+                    if s.id not in out and any(i.node == node for i in s.instances)
+                )
+                raise InvalidField(
+                    "delta.header.nodes",
+                    sorted(nodes),
+                    f"leaves out node {node}, which service {holder.name} still runs on",
+                )
+        for f in partial.freed:
+            if (other := kept(index.by_address.get(f.address))) is not None:
+                raise InvalidField(
+                    "delta.header.freed", f.address, f"is in use by service {other.name}"
+                )
 
     # -- the wire ------------------------------------------------------------------------
 
@@ -208,26 +219,3 @@ class DocumentDelta:
             upserts=tuple(upserts),
             removed=tuple(removed),
         )
-
-
-def _merged(
-    base: EnvironmentDocument,
-    delta: DocumentDelta,
-    changed: Mapping[str, ServiceEntry],
-    header: EnvironmentDocument | None = None,
-) -> EnvironmentDocument:
-    """``base`` with the delta's services in place (changed ones where they were, new ones
-    last) under ``header``'s top-level fields (a document read from the delta's header;
-    None: read it here, unchecked formats aside)."""
-    if header is None:
-        header = EnvironmentDocument.from_dict({**delta.header, "services": []})
-    removed = set(delta.removed)
-    seen: set[str] = set()
-    services: list[ServiceEntry] = []
-    for s in base.services:
-        if s.id in removed:
-            continue
-        services.append(changed.get(s.id, s))
-        seen.add(s.id)
-    services.extend(s for sid, s in changed.items() if sid not in seen)
-    return replace(header, services=tuple(services))

@@ -15,7 +15,8 @@ import hashlib
 import ipaddress
 import json
 import re
-from collections.abc import Mapping, Sequence
+import weakref
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
@@ -132,6 +133,64 @@ _SERVICES_SLOT = f'"services":{_SERVICES_MARK}'
 only a key can be followed by a colon, and quotes inside strings are escaped."""
 
 
+class ServiceIndex:
+    """A document's services by key: what a check or a merge that spans services looks up,
+    so that it costs the services it is about, not all of them. Built once per document
+    read whole; a document made from another by a change (``EnvironmentDocument.changed``)
+    gets its index from the other's, by that change."""
+
+    __slots__ = ("by_address", "by_id", "by_name", "on_node")
+
+    def __init__(self, services: Sequence[ServiceEntry] = ()) -> None:
+        self.by_id: dict[str, ServiceEntry] = {}
+        self.by_name: dict[str, str] = {}
+        """Name -> id."""
+        self.by_address: dict[str, str] = {}
+        """Instance address -> the id of the service it is in."""
+        self.on_node: dict[str, int] = {}
+        """Node -> how many instances run on it."""
+        self._count(services, 1)
+
+    def after(self, gone: Sequence[ServiceEntry], came: Sequence[ServiceEntry]) -> ServiceIndex:
+        """This index with the entries ``gone`` out and ``came`` in (in that order, so a
+        service that changed is its old entry out and its new one in)."""
+        new = object.__new__(ServiceIndex)
+        new.by_id, new.by_name = self.by_id.copy(), self.by_name.copy()
+        new.by_address, new.on_node = self.by_address.copy(), self.on_node.copy()
+        new._count(gone, -1)
+        new._count(came, 1)
+        return new
+
+    def _count(self, services: Sequence[ServiceEntry], sign: int) -> None:
+        by_id, by_name, by_address, on_node = (
+            self.by_id,
+            self.by_name,
+            self.by_address,
+            self.on_node,
+        )
+        for svc in services:
+            if sign > 0:
+                by_id[svc.id] = svc
+                by_name[svc.name] = svc.id
+            else:
+                by_id.pop(svc.id, None)
+                if by_name.get(svc.name) == svc.id:
+                    del by_name[svc.name]
+            for inst in svc.instances:
+                left = on_node.get(inst.node, 0) + sign
+                if left > 0:
+                    on_node[inst.node] = left
+                else:
+                    on_node.pop(inst.node, None)
+                for address in (inst.ipv4, inst.ipv6):
+                    if address is None:
+                        continue
+                    if sign > 0:
+                        by_address[address] = svc.id
+                    elif by_address.get(address) == svc.id:
+                        del by_address[address]
+
+
 @dataclass(frozen=True)
 class FreedAddress:
     """An address that an instance gave up, resting before anyone gets it again."""
@@ -194,13 +253,46 @@ class EnvironmentDocument:
     def service(self, name: str) -> ServiceEntry | None:
         return next((s for s in self.services if s.name == name), None)
 
+    @cached_property
+    def services_index(self) -> ServiceIndex:
+        return ServiceIndex(self.services)
+
+    def changed(
+        self,
+        header: EnvironmentDocument,
+        removed: Collection[str],
+        upserts: Sequence[ServiceEntry],
+    ) -> EnvironmentDocument:
+        """``header``'s fields with these services, changed: the ones ``removed`` (ids)
+        dropped, each of ``upserts`` in its place (a new one last, in the order given).
+        Costs the change: the result keeps the change and derives its index from this
+        document's, so ``services_changed_from(self)`` and the next change cost it too."""
+        index = self.services_index
+        dropped = set(removed)
+        replaced = {s.id: s for s in upserts if s.id in index.by_id}
+        services = [replaced.get(s.id, s) for s in self.services if s.id not in dropped]
+        services.extend(s for s in upserts if s.id not in index.by_id)
+        doc = replace(header, services=tuple(services))
+        came = [s for s in upserts if index.by_id.get(s.id) != s]
+        out = dropped | {s.id for s in came}
+        gone = [index.by_id[sid] for sid in sorted(out) if sid in index.by_id]
+        # cached_property fields live in the instance's __dict__: set them as made.
+        doc.__dict__["services_index"] = index.after(gone, came)
+        doc.__dict__["_made_from"] = (weakref.ref(self), gone, came)
+        return doc
+
     def services_changed_from(
         self, previous: EnvironmentDocument
     ) -> tuple[list[ServiceEntry], list[ServiceEntry]]:
         """What differs in services from ``previous``: (their entries there: changed and
-        removed ones; their entries here: changed and new ones). An unchanged service is
-        passed over by identity first (a document made from another shares its entries),
-        so this costs a look-up per service and a read of each one that changed."""
+        removed ones; their entries here: changed and new ones). Kept as made when this
+        document was made from ``previous`` (``changed``); otherwise an unchanged service
+        is passed over by identity first (a document made from another shares its
+        entries), so this costs a look-up per service and a read of each one that
+        changed."""
+        made = self.__dict__.get("_made_from")
+        if made is not None and made[0]() is previous:
+            return list(made[1]), list(made[2])
         old = {s.id: s for s in previous.services}
         gone: list[ServiceEntry] = []
         came: list[ServiceEntry] = []

@@ -53,6 +53,9 @@ class ObservedEnvironment:
     """Forwarding, resolver addresses and mesh routes are in place in the namespace."""
     device: ObservedDevice | None
     instances: tuple[ObservedInstance, ...] = field(default=())
+    only: frozenset[str] | None = None
+    """The instance namespaces looked at (``instances`` holds those found); the others are
+    as the node last built them, so they are left out of the plan. None: all were."""
 
     @classmethod
     def absent(cls) -> ObservedEnvironment:
@@ -275,7 +278,8 @@ def plan_environment(
     if not (observed.netns_exists and observed.base_ready) or device is None:
         changes.append(ConfigureNamespace(desired.netns))
 
-    wanted = {i.netns: i for i in desired.instances}
+    only = observed.only
+    wanted = {i.netns: i for i in desired.instances if only is None or i.netns in only}
     # Instance namespaces are named namespaces of their own: they outlive a deleted
     # environment namespace (their veth pairs do not), and are wired again, not remade.
     seen = {o.netns: o for o in observed.instances}
@@ -309,16 +313,10 @@ def touched_instances(before: LocalEnvironment, after: LocalEnvironment) -> froz
     or placed differently (addresses, veth). An apply looks at these only."""
     old = {i.netns: i for i in before.instances}
     new = {i.netns: i for i in after.instances}
-    return frozenset(n for n in old.keys() | new.keys() if old.get(n) != new.get(n))
-
-
-def as_built(after: LocalEnvironment, touched: frozenset[str]) -> tuple[ObservedInstance, ...]:
-    """The instances a change does not touch, as the node last built them: what an apply
-    trusts instead of reading them again (start-up and repairs read them all)."""
-    return tuple(
-        ObservedInstance(netns=i.netns, addresses=i.addresses, linked=True, guard=i.addresses)
-        for i in after.instances
-        if i.netns not in touched
+    # An instance the change leaves alone is the same object in both (see
+    # ``local_environment_after``): passed over without comparing its fields.
+    return frozenset(
+        n for n in old.keys() | new.keys() if (o := old.get(n)) is not (w := new.get(n)) and o != w
     )
 
 

@@ -142,18 +142,13 @@ class DocumentDelta:
         for node in sorted(index.on_node.keys() - nodes):
             # The node's instances are all of services that go or change, or it is a
             # node the kept ones still run on.
-            leaving = sum(
-                1
-                for sid in out
-                if (s := index.by_id.get(sid))
-                for i in s.instances
-                if i.node == node
-            )
+            going = (index.by_id[sid] for sid in out if sid in index.by_id)
+            leaving = sum(1 for s in going for i in s.instances if i.node == node)
             if index.on_node[node] > leaving:
                 holder = next(
-                    s
-                    for s in base.services
-                    if s.id not in out and any(i.node == node for i in s.instances)
+                    svc
+                    for svc in base.services
+                    if svc.id not in out and any(i.node == node for i in svc.instances)
                 )
                 raise InvalidField(
                     "delta.header.nodes",

@@ -860,6 +860,27 @@ def test_an_answerer_changed_by_a_view_change_answers_as_a_fresh_one(
     assert not any(r.name.endswith(f"{n}.railway.internal") for r in change.records for n in same)
     again = Answerer(ResolverView.from_document(before, None))
     assert replies(old, questions, forwarded=True) == replies(again, questions, forwarded=True)
+    # Put in place in the answerer itself (what a one-thread server does): the same.
+    old.commit(old.prepare(change))
+    assert replies(old, questions, forwarded=True) == replies(fresh, questions, forwarded=True)
+    assert old.view == view and old.head == view.head
+
+
+def test_a_change_that_cannot_be_served_leaves_the_answerer_as_it_was() -> None:
+    before = make_document({"api": 2, "db": 1}, generation=3)
+    after = make_document({"api": 3, "db": 1}, generation=4)
+    change = ViewChange.between(before, after, None)
+    assert change is not None
+    last = dataclasses.replace(change.records[-1], value="x")
+    bad = dataclasses.replace(change, records=(*change.records[:-1], last))
+    answerer = Answerer(ResolverView.from_document(before, None))
+    view = ResolverView.from_document(before, None)
+    questions = with_parents(every_question(view, ResolverView.from_document(after, None)))
+    was = replies(answerer, questions, forwarded=True)
+    with pytest.raises(InvalidField, match=r"records\.value"):
+        answerer.prepare(bad)
+    assert replies(answerer, questions, forwarded=True) == was
+    assert answerer.view == view
 
 
 def test_a_view_change_applies_only_to_the_view_it_was_made_from() -> None:

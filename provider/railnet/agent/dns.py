@@ -358,13 +358,20 @@ class DnsServer(ResolverBackend):
             return False
         if held.netns_identity != _netns_identity(change.head.netns):
             return False
-        answerer = live.answerer.changed(change)
-        with self._lock:
+        # Checked and rendered here; put in place on the loop, which answers every query:
+        # the live answerer changes between two queries, in what the change costs, and
+        # nothing of its tables is copied.
+        staged = live.answerer.prepare(change)
+
+        async def commit() -> bool:
             if self._bindings.get(env_id) is not held or held.live is not live:
                 return False  # applied or removed meanwhile: the caller sends the whole view
+            live.answerer.commit(staged)
             held.head = change.head
-            held.live = LiveView(answerer)
-        return True
+            held.live = LiveView(live.answerer)  # a new memo: the old replies may be stale
+            return True
+
+        return self._call(commit())
 
     def remove(self, env_id: str) -> None:
         """Stop serving ``env_id``: its sockets close, its TCP clients are disconnected."""
@@ -379,9 +386,13 @@ class DnsServer(ResolverBackend):
         return [] if view is None else [record.as_tuple() for record in view.records]
 
     def view(self, env_id: str) -> ResolverView | None:
-        binding = self._bindings.get(env_id)
-        live = binding.live if binding is not None else None
-        return None if live is None else live.answerer.view
+        async def read() -> ResolverView | None:
+            # On the loop: a change is put in place there (``update``), never mid-read.
+            binding = self._bindings.get(env_id)
+            live = binding.live if binding is not None else None
+            return None if live is None else live.answerer.view
+
+        return self._call(read()) if self._loop is not None else None
 
     def stats(self) -> dict[str, DnsStats]:
         """Per environment served, what its view has answered (read without a lock: the

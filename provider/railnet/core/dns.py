@@ -388,6 +388,17 @@ def _header_variants(
     return result
 
 
+@dataclass(frozen=True)
+class StagedChange:
+    """A ``ViewChange`` checked and rendered by ``Answerer.prepare``, for ``commit``."""
+
+    head: ResolverView
+    removed: tuple[bytes, ...]
+    """Owner names (lower-case wire) that go."""
+    owners: tuple[tuple[bytes, tuple[DnsRecord, ...], list[tuple[bytes, _Prepared]] | None], ...]
+    """Each changed owner name: its records and their rendered replies (None at an apex)."""
+
+
 class Answerer:
     """Answers queries for one ``ResolverView`` from replies rendered in advance."""
 
@@ -444,13 +455,10 @@ class Answerer:
     def changed(self, change: ViewChange) -> Answerer:
         """The answerer of the view ``change`` makes of this one's: this one's tables,
         copied, with the changed owner names rendered again and the SOA at the new serial.
-        Costs what changed, and a copy of the tables (this one keeps answering)."""
-        if not change.applies_to(self._head):
-            raise InvalidField(
-                "change.base_serial",
-                change.base_serial,
-                f"the view served is serial {self._serial} of {self._head.env_id}",
-            )
+        Costs what changed, and a copy of the tables (this one keeps answering). A server
+        whose queries are answered on one thread changes its answerer in place instead
+        (``prepare``, then ``commit`` there), without the copy."""
+        staged = self.prepare(change)
         new = object.__new__(Answerer)
         new._view = None
         new._head = change.head
@@ -463,14 +471,43 @@ class Answerer:
         new._rendered = self._rendered.copy()
         new._below = self._below.copy()
         new._nodata = self._nodata.copy()
-        for name in change.removed:
-            owner = _name_wire(name).lower()
-            if owner in new._records:
-                new._drop_owner(owner)
-        for owner, records in _by_owner(change.records, "change.records.type", soa=False).items():
-            new._set_owner(owner, tuple(records), None)
-        new._render_apexes()
+        new.commit(staged)
         return new
+
+    def prepare(self, change: ViewChange) -> StagedChange:
+        """``change`` checked against this answerer's view and its names rendered, with
+        nothing of this answerer changed: what ``commit`` then puts in place. Raises
+        ``InvalidField`` for a change of another view or a record that cannot be served."""
+        if not change.applies_to(self._head):
+            raise InvalidField(
+                "change.base_serial",
+                change.base_serial,
+                f"the view served is serial {self._serial} of {self._head.env_id}",
+            )
+        owners = []
+        for owner, found in _by_owner(change.records, "change.records.type", soa=False).items():
+            records = tuple(found)
+            # An apex is rendered with its SOA at commit (``_render_apexes``).
+            entries = None if self._is_apex(owner) else self._entries(owner, records)
+            owners.append((owner, records, entries))
+        removed = tuple(_name_wire(name).lower() for name in change.removed)
+        return StagedChange(change.head, removed, tuple(owners))
+
+    def commit(self, staged: StagedChange) -> None:
+        """Put a change ``prepare`` made of this answerer's view in place, in this answerer:
+        costs the names it changes. It cannot fail half-way (everything that can be wrong
+        was refused by ``prepare``). For a server that answers on one thread, called on that
+        thread, between queries; one that answers on several uses ``changed``."""
+        self._view = None
+        self._head = staged.head
+        self._serial = staged.head.serial
+        self._negative = {}  # its replies carry the SOA, whose serial moved
+        for owner in staged.removed:
+            if owner in self._records:
+                self._drop_owner(owner)
+        for owner, records, entries in staged.owners:
+            self._set_owner(owner, records, None, entries)
+        self._render_apexes()
 
     @property
     def head(self) -> ResolverView:
@@ -498,9 +535,14 @@ class Answerer:
         return owner == self._apex or owner in self._reverse_apexes
 
     def _set_owner(
-        self, owner: bytes, records: tuple[DnsRecord, ...], reuse: Answerer | None
+        self,
+        owner: bytes,
+        records: tuple[DnsRecord, ...],
+        reuse: Answerer | None,
+        entries: list[tuple[bytes, _Prepared]] | None = None,
     ) -> None:
-        """Serve ``records`` (all of them) at ``owner``, instead of what it had."""
+        """Serve ``records`` (all of them) at ``owner``, instead of what it had; ``entries``:
+        their replies, rendered already."""
         if owner in self._records:
             self._unrender(owner)
         else:
@@ -508,8 +550,10 @@ class Answerer:
         self._records[owner] = records
         if self._is_apex(owner):
             return  # ``_render_apexes`` renders it, with the SOA
-        kept = reuse._rendered.get(owner) if reuse is not None else None
-        if kept is None or reuse is None or reuse._records.get(owner) != records:
+        kept = entries
+        if kept is None and reuse is not None and reuse._records.get(owner) == records:
+            kept = reuse._rendered.get(owner)
+        if kept is None:
             kept = self._entries(owner, records)
         self._rendered[owner] = kept
         self._table.update(kept)

@@ -6,7 +6,7 @@ the agents spent, and what the deployer sent and received (bytes, RPCs). Then th
 environment grows to the next size and the samples run again. All sizes run in one run, so
 their ratios compare like with like on a shared machine.
 
-    python -m bench.scale [--nodes 10] [--sizes 100,300,1000] [--adds 6]
+    python -m bench.scale [--nodes 10] [--sizes 100,300,1000] [--adds 12]
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class Config:
     adds: int
 
 
-FULL = Config(nodes=10, sizes=(100, 300, 1000), adds=6)
+FULL = Config(nodes=10, sizes=(100, 300, 1000), adds=12)
 QUICK = Config(nodes=4, sizes=(20, 100), adds=3)
 
 

@@ -142,3 +142,22 @@ def test_a_delta_is_refused_exactly_when_the_whole_document_would_be(
     # Whole, it reads: with the digest of what it makes, the delta applies and makes it.
     fixed = DocumentDelta.from_json(json.dumps(dict(raw, digest=expected.digest)))
     assert fixed.apply_to(base) == expected
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(edits, min_size=1, max_size=4))
+def test_every_address_given_up_rests_and_none_is_handed_out_twice(rounds: list[Any]) -> None:
+    """``build_document`` finds what changed hands among the services it does not carry
+    whole: what it gives up is what a comparison of every address finds."""
+    held = document(12)
+    for r, steps in enumerate(rounds):
+        nxt = edit(held, steps, 10 * r)
+        assert EnvironmentDocument.from_json(nxt.to_json()) == nxt  # unique, none resting in use
+
+        def addresses(doc: EnvironmentDocument) -> set[str]:
+            return {a for s in doc.services for i in s.instances for a in (i.ipv4, i.ipv6) if a}
+
+        given_up = addresses(held) - addresses(nxt)
+        assert given_up <= {f.address for f in nxt.freed if f.generation == nxt.generation}
+        assert not addresses(nxt) & {f.address for f in held.freed}  # rested ones wait
+        held = nxt

@@ -119,11 +119,10 @@ class AddressPlan:
 
     def allocate(self, used: Iterable[str], count: int) -> list[tuple[str | None, str]]:
         """``count`` fresh (IPv4, IPv6) pairs, lowest first, avoiding ``used``."""
-        taken4: set[int] = set()
-        taken6: set[int] = set()
-        for a in used:
-            address = parse_address(a)
-            (taken4 if address.version == 4 else taken6).add(int(address))
+        # One set serves both families: an IPv4 address is below 2**32, one of the ULA
+        # prefix far above it.
+        taken = {int(parse_address(a)) for a in used}
+        taken4 = taken6 = taken
         base6 = int(self.ipv6.network_address)
         base4 = None if self.ipv4 is None else int(self.ipv4.network_address)
         last4 = None if self.ipv4 is None else int(self.ipv4.broadcast_address) - 1

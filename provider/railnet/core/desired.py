@@ -278,23 +278,27 @@ def build_document(
         and previous.ip_mode is IpMode.DUAL
         and previous.ipv4_cidr == str(ipv4)
     )
-    names = [check_dns_label(f"services[{i}].name", s.name) for i, s in enumerate(spec.services)]
-    seen: set[str] = set()
-    for i, name in enumerate(names):
-        if name in seen:
-            raise InvalidField(f"services[{i}].name", name, "is used twice")
-        seen.add(name)
+    # A name the previous document has was checked when it was read.
+    index = previous.services_index if previous is not None else None
+    known_names = index.by_name if index is not None else {}
+    names = [
+        s.name if s.name in known_names else check_dns_label(f"services[{i}].name", s.name)
+        for i, s in enumerate(spec.services)
+    ]
+    if len(set(names)) != len(names):
+        seen: set[str] = set()
+        for i, name in enumerate(names):
+            if name in seen:
+                raise InvalidField(f"services[{i}].name", name, "is used twice")
+            seen.add(name)
 
     generation = (previous.generation + 1) if previous else 1
     # Addresses the previous generation used are not handed out again in this one, and
     # freed ones rest, so a client still holding a removed instance's address (a cached
     # answer, a pooled connection) never reaches a new instance by it.
-    used: set[str] = set()
-    for entry in previous.services if previous else ():
-        for inst in entry.instances:
-            used.add(inst.ipv6)
-            if keep_v4 and inst.ipv4:
-                used.add(inst.ipv4)
+    used: set[str] = set(index.by_address) if index is not None else set()
+    if not keep_v4:
+        used = {a for a in used if ":" in a}
     resting = sorted(
         (
             f
@@ -382,11 +386,21 @@ def build_document(
                 by_id,
             )
         )
-    in_use = {a for svc in services for i in svc.instances for a in (i.ipv4, i.ipv6) if a}
+    # What changed hands is among the services not carried whole: a carried entry keeps
+    # its addresses, and no address is in two services.
+    carried_ids = {entry.id for entry in same.values()}
+    in_use = {
+        a
+        for svc in services
+        if svc.id not in carried_ids
+        for i in svc.instances
+        for a in (i.ipv4, i.ipv6)
+        if a
+    }
     given_up = {
         a
-        for entry in (previous.services if previous else ())
-        for inst in entry.instances
+        for sid in (index.by_id.keys() - carried_ids if index is not None else ())
+        for inst in index.by_id[sid].instances  # type: ignore[union-attr]
         for a in (inst.ipv4, inst.ipv6)
         if a and a not in in_use and plan.is_assignable(parse_address(a))
     }

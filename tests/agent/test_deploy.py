@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import itertools
+import json
 import logging
 import shutil
 import tempfile
@@ -634,6 +635,37 @@ def test_a_node_that_takes_no_deltas_gets_the_whole_document(lab: FakeCluster) -
         doc = lab.deployer.apply(replace(big(30), dns_ttl=9)).document
     assert requests["node-3"] == [(True, False)]
     assert requests["node-1"] == [(False, True)] and requests["node-2"] == [(False, True)]
+    assert_mesh(lab, doc)
+
+
+def test_nodes_travel_only_to_agents_that_need_them(lab: FakeCluster) -> None:
+    """Agents of delta version 2 get deltas without the unchanged node list; an agent that
+    says no version (one before) gets it in every delta, and all of them converge."""
+    lab.deployer.apply(big(30))
+    real_held = AgentClient.held
+
+    def older(self: AgentClient, env_id: str, known_digest: str = "") -> Any:
+        reply = real_held(self, env_id, known_digest)
+        return replace(reply, delta_version=0) if self.target.node == "node-3" else reply
+
+    sent: dict[str, list[dict[str, Any]]] = {}
+    real_apply = AgentClient.apply
+
+    def recorded(
+        self: AgentClient, document_json: str, expected: int, *, delta_json: str = ""
+    ) -> tuple[int, list[str]]:
+        sent.setdefault(self.target.node, []).append(json.loads(delta_json or "{}"))
+        return real_apply(self, document_json, expected, delta_json=delta_json)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(AgentClient, "held", older)
+        patch.setattr(AgentClient, "apply", recorded)
+        doc = lab.deployer.apply(replace(big(30), dns_ttl=9)).document
+    assert [d.get("same_nodes") for d in sent["node-3"]] == [None]
+    assert "nodes" in sent["node-3"][0]["header"]
+    for node in ("node-1", "node-2"):
+        assert [d.get("same_nodes") for d in sent[node]] == [True]
+        assert "nodes" not in sent[node][0]["header"]
     assert_mesh(lab, doc)
 
 

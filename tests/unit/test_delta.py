@@ -212,3 +212,39 @@ def test_any_sequence_of_edits_round_trips(steps: list[tuple[str, int, str]]) ->
     delta = DocumentDelta.between(doc, nxt)
     assert delta is not None
     assert DocumentDelta.from_json(delta.to_json()).apply_to(doc) == nxt
+
+
+def test_a_delta_of_the_same_nodes_leaves_them_out_and_applies_the_same() -> None:
+    delta = DocumentDelta.between(BASE, ADDED)
+    assert delta is not None
+    compact = delta.leaving_out_nodes(BASE)
+    assert compact.same_nodes and "nodes" not in compact.header
+    text = compact.to_json()
+    assert len(text) < len(delta.to_json()) - 100 * len(BASE.nodes) // 2
+    assert DocumentDelta.from_json(text).apply_to(BASE) == ADDED
+    # Nodes that change travel: the delta stays whole.
+    spec = with_service(spec_from_document(BASE), ServiceSpec("far", ("node-4",), "sfar1"))
+    moved = next_of(BASE, spec)
+    full = DocumentDelta.between(BASE, moved)
+    assert full is not None and full.leaving_out_nodes(BASE) is full
+    assert "nodes" in json.loads(full.to_json())["header"]
+    assert "same_nodes" not in json.loads(full.to_json())  # what a version-1 agent reads
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"same_nodes": "yes"}, "delta.same_nodes"),
+        ({"header_nodes": True}, "delta.header.nodes"),  # said left out, and sent
+    ],
+)
+def test_a_bad_same_nodes_is_refused_naming_the_field(change: dict[str, Any], field: str) -> None:
+    delta = DocumentDelta.between(BASE, ADDED)
+    assert delta is not None
+    raw = json.loads(delta.leaving_out_nodes(BASE).to_json())
+    if change.pop("header_nodes", False):
+        raw["header"]["nodes"] = json.loads(delta.to_json())["header"]["nodes"]
+    raw.update(change)
+    with pytest.raises(InvalidField) as caught:
+        DocumentDelta.from_json(json.dumps(raw)).apply_to(BASE)
+    assert caught.value.field == field

@@ -14,7 +14,7 @@ from railnet.agent.reconciler import Reconciler
 from railnet.agent.status_codes import code_for
 from railnet.agent.v1 import agent_pb2 as pb
 from railnet.agent.v1 import agent_pb2_grpc as pb_grpc
-from railnet.core.delta import DocumentDelta
+from railnet.core.delta import DELTA_VERSION, DocumentDelta
 from railnet.core.document import READABLE_FORMATS, EnvironmentDocument
 from railnet.core.errors import DamagedState, InvalidField, RailnetError
 
@@ -149,7 +149,9 @@ class NodeAgentServicer(pb_grpc.NodeAgentServicer):  # type: ignore[misc]
 
         doc = _guard(context, held)
         if doc is None:
-            return pb.GetDocumentResponse(found=False, document_formats=self.formats)
+            return pb.GetDocumentResponse(
+                found=False, document_formats=self.formats, delta_version=DELTA_VERSION
+            )
         if request.known_digest and request.known_digest == doc.digest:
             return pb.GetDocumentResponse(
                 found=True,
@@ -157,6 +159,7 @@ class NodeAgentServicer(pb_grpc.NodeAgentServicer):  # type: ignore[misc]
                 digest=doc.digest,
                 generation=doc.generation,
                 document_formats=self.formats,
+                delta_version=DELTA_VERSION,
             )
         return pb.GetDocumentResponse(
             found=True,
@@ -164,6 +167,7 @@ class NodeAgentServicer(pb_grpc.NodeAgentServicer):  # type: ignore[misc]
             digest=doc.digest,
             generation=doc.generation,
             document_formats=self.formats,
+            delta_version=DELTA_VERSION,
         )
 
     def DeleteEnvironment(self, request: Any, context: grpc.ServicerContext) -> Any:

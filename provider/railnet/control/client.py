@@ -79,6 +79,8 @@ class HeldReply:
     """Its digest; empty from agents that predate deltas (they take whole documents)."""
     unchanged: bool
     """The node holds the document whose digest the caller gave."""
+    delta_version: int = 0
+    """The deltas it reads (``railnet.core.delta.DELTA_VERSION``); 0 from agents before."""
 
 
 class AgentClient:
@@ -182,10 +184,10 @@ class AgentClient:
         )
         self.formats = advertised_formats(r.document_formats)
         if not r.found:
-            return HeldReply(None, "", False)
+            return HeldReply(None, "", False, r.delta_version)
         if r.unchanged:
-            return HeldReply(None, r.digest, True)
-        return HeldReply(r.document_json, r.digest, False)
+            return HeldReply(None, r.digest, True, r.delta_version)
+        return HeldReply(r.document_json, r.digest, False, r.delta_version)
 
     def delete(self, env_id: str, expected_generation: int = 0) -> bool:
         """Remove the environment; with ``expected_generation``, only if the node holds it."""

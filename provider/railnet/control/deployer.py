@@ -145,6 +145,8 @@ class EnvironmentDeployer:
         it say so instead of sending it again, and changes to it travel as deltas."""
         self._takes_deltas: dict[str, bool] = {}
         """Per node, whether its agent said (by a digest) that it accepts deltas."""
+        self._delta_version: dict[str, int] = {}
+        """Per node, the deltas its agent reads (``GetDocumentResponse.delta_version``)."""
         self._pool: ThreadPoolExecutor | None = None
         """The threads that ask the nodes in parallel, started once: starting threads for
         every round costs more than a small round's calls."""
@@ -239,6 +241,7 @@ class EnvironmentDeployer:
             for node, reply in replies.items():
                 with self._clients_lock:
                     self._takes_deltas[node] = bool(reply.digest)
+                    self._delta_version[node] = reply.delta_version
                 if reply.unchanged and known is not None:
                     held[node] = known
                     continue
@@ -465,18 +468,23 @@ class EnvironmentDeployer:
                 whole.append(doc.to_json())
             return whole[0]
 
-        deltas: dict[str, str | None] = {}
+        # Per base digest, and per the delta version read (1, or 2 and later): its JSON.
+        deltas: dict[tuple[str, bool], str | None] = {}
         sends: dict[str, tuple[str, str]] = {}
         for node, base in held.items():
             with self._clients_lock:
                 takes = self._takes_deltas.get(node, False)
+                compact = self._delta_version.get(node, 0) >= 2
             if base is None or not takes or base.id != doc.id:
                 sends[node] = (text(), "")
                 continue
-            if base.digest not in deltas:
+            key = (base.digest, compact)
+            if key not in deltas:
                 delta = (made or {}).get(base.digest) or DocumentDelta.between(base, doc)
-                deltas[base.digest] = None if delta is None else delta.to_json()
-            found = deltas[base.digest]
+                if delta is not None and compact:
+                    delta = delta.leaving_out_nodes(base)
+                deltas[key] = None if delta is None else delta.to_json()
+            found = deltas[key]
             if found is None or (whole and len(found) >= len(whole[0])):
                 sends[node] = (text(), "")
             else:

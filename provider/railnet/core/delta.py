@@ -26,13 +26,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from railnet.core.document import READABLE_FORMATS, EnvironmentDocument, ServiceEntry
 from railnet.core.errors import InvalidField, StaleBase
 
-DELTA_KEYS = frozenset({"base_generation", "base_digest", "digest", "header", "upserts", "removed"})
+DELTA_KEYS = frozenset(
+    {"base_generation", "base_digest", "digest", "header", "upserts", "removed", "same_nodes"}
+)
+DELTA_VERSION = 2
+"""The deltas this release reads, as agents say in ``GetDocumentResponse.delta_version``:
+
+1. (said as 0) The first: the header carries every field of the next document but its
+   services, nodes included.
+2. A header may leave ``nodes`` out when they are the base's (``same_nodes``): every node
+   of an environment gets a delta per deploy, so a node list in each would make a deploy's
+   bytes grow with the square of the environment's nodes.
+"""
 PLAN_FIELDS = ("id", "ip_mode", "ipv4_cidr")
 """Header fields a delta never changes: they decide every address, so a change of them is
 a change of every service, sent as a whole document."""
@@ -55,6 +66,8 @@ class DocumentDelta:
     """New and changed services, in the document's JSON shape."""
     removed: tuple[str, ...]
     """Ids of the services that are gone."""
+    same_nodes: bool = False
+    """The header leaves ``nodes`` out: they are the base's (delta version 2)."""
 
     @classmethod
     def between(cls, base: EnvironmentDocument, doc: EnvironmentDocument) -> DocumentDelta | None:
@@ -77,6 +90,16 @@ class DocumentDelta:
             return None  # the order is not one a delta keeps
         return delta
 
+    def leaving_out_nodes(self, base: EnvironmentDocument) -> DocumentDelta:
+        """This delta without the header's node list when it is ``base``'s (for agents
+        that read delta version 2); itself otherwise."""
+        if self.same_nodes or "nodes" not in self.header:
+            return self
+        if self.header["nodes"] != base.header_dict()["nodes"]:
+            return self
+        header = {k: v for k, v in self.header.items() if k != "nodes"}
+        return replace(self, header=header, same_nodes=True)
+
     # -- applying ------------------------------------------------------------------------
 
     def apply_to(
@@ -88,20 +111,25 @@ class DocumentDelta:
             raise StaleBase(base.id, base.generation, self.base_generation)
         if "services" in self.header:
             raise InvalidField("delta.header.services", "[...]", "services travel as upserts")
+        header = dict(self.header)
+        if self.same_nodes:
+            if "nodes" in header:
+                raise InvalidField(
+                    "delta.header.nodes", "[...]", "is left out when same_nodes is true"
+                )
+            header["nodes"] = base.header_dict()["nodes"]
         plan = {"id": base.id, "ip_mode": base.ip_mode.value, "ipv4_cidr": base.ipv4_cidr}
         for field, value in plan.items():
-            if self.header.get(field, ...) != value:
+            if header.get(field, ...) != value:
                 raise InvalidField(
                     f"delta.header.{field}",
-                    self.header.get(field),
+                    header.get(field),
                     f"must be the base's {value!r}; a change of the address plan is sent as "
                     "a whole document",
                 )
         # The header and the changed services, read as a document of their own: every
         # field is checked, with its path (``services[i]`` counts the upserts).
-        partial = EnvironmentDocument.from_dict(
-            {**self.header, "services": list(self.upserts)}, formats
-        )
+        partial = EnvironmentDocument.from_dict({**header, "services": list(self.upserts)}, formats)
         changed = {s.id for s in partial.services}
         for i, sid in enumerate(self.removed):
             if sid in changed:
@@ -164,18 +192,17 @@ class DocumentDelta:
     # -- the wire ------------------------------------------------------------------------
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "base_generation": self.base_generation,
-                "base_digest": self.base_digest,
-                "digest": self.digest,
-                "header": dict(self.header),
-                "upserts": list(self.upserts),
-                "removed": list(self.removed),
-            },
-            sort_keys=True,
-            separators=(",", ":"),
-        )
+        raw: dict[str, Any] = {
+            "base_generation": self.base_generation,
+            "base_digest": self.base_digest,
+            "digest": self.digest,
+            "header": dict(self.header),
+            "upserts": list(self.upserts),
+            "removed": list(self.removed),
+        }
+        if self.same_nodes:  # left out otherwise: what an agent of version 1 reads
+            raw["same_nodes"] = True
+        return json.dumps(raw, sort_keys=True, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str | bytes) -> DocumentDelta:
@@ -206,6 +233,9 @@ class DocumentDelta:
         removed = raw.get("removed", [])
         if not isinstance(removed, list) or not all(isinstance(r, str) for r in removed):
             raise InvalidField("delta.removed", removed, "must be a list of service ids")
+        same_nodes = raw.get("same_nodes", False)
+        if not isinstance(same_nodes, bool):
+            raise InvalidField("delta.same_nodes", same_nodes, "must be true or false")
         return cls(
             base_generation=generation,
             base_digest=digests[0],
@@ -213,4 +243,5 @@ class DocumentDelta:
             header=header,
             upserts=tuple(upserts),
             removed=tuple(removed),
+            same_nodes=same_nodes,
         )

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1crailnet/agent/v1/agent.proto\x12\x10railnet.agent.v1\"V\n\x18\x45nsureEnvironmentRequest\x12\x0e\n\x06\x65nv_id\x18\x01 \x01(\t\x12\x19\n\x0ckey_rotation\x18\x02 \x01(\tH\x00\x88\x01\x01\x42\x0f\n\r_key_rotation\"\x7f\n\x19\x45nsureEnvironmentResponse\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x03 \x01(\t\x12\x14\n\x0ckey_rotation\x18\x04 \x01(\t\x12\x18\n\x10\x64ocument_formats\x18\x05 \x03(\r\"^\n\x14\x41pplyDocumentRequest\x12\x15\n\rdocument_json\x18\x01 \x01(\t\x12\x1b\n\x13\x65xpected_generation\x18\x02 \x01(\x04\x12\x12\n\ndelta_json\x18\x03 \x01(\t\"<\n\x15\x41pplyDocumentResponse\x12\x12\n\ngeneration\x18\x01 \x01(\x04\x12\x0f\n\x07\x63hanges\x18\x02 \x03(\t\":\n\x12GetDocumentRequest\x12\x0e\n\x06\x65nv_id\x18\x01 \x01(\t\x12\x14\n\x0cknown_digest\x18\x02 \x01(\t\"\x8c\x01\n\x13GetDocumentResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x15\n\rdocument_json\x18\x02 \x01(\t\x12\x18\n\x10\x64ocument_formats\x18\x03 \x03(\r\x12\x0e\n\x06\x64igest\x18\x04 \x01(\t\x12\x11\n\tunchanged\x18\x05 \x01(\x08\x12\x12\n\ngeneration\x18\x06 \x01(\x04\"G\n\x18\x44\x65leteEnvironmentRequest\x12\x0e\n\x06\x65nv_id\x18\x01 \x01(\t\x12\x1b\n\x13\x65xpected_generation\x18\x02 \x01(\x04\",\n\x19\x44\x65leteEnvironmentResponse\x12\x0f\n\x07\x65xisted\x18\x01 \x01(\x08\"\x1f\n\rStatusRequest\x12\x0e\n\x06\x65nv_id\x18\x01 \x01(\t\"\xa6\x01\n\x0eStatusResponse\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x39\n\x0c\x65nvironments\x18\x02 \x03(\x0b\x32#.railnet.agent.v1.EnvironmentStatus\x12\x31\n\tdocuments\x18\x03 \x03(\x0b\x32\x1e.railnet.agent.v1.HeldDocument\x12\x18\n\x10\x64ocument_formats\x18\x04 \x03(\r\"x\n\x0cHeldDocument\x12\x0e\n\x06\x65nv_id\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\x13\n\x0b\x65nvironment\x18\x03 \x01(\t\x12\x12\n\ngeneration\x18\x04 \x01(\x04\x12\x0e\n\x06hosted\x18\x05 \x01(\x08\x12\x0e\n\x06\x66ormat\x18\x06 \x01(\r\"\xc2\x02\n\x11\x45nvironmentStatus\x12\x0e\n\x06\x65nv_id\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\x13\n\x0b\x65nvironment\x18\x03 \x01(\t\x12\x12\n\ngeneration\x18\x04 \x01(\x04\x12\r\n\x05netns\x18\x05 \x01(\t\x12\x13\n\x0blisten_port\x18\x06 \x01(\r\x12\x12\n\npublic_key\x18\x07 \x01(\t\x12+\n\x05peers\x18\x08 \x03(\x0b\x32\x1c.railnet.agent.v1.PeerStatus\x12\x33\n\tinstances\x18\t \x03(\x0b\x32 .railnet.agent.v1.InstanceStatus\x12\r\n\x05\x64rift\x18\n \x03(\t\x12,\n\x07records\x18\x0b \x03(\x0b\x32\x1b.railnet.agent.v1.DnsRecord\x12\x0c\n\x04lost\x18\x0c \x03(\t\"\x91\x01\n\nPeerStatus\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x03 \x01(\t\x12\x16\n\x0elast_handshake\x18\x04 \x01(\x03\x12\x10\n\x08rx_bytes\x18\x05 \x01(\x04\x12\x10\n\x08tx_bytes\x18\x06 \x01(\x04\x12\x13\n\x0b\x61llowed_ips\x18\x07 \x03(\t\"o\n\x0eInstanceStatus\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x12\n\nservice_id\x18\x02 \x01(\t\x12\r\n\x05index\x18\x03 \x01(\r\x12\r\n\x05netns\x18\x04 \x01(\t\x12\x0c\n\x04ipv4\x18\x05 \x01(\t\x12\x0c\n\x04ipv6\x18\x06 \x01(\t\"C\n\tDnsRecord\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\t\x12\x0b\n\x03ttl\x18\x04 \x01(\r2\xf2\x03\n\tNodeAgent\x12l\n\x11\x45nsureEnvironment\x12*.railnet.agent.v1.EnsureEnvironmentRequest\x1a+.railnet.agent.v1.EnsureEnvironmentResponse\x12`\n\rApplyDocument\x12&.railnet.agent.v1.ApplyDocumentRequest\x1a\'.railnet.agent.v1.ApplyDocumentResponse\x12Z\n\x0bGetDocument\x12$.railnet.agent.v1.GetDocumentRequest\x1a%.railnet.agent.v1.GetDocumentResponse\x12l\n\x11\x44\x65leteEnvironment\x12*.railnet.agent.v1.DeleteEnvironmentRequest\x1a+.railnet.agent.v1.DeleteEnvironmentResponse\x12K\n\x06Status\x12\x1f.railnet.agent.v1.StatusRequest\x1a .railnet.agent.v1.StatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1crailnet/agent/v1/agent.proto\x12\x10railnet.agent.v1\"V\n\x18\x45nsureEnvironmentRequest\x12\x0e\n\x06\x65nv_id\x18\x01 \x01(\t\x12\x19\n\x0ckey_rotation\x18\x02 \x01(\tH\x00\x88\x01\x01\x42\x0f\n\r_key_rotation\"\x7f\n\x19\x45nsureEnvironmentResponse\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x03 \x01(\t\x12\x14\n\x0ckey_rotation\x18\x04 \x01(\t\x12\x18\n\x10\x64ocument_formats\x18\x05 \x03(\r\"^\n\x14\x41pplyDocumentRequest\x12\x15\n\rdocument_json\x18\x01 \x01(\t\x12\x1b\n\x13\x65xpected_generation\x18\x02 \x01(\x04\x12\x12\n\ndelta_json\x18\x03 \x01(\t\"<\n\x15\x41pplyDocumentResponse\x12\x12\n\ngeneration\x18\x01 \x01(\x04\x12\x0f\n\x07\x63hanges\x18\x02 \x03(\t\":\n\x12GetDocumentRequest\x12\x0e\n\x06\x65nv_id\x18\x01 \x01(\t\x12\x14\n\x0cknown_digest\x18\x02 \x01(\t\"\xa3\x01\n\x13GetDocumentResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x15\n\rdocument_json\x18\x02 \x01(\t\x12\x18\n\x10\x64ocument_formats\x18\x03 \x03(\r\x12\x0e\n\x06\x64igest\x18\x04 \x01(\t\x12\x11\n\tunchanged\x18\x05 \x01(\x08\x12\x12\n\ngeneration\x18\x06 \x01(\x04\x12\x15\n\rdelta_version\x18\x07 \x01(\r\"G\n\x18\x44\x65leteEnvironmentRequest\x12\x0e\n\x06\x65nv_id\x18\x01 \x01(\t\x12\x1b\n\x13\x65xpected_generation\x18\x02 \x01(\x04\",\n\x19\x44\x65leteEnvironmentResponse\x12\x0f\n\x07\x65xisted\x18\x01 \x01(\x08\"\x1f\n\rStatusRequest\x12\x0e\n\x06\x65nv_id\x18\x01 \x01(\t\"\xa6\x01\n\x0eStatusResponse\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x39\n\x0c\x65nvironments\x18\x02 \x03(\x0b\x32#.railnet.agent.v1.EnvironmentStatus\x12\x31\n\tdocuments\x18\x03 \x03(\x0b\x32\x1e.railnet.agent.v1.HeldDocument\x12\x18\n\x10\x64ocument_formats\x18\x04 \x03(\r\"x\n\x0cHeldDocument\x12\x0e\n\x06\x65nv_id\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\x13\n\x0b\x65nvironment\x18\x03 \x01(\t\x12\x12\n\ngeneration\x18\x04 \x01(\x04\x12\x0e\n\x06hosted\x18\x05 \x01(\x08\x12\x0e\n\x06\x66ormat\x18\x06 \x01(\r\"\xc2\x02\n\x11\x45nvironmentStatus\x12\x0e\n\x06\x65nv_id\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\x13\n\x0b\x65nvironment\x18\x03 \x01(\t\x12\x12\n\ngeneration\x18\x04 \x01(\x04\x12\r\n\x05netns\x18\x05 \x01(\t\x12\x13\n\x0blisten_port\x18\x06 \x01(\r\x12\x12\n\npublic_key\x18\x07 \x01(\t\x12+\n\x05peers\x18\x08 \x03(\x0b\x32\x1c.railnet.agent.v1.PeerStatus\x12\x33\n\tinstances\x18\t \x03(\x0b\x32 .railnet.agent.v1.InstanceStatus\x12\r\n\x05\x64rift\x18\n \x03(\t\x12,\n\x07records\x18\x0b \x03(\x0b\x32\x1b.railnet.agent.v1.DnsRecord\x12\x0c\n\x04lost\x18\x0c \x03(\t\"\x91\x01\n\nPeerStatus\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x03 \x01(\t\x12\x16\n\x0elast_handshake\x18\x04 \x01(\x03\x12\x10\n\x08rx_bytes\x18\x05 \x01(\x04\x12\x10\n\x08tx_bytes\x18\x06 \x01(\x04\x12\x13\n\x0b\x61llowed_ips\x18\x07 \x03(\t\"o\n\x0eInstanceStatus\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x12\n\nservice_id\x18\x02 \x01(\t\x12\r\n\x05index\x18\x03 \x01(\r\x12\r\n\x05netns\x18\x04 \x01(\t\x12\x0c\n\x04ipv4\x18\x05 \x01(\t\x12\x0c\n\x04ipv6\x18\x06 \x01(\t\"C\n\tDnsRecord\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\t\x12\x0b\n\x03ttl\x18\x04 \x01(\r2\xf2\x03\n\tNodeAgent\x12l\n\x11\x45nsureEnvironment\x12*.railnet.agent.v1.EnsureEnvironmentRequest\x1a+.railnet.agent.v1.EnsureEnvironmentResponse\x12`\n\rApplyDocument\x12&.railnet.agent.v1.ApplyDocumentRequest\x1a\'.railnet.agent.v1.ApplyDocumentResponse\x12Z\n\x0bGetDocument\x12$.railnet.agent.v1.GetDocumentRequest\x1a%.railnet.agent.v1.GetDocumentResponse\x12l\n\x11\x44\x65leteEnvironment\x12*.railnet.agent.v1.DeleteEnvironmentRequest\x1a+.railnet.agent.v1.DeleteEnvironmentResponse\x12K\n\x06Status\x12\x1f.railnet.agent.v1.StatusRequest\x1a .railnet.agent.v1.StatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,25 +42,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETDOCUMENTREQUEST']._serialized_start=425
   _globals['_GETDOCUMENTREQUEST']._serialized_end=483
   _globals['_GETDOCUMENTRESPONSE']._serialized_start=486
-  _globals['_GETDOCUMENTRESPONSE']._serialized_end=626
-  _globals['_DELETEENVIRONMENTREQUEST']._serialized_start=628
-  _globals['_DELETEENVIRONMENTREQUEST']._serialized_end=699
-  _globals['_DELETEENVIRONMENTRESPONSE']._serialized_start=701
-  _globals['_DELETEENVIRONMENTRESPONSE']._serialized_end=745
-  _globals['_STATUSREQUEST']._serialized_start=747
-  _globals['_STATUSREQUEST']._serialized_end=778
-  _globals['_STATUSRESPONSE']._serialized_start=781
-  _globals['_STATUSRESPONSE']._serialized_end=947
-  _globals['_HELDDOCUMENT']._serialized_start=949
-  _globals['_HELDDOCUMENT']._serialized_end=1069
-  _globals['_ENVIRONMENTSTATUS']._serialized_start=1072
-  _globals['_ENVIRONMENTSTATUS']._serialized_end=1394
-  _globals['_PEERSTATUS']._serialized_start=1397
-  _globals['_PEERSTATUS']._serialized_end=1542
-  _globals['_INSTANCESTATUS']._serialized_start=1544
-  _globals['_INSTANCESTATUS']._serialized_end=1655
-  _globals['_DNSRECORD']._serialized_start=1657
-  _globals['_DNSRECORD']._serialized_end=1724
-  _globals['_NODEAGENT']._serialized_start=1727
-  _globals['_NODEAGENT']._serialized_end=2225
+  _globals['_GETDOCUMENTRESPONSE']._serialized_end=649
+  _globals['_DELETEENVIRONMENTREQUEST']._serialized_start=651
+  _globals['_DELETEENVIRONMENTREQUEST']._serialized_end=722
+  _globals['_DELETEENVIRONMENTRESPONSE']._serialized_start=724
+  _globals['_DELETEENVIRONMENTRESPONSE']._serialized_end=768
+  _globals['_STATUSREQUEST']._serialized_start=770
+  _globals['_STATUSREQUEST']._serialized_end=801
+  _globals['_STATUSRESPONSE']._serialized_start=804
+  _globals['_STATUSRESPONSE']._serialized_end=970
+  _globals['_HELDDOCUMENT']._serialized_start=972
+  _globals['_HELDDOCUMENT']._serialized_end=1092
+  _globals['_ENVIRONMENTSTATUS']._serialized_start=1095
+  _globals['_ENVIRONMENTSTATUS']._serialized_end=1417
+  _globals['_PEERSTATUS']._serialized_start=1420
+  _globals['_PEERSTATUS']._serialized_end=1565
+  _globals['_INSTANCESTATUS']._serialized_start=1567
+  _globals['_INSTANCESTATUS']._serialized_end=1678
+  _globals['_DNSRECORD']._serialized_start=1680
+  _globals['_DNSRECORD']._serialized_end=1747
+  _globals['_NODEAGENT']._serialized_start=1750
+  _globals['_NODEAGENT']._serialized_end=2248
 # @@protoc_insertion_point(module_scope)

@@ -55,20 +55,22 @@ class GetDocumentRequest(_message.Message):
     def __init__(self, env_id: _Optional[str] = ..., known_digest: _Optional[str] = ...) -> None: ...
 
 class GetDocumentResponse(_message.Message):
-    __slots__ = ("found", "document_json", "document_formats", "digest", "unchanged", "generation")
+    __slots__ = ("found", "document_json", "document_formats", "digest", "unchanged", "generation", "delta_version")
     FOUND_FIELD_NUMBER: _ClassVar[int]
     DOCUMENT_JSON_FIELD_NUMBER: _ClassVar[int]
     DOCUMENT_FORMATS_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     UNCHANGED_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
+    DELTA_VERSION_FIELD_NUMBER: _ClassVar[int]
     found: bool
     document_json: str
     document_formats: _containers.RepeatedScalarFieldContainer[int]
     digest: str
     unchanged: bool
     generation: int
-    def __init__(self, found: _Optional[bool] = ..., document_json: _Optional[str] = ..., document_formats: _Optional[_Iterable[int]] = ..., digest: _Optional[str] = ..., unchanged: _Optional[bool] = ..., generation: _Optional[int] = ...) -> None: ...
+    delta_version: int
+    def __init__(self, found: _Optional[bool] = ..., document_json: _Optional[str] = ..., document_formats: _Optional[_Iterable[int]] = ..., digest: _Optional[str] = ..., unchanged: _Optional[bool] = ..., generation: _Optional[int] = ..., delta_version: _Optional[int] = ...) -> None: ...
 
 class DeleteEnvironmentRequest(_message.Message):
     __slots__ = ("env_id", "expected_generation")

@@ -629,6 +629,10 @@ def test_one_environment_flooding_outside_names_cannot_starve_another() -> None:
     server = DnsServer([upstream.address], port=0, forward_timeout=4.0)
     flood = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     flood.settimeout(0.2)
+    # Room for every reply at once (about 1 KiB each in the kernel): the default buffer
+    # holds some 200, and a collector thread that the machine's load holds back for a
+    # moment would lose the rest here, not in the server.
+    flood.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     flooded = 400  # more than any one environment may have in flight, and then some
     rcodes: dict[int, list[float]] = {}
     started = time.monotonic()

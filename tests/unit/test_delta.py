@@ -191,12 +191,13 @@ edits = st.lists(
 )
 
 
-@settings(max_examples=60, deadline=None)
-@given(edits)
-def test_any_sequence_of_edits_round_trips(steps: list[tuple[str, int, str]]) -> None:
-    doc = document(8)
+def edit(
+    doc: EnvironmentDocument, steps: list[tuple[str, int, str]], first: int = 0
+) -> EnvironmentDocument:
+    """The next document after ``steps`` (from ``edits``) on ``doc``'s declaration; new
+    services are numbered from ``first``."""
     spec = spec_from_document(doc)
-    for k, (kind, pick, node) in enumerate(steps):
+    for k, (kind, pick, node) in enumerate(steps, first):
         services = spec.services
         if kind == "add" or not services:
             spec = with_service(spec, ServiceSpec(f"add-{k}", (node,), f"sadd{k:05d}"))
@@ -208,7 +209,14 @@ def test_any_sequence_of_edits_round_trips(steps: list[tuple[str, int, str]]) ->
         else:
             s = services[pick % len(services)]
             spec = with_service(spec, replace(s, nodes=(*s.nodes, node)))
-    nxt = next_of(doc, spec)
+    return next_of(doc, spec)
+
+
+@settings(max_examples=60, deadline=None)
+@given(edits)
+def test_any_sequence_of_edits_round_trips(steps: list[tuple[str, int, str]]) -> None:
+    doc = document(8)
+    nxt = edit(doc, steps)
     delta = DocumentDelta.between(doc, nxt)
     assert delta is not None
     assert DocumentDelta.from_json(delta.to_json()).apply_to(doc) == nxt

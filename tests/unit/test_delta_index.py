@@ -12,10 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from railnet.core.delta import DocumentDelta
-from railnet.core.desired import ServiceSpec, spec_from_document, with_service, without_service
 from railnet.core.document import EnvironmentDocument, ServiceIndex
 from railnet.core.errors import InvalidField
-from tests.unit.test_delta import NODES, document, next_of
+from tests.unit.test_delta import document, edit, edits
 
 pytestmark = pytest.mark.unit
 
@@ -34,34 +33,6 @@ def whole(raw_base: dict[str, Any], delta: DocumentDelta) -> dict[str, Any]:
     ]
     services.extend(upserts.values())
     return {**delta.header, "services": services}
-
-
-edits = st.lists(
-    st.tuples(
-        st.sampled_from(["add", "remove", "move", "scale"]),
-        st.integers(0, 10_000),
-        st.sampled_from(NODES),
-    ),
-    min_size=1,
-    max_size=5,
-)
-
-
-def edit(doc: EnvironmentDocument, steps: list[tuple[str, int, str]], k0: int = 0) -> Any:
-    spec = spec_from_document(doc)
-    for k, (kind, pick, node) in enumerate(steps, k0):
-        services = spec.services
-        if kind == "add" or not services:
-            spec = with_service(spec, ServiceSpec(f"add-{k}", (node,), f"sadd{k:05d}"))
-        elif kind == "remove":
-            spec = without_service(spec, services[pick % len(services)].id)
-        elif kind == "move":
-            s = services[pick % len(services)]
-            spec = with_service(spec, replace(s, nodes=(node,)))
-        else:
-            s = services[pick % len(services)]
-            spec = with_service(spec, replace(s, nodes=(*s.nodes, node)))
-    return next_of(doc, spec)
 
 
 @settings(max_examples=60, deadline=None)

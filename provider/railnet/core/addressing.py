@@ -122,7 +122,6 @@ class AddressPlan:
         # One set serves both families: an IPv4 address is below 2**32, one of the ULA
         # prefix far above it.
         taken = {int(parse_address(a)) for a in used}
-        taken4 = taken6 = taken
         base6 = int(self.ipv6.network_address)
         base4 = None if self.ipv4 is None else int(self.ipv4.network_address)
         last4 = None if self.ipv4 is None else int(self.ipv4.broadcast_address) - 1
@@ -135,7 +134,7 @@ class AddressPlan:
                 )
             v6 = base6 + offset
             v4 = None if base4 is None else base4 + offset
-            if v6 not in taken6 and (v4 is None or v4 not in taken4):
+            if v6 not in taken and (v4 is None or v4 not in taken):
                 pairs.append(
                     (
                         None if v4 is None else str(ipaddress.IPv4Address(v4)),

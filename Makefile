@@ -5,8 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PACKAGES := wireguard-go wireguard-tools iproute2 iputils-ping util-linux iperf3 dnsperf dnsmasq-base
-NEEDED_COMMANDS := wireguard-go wg ip ping nsenter setsid iperf3 dnsperf dnsmasq
+APT_PACKAGES := wireguard-go wireguard-tools iproute2 iputils-ping util-linux iperf3 dnsperf dnsmasq-base etcd-server etcd-client
+NEEDED_COMMANDS := wireguard-go wg ip ping nsenter setsid iperf3 dnsperf dnsmasq etcd etcdctl
 PROTO := provider/proto/railnet/agent/v1/agent.proto
 
 .PHONY: setup system test test-floor test-unit test-agent test-linux test-provider test-examples lint format typecheck proto proto-check schema bench bench-self-heal demo lab-up lab-down clean

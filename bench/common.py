@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from railnet.control.cluster import Cluster
+from railnet.control.cluster import Cluster, load_cluster
 from railnet.lab.local_cluster import Lab, LabNode
 
 REQUIRED_TOOLS = ("ip", "ss", "ping", "wg", "wireguard-go", "iperf3")
@@ -269,9 +269,7 @@ def lab_cluster(
         )
         Leftovers.prefixes.append(lab.prefix)
         say(f"lab {lab.lab_id}: {nodes} nodes up in {time.monotonic() - started:.1f} s")
-        cluster = Cluster.from_json(
-            lab.cluster_file.read_text(), base=str(lab.directory), source=str(lab.cluster_file)
-        )
+        cluster = load_cluster(lab.cluster_file, "the lab's cluster file")
         yield lab, cluster
     finally:
         if lab is not None:

@@ -6,6 +6,7 @@ whole tier is skipped with the reason, never passed (see tests/conftest.py).
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from railnet.control.cluster import Cluster
+from railnet.control.cluster import load_cluster
 from railnet.control.deployer import Applied, EnvironmentDeployer
 from railnet.core.desired import EnvironmentSpec
 from railnet.lab.local_cluster import Lab
@@ -41,7 +42,7 @@ class LabNet:
 
     def __init__(self, lab: Lab) -> None:
         self.lab = lab
-        self.cluster = Cluster.from_json(lab.cluster_file.read_text(), base=str(lab.directory))
+        self.cluster = load_cluster(lab.cluster_file, "the lab's cluster file")
         self.deployer = EnvironmentDeployer(self.cluster)
         self._servers: list[subprocess.Popen[str]] = []
 
@@ -89,6 +90,33 @@ class LabNet:
                 proc.kill()
                 proc.wait(timeout=5)
         self._servers.clear()
+
+
+def file_cluster(lab: Lab, nodes: list[str] | None = None) -> dict[str, object]:
+    """The lab's cluster as a file that lists its nodes itself (no control store), with
+    absolute paths: for a test that needs a runner with its own idea of the membership.
+    ``nodes``: only these (default: every member)."""
+    cluster = load_cluster(lab.cluster_file, "the lab's cluster file")
+    assert cluster.tls is not None and cluster.operator is not None
+    entries = [
+        {"name": n.name, "agent": n.agent, "underlay": n.underlay}
+        for n in cluster.nodes
+        if nodes is None or n.name in nodes
+    ]
+    return {
+        "nodes": entries,
+        "tls": {"ca": cluster.tls.ca, "cert": cluster.tls.cert, "key": cluster.tls.key},
+        "operator": {"cert": cluster.operator.cert, "key": cluster.operator.key},
+    }
+
+
+def inline_cluster(lab: Lab) -> str:
+    """The lab's cluster file as inline JSON (the stack setting's other form), with
+    absolute paths."""
+    raw = json.loads(lab.cluster_file.read_text())
+    for section in ("tls", "operator"):
+        raw[section] = {k: str(lab.directory / v) for k, v in raw[section].items()}
+    return json.dumps(raw)
 
 
 @contextmanager

@@ -23,7 +23,7 @@ from railnet.lab.local_cluster import Lab, LabNode
 
 from ..provider.harness import Declared, DynamicProvider, Engine, ProviderError, engine_on
 from ..provider.test_engine_protocol import program, props
-from .conftest import LabNet, running_lab
+from .conftest import LabNet, file_cluster, inline_cluster, running_lab
 
 pytestmark = pytest.mark.linux
 
@@ -319,10 +319,9 @@ def test_another_stack_cannot_take_a_service_name_or_declare_the_environment(
 
 
 def test_a_node_joining_the_cluster_moves_nothing(lab: LabNet, tmp_path: Path) -> None:
-    whole = json.loads(lab.lab.cluster_file.read_text())
-    for key, value in whole["tls"].items():
-        whole["tls"][key] = str(lab.lab.directory / value)
-    three = dict(whole, nodes=whole["nodes"][:3])
+    # A runner that knows three nodes, then the cluster as the store has it (four).
+    whole = inline_cluster(lab.lab)
+    three = file_cluster(lab.lab, ["node-1", "node-2", "node-3"])
     before_join = DynamicProvider({"railnet:cluster": json.dumps(three)})
     engine = Engine(before_join)
     try:
@@ -333,7 +332,7 @@ def test_a_node_joining_the_cluster_moves_nothing(lab: LabNet, tmp_path: Path) -
         before_join.close()
     # node-4 joins the cluster; the next run scales api up by one. (For this service a
     # placement recomputed over four nodes would move every replica.)
-    engine.provider = DynamicProvider({"railnet:cluster": json.dumps(whole)})
+    engine.provider = DynamicProvider({"railnet:cluster": whole})
     try:
         engine.up(program({"api": {"replicas": 4}}))
         assert outputs(engine, "api")["placement"][:3] == placed
@@ -380,10 +379,8 @@ def test_a_deploy_never_asks_a_node_outside_the_environment(lab: LabNet) -> None
     """Two more nodes join the cluster file, neither hosting nor keeping shop/production:
     a new environment, a service placed on a node the environment never had, a refresh, a
     second stack joining, and the destroy, all leave them unasked."""
-    whole = json.loads(lab.lab.cluster_file.read_text())
-    for key, value in whole["tls"].items():
-        whole["tls"][key] = str(lab.lab.directory / value)
-    real = [n["name"] for n in whole["nodes"]]
+    whole = file_cluster(lab.lab)
+    real = [n["name"] for n in whole["nodes"]]  # type: ignore[attr-defined]
     # Outsiders: names that the environment's keepers never include.
     outsiders = [
         name
@@ -396,7 +393,7 @@ def test_a_deploy_never_asks_a_node_outside_the_environment(lab: LabNet) -> None
     traps = [CountingSocket(directory / f"{name}.sock") for name in outsiders]
     cluster = dict(
         whole,
-        nodes=whole["nodes"]
+        nodes=whole["nodes"]  # type: ignore[operator]
         + [{"name": n, "agent": f"unix:{t.path}"} for n, t in zip(outsiders, traps, strict=True)],
     )
     first = Engine(DynamicProvider({"railnet:cluster": json.dumps(cluster)}))

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from railnet.control.cluster import load_cluster
 from railnet.core.names import environment_id
 from railnet.lab.local_cluster import Lab
 
@@ -254,7 +255,6 @@ def test_a_cordoned_node_is_drained_by_the_next_deploy_then_removed() -> None:
 
 def drain_and_remove(lab: LabNet, engine: Engine) -> None:
     cluster = lab.lab.cluster_file
-    names = [n.name for n in lab.lab.nodes()]
     services: dict[str, dict[str, Any]] = {"api": {"replicas": 1}, "db": {"replicas": 2}}
     engine.up(program(services))
     before = {name: engine.state[name].outputs for name in services}
@@ -267,7 +267,7 @@ def drain_and_remove(lab: LabNet, engine: Engine) -> None:
 
     r = railnet("cluster", "cordon", drained, "--cluster", str(cluster))
     assert r.returncode == 0, r.stderr
-    assert json.loads(cluster.read_text())["nodes"][names.index(drained)]["cordoned"]
+    assert load_cluster(cluster, "the lab's cluster file").node(drained).cordoned
     engine = fresh_run(engine, cluster)
     # Pinning a service to the cordoned node is refused in check, naming it.
     preview = engine.preview(program({**services, "pinned": {"nodes": [drained]}}))
@@ -303,7 +303,7 @@ def drain_and_remove(lab: LabNet, engine: Engine) -> None:
 
     r = railnet("cluster", "remove-node", drained, "--cluster", str(cluster))
     assert r.returncode == 0, r.stderr
-    assert drained not in [n["name"] for n in json.loads(cluster.read_text())["nodes"]]
+    assert drained not in load_cluster(cluster, "the lab's cluster file").names
     engine = fresh_run(engine, cluster)
     engine.refresh()  # reads placements back: the next deploy must see no move
     assert all(s.op == "same" for s in engine.up(program(services)))

@@ -18,7 +18,7 @@ from railnet.core.desired import ServiceSpec, spec_from_document, with_service
 from railnet.core.resources import PROPERTIES, Kind
 from railnet.lab.local_cluster import Lab
 
-from ..linux.conftest import LabNet, running_lab
+from ..linux.conftest import LabNet, file_cluster, running_lab
 from .harness import Declared, DynamicProvider, Engine, ProviderError, State, Unknown, engine_on
 
 pytestmark = pytest.mark.provider
@@ -296,10 +296,8 @@ def test_fifty_concurrent_services_get_unique_addresses(lab: LabNet, engine: Eng
 
 
 def test_unreachable_agent_is_named(lab: LabNet, tmp_path: Any) -> None:
-    cluster = json.loads(lab.lab.cluster_file.read_text())
-    cluster["nodes"][1]["agent"] = f"unix:{tmp_path}/nobody.sock"
-    for key, value in cluster["tls"].items():
-        cluster["tls"][key] = str(lab.lab.directory / value)
+    cluster = file_cluster(lab.lab)
+    cluster["nodes"][1]["agent"] = f"unix:{tmp_path}/nobody.sock"  # type: ignore[index]
     provider = DynamicProvider({"railnet:cluster": json.dumps(cluster)})
     engine = Engine(provider)
     try:

@@ -23,7 +23,7 @@ from railnet.engine.emulator import (
     run_program,
 )
 
-from ..linux.conftest import LabNet, running_lab
+from ..linux.conftest import LabNet, inline_cluster, running_lab
 from .harness import Engine, engine_on
 from .test_engine_protocol import environments_on_nodes, program
 
@@ -58,10 +58,7 @@ pulumi.export("api_ipv4", api.ipv4_addresses)
 
 
 def _inline_cluster(lab: LabNet) -> str:
-    cluster = json.loads(lab.lab.cluster_file.read_text())
-    for key, value in cluster["tls"].items():
-        cluster["tls"][key] = str(lab.lab.directory / value)
-    return json.dumps(cluster)
+    return inline_cluster(lab.lab)
 
 
 def _clear(value: Any) -> str:
@@ -93,7 +90,7 @@ def test_no_secret_input_is_stored_in_clear_text(lab: LabNet, tmp_path: Path) ->
         stored = checkpoint(state, "railnet", "dev")
         text = _clear(json.loads(stored))
         secrets = ["10.77.", "hidden.internal", *json.loads(inline)["tls"].values()]
-        secrets += [n["agent"] for n in json.loads(inline)["nodes"]]
+        secrets += json.loads(inline)["store"]["endpoints"]
         for value in secrets:
             assert value not in text, value
         # The check results a preview shows hold no clear text of them either.

@@ -342,3 +342,40 @@ def test_the_revocation_list_is_serials_in_hex(tmp_path: Path) -> None:
     path.write_text("abc\nnot-a-serial\n")
     with pytest.raises(RailnetError, match=r"revoked.txt:2: 'not-a-serial'"):
         read_revoked(path)
+
+
+def test_store_certificates_give_each_party_only_its_use(tmp_path: Path) -> None:
+    from railnet.pki.certs import (
+        STORE_SERVER_NAME,
+        holder_of,
+        node_store_tls_files,
+        store_admin_tls_files,
+        store_member_tls_files,
+        write_store_tls,
+    )
+
+    tls, ca_dir = tmp_path / "tls", tmp_path / "ca"
+    write_cluster_tls(tls, ["node-1"], ca_dir=ca_dir)
+    write_store_tls(tls, {"etcd-1": ["10.0.0.1"]}, ["node-1"], ca_dir=ca_dir)
+
+    def usages(cert: x509.Certificate) -> set[x509.ObjectIdentifier]:
+        return set(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+
+    member = load_cert(store_member_tls_files(tls, "etcd-1").cert)
+    sans = member.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert STORE_SERVER_NAME in sans.get_values_for_type(x509.DNSName)
+    assert ipaddress.ip_address("10.0.0.1") in sans.get_values_for_type(x509.IPAddress)
+    assert usages(member) == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
+    # The node's etcd user is its name; the certificate is a client one with no railnet
+    # role, so no agent accepts it, and the node's server certificate stays server-only.
+    store_client = node_store_tls_files(tls, "node-1")
+    assert common_name(load_cert(store_client.cert)) == "node-1"
+    assert usages(load_cert(store_client.cert)) == {ExtendedKeyUsageOID.CLIENT_AUTH}
+    assert holder_of(store_client.cert.read_bytes()).role is None
+    assert usages(load_cert(node_tls_files(tls, "node-1").cert)) == {
+        ExtendedKeyUsageOID.SERVER_AUTH
+    }
+    assert stat.S_IMODE(store_client.key.stat().st_mode) == 0o600
+    admin = store_admin_tls_files(ca_dir)
+    assert common_name(load_cert(admin.cert)) == "root"
+    assert admin.cert.parent == ca_dir and not (tls / admin.cert.name).exists()

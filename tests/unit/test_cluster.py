@@ -289,3 +289,43 @@ def test_the_last_node_cannot_be_removed() -> None:
     raw = raw_cluster()
     with pytest.raises(InvalidField, match="last node"):
         without_node(without_node(raw, "node-2"), "node-1")
+
+
+def test_the_store_section_names_the_etcd_endpoints() -> None:
+    raw = raw_cluster()
+    del raw["nodes"]  # they live in the store then
+    raw["store"] = {"endpoints": ["unix:/run/etcd.sock:2379", "[fd00::1]:2379"], "server_name": "x"}
+    cluster = Cluster.from_dict(raw)
+    store = cluster.store
+    assert store is not None and cluster.nodes == ()
+    assert store.endpoints == ("unix:/run/etcd.sock:2379", "[fd00::1]:2379")
+    assert store.server_name == "x"
+    assert Cluster.from_dict(raw_cluster()).store is None
+
+
+@pytest.mark.parametrize(
+    ("store", "field"),
+    [
+        ({"endpoints": []}, "cluster.store.endpoints"),
+        ({"endpoints": ["no-port"]}, "cluster.store.endpoints[0]"),
+        ({"endpoints": ["10.0.0.1:2379"], "servername": "x"}, "cluster.store.servername"),
+        ({"endpoints": ["10.0.0.1:2379"], "server_name": 3}, "cluster.store.server_name"),
+        ("10.0.0.1:2379", "cluster.store"),
+    ],
+)
+def test_a_bad_store_section_names_its_field(store: object, field: str) -> None:
+    raw = raw_cluster()
+    del raw["nodes"]
+    raw["store"] = store
+    with pytest.raises(InvalidField) as raised:
+        Cluster.from_dict(raw)
+    assert raised.value.field == field
+
+
+def test_a_file_with_a_store_may_not_list_nodes_too() -> None:
+    raw = raw_cluster()
+    raw["store"] = {"endpoints": ["10.0.0.1:2379"]}
+    with pytest.raises(InvalidField) as raised:
+        Cluster.from_dict(raw)
+    assert raised.value.field == "cluster.nodes"
+    assert "railnet cluster add-node" in str(raised.value)

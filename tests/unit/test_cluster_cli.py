@@ -87,6 +87,7 @@ def test_show_lists_nodes_and_cordons_and_its_json_is_stable(
             "cert": str(cluster.parent / "tls/operator.pem"),
             "key": str(cluster.parent / "tls/operator-key.pem"),
         },
+        "store": None,
     }
     code, out, _ = run(capsys, "cluster", "uncordon", "node-2", "--cluster", str(cluster))
     assert code == 0 and "uncordoned" in out

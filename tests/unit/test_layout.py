@@ -17,14 +17,15 @@ TESTS = Path(__file__).resolve().parents[1]
 STUBS = "railnet.agent.v1"
 
 # The rooms on a node's side of the wire, which the tools at the edge may all use.
-NODE_SIDE = frozenset({"core", "linux", "pki", "agent", "control", STUBS})
+NODE_SIDE = frozenset({"core", "linux", "pki", "store", "agent", "control", STUBS})
 ROOMS: dict[str, frozenset[str]] = {
     # room: the railnet rooms it may import (itself always)
     "core": frozenset(),
     "linux": frozenset({"core"}),
     "pki": frozenset({"core", "linux"}),
-    "agent": frozenset({"core", "linux", "pki", STUBS}),
-    "control": frozenset({"core", "pki", STUBS}),
+    "store": frozenset({"core", "pki"}),
+    "agent": frozenset({"core", "linux", "pki", "store", STUBS}),
+    "control": frozenset({"core", "pki", "store", STUBS}),
     "providers": frozenset({"core", "control"}),
     "engine": frozenset({"core", "control", "providers"}),
     "lab": NODE_SIDE,

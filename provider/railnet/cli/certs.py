@@ -17,10 +17,14 @@ from railnet.core.errors import RailnetError
 from railnet.pki.certs import (
     LEAF_VALIDITY,
     ClusterTls,
+    default_ca_dir,
     holder_of,
     issued_nodes,
+    node_store_tls_files,
     revoke,
+    store_admin_tls_files,
     write_cluster_tls,
+    write_store_tls,
 )
 
 EXIT_OK = 0
@@ -35,7 +39,7 @@ def add_certs_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         description="Mint the TLS material for the agents' mutual-TLS gRPC endpoints.",
     )
     certs.set_defaults(func=run_certs, certs_command=None)
-    actions = certs.add_subparsers(dest="certs_command", metavar="{init,node,renew,revoke}")
+    actions = certs.add_subparsers(dest="certs_command", metavar="{init,node,store,renew,revoke}")
 
     init = actions.add_parser(
         "init",
@@ -92,6 +96,38 @@ def add_certs_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     )
     node.add_argument("--ip", dest="ips", action="append", help=argparse.SUPPRESS)
     _add_force_flag(node)
+
+    store = actions.add_parser(
+        "store",
+        help="issue the control store's (etcd) certificates with the existing CA",
+        description=(
+            "Issue a server and peer certificate for every etcd --member (in DIR/etcd/), a "
+            "store client certificate for every --node (DIR/nodes/NAME-store.pem) and, when "
+            "missing, the store administrator's (CN=root, in the CA's directory)."
+        ),
+    )
+    store.add_argument(
+        "--dir", type=Path, required=True, help="directory holding ca.pem (required)"
+    )
+    _add_ca_flags(store)
+    store.add_argument(
+        "--member",
+        dest="members",
+        action="append",
+        default=[],
+        type=_node_ip,
+        metavar="NAME=IP",
+        help="an etcd member and the address its clients and peers dial (repeatable; "
+        "default: none)",
+    )
+    store.add_argument(
+        "--node",
+        dest="nodes",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a node whose agent reads the store (repeatable; default: none)",
+    )
     _add_lifecycle_parsers(actions)
 
 
@@ -222,6 +258,33 @@ def run_certs(args: argparse.Namespace) -> int:
                 validity=_days(args.days),
                 force=args.force,
             )
+        elif args.certs_command == "store":
+            if not args.members and not args.nodes:
+                raise RailnetError("give at least one --member NAME=IP or --node NAME")
+            if not (args.dir / "ca.pem").exists():
+                raise RailnetError(
+                    f"no CA in {args.dir}; create one first with `railnet certs init`"
+                )
+            members: dict[str, list[str]] = {}
+            for name, ip in args.members:
+                members.setdefault(name, []).append(ip)
+            ca_dir = args.ca_dir if args.ca_dir is not None else default_ca_dir(args.dir)
+            written = write_store_tls(
+                args.dir,
+                members,
+                list(args.nodes),
+                ca_dir=ca_dir,
+                passphrase=_passphrase(args.ca_passphrase_file),
+                validity=_days(args.days),
+            )
+            for name, files in written.items():
+                print(f"etcd member {name}: {files.cert}, {files.key}")
+            for node in args.nodes:
+                files = node_store_tls_files(args.dir, node)
+                print(f"node {node} (store client): {files.cert}, {files.key}")
+            admin = store_admin_tls_files(ca_dir)
+            print(f"store administrator (CN=root): {admin.cert}, {admin.key}")
+            return EXIT_OK
         elif args.certs_command == "renew":
             nodes = issued_nodes(args.dir)
             if not (args.dir / "ca.pem").exists():

@@ -1,7 +1,11 @@
-"""``railnet cluster``: read and edit the cluster file (nodes, agent addresses, cordons).
+"""``railnet cluster``: read and edit the cluster's membership (nodes, agent addresses,
+cordons).
 
-Every edit reads the file, checks it, changes one thing, checks the result and replaces
-the file atomically, so a crash or a bad argument never leaves half a cluster file.
+A cluster with a control store keeps its membership in etcd: every edit there is one
+compared transaction (``railnet.control.membership``), so two runners never disagree. A
+cluster file without a store lists its nodes itself: every edit reads the file, checks it,
+changes one thing, checks the result and replaces the file atomically, so a crash or a bad
+argument never leaves half a cluster file.
 Exit codes: 0 done; 1 refused to keep the cluster safe (``remove-node`` of a node that
 still holds environments, or whose agent cannot be asked); 2 bad input or an unreadable
 file.
@@ -24,13 +28,17 @@ from railnet.control.cluster import (
     load_cluster,
     load_cluster_object,
     new_cluster_file,
+    read_members,
+    store_address,
     with_cordon,
     with_node,
     without_node,
 )
 from railnet.control.inspect import node_holdings
-from railnet.core.errors import AgentUnreachable
+from railnet.control.membership import add_member, remove_member, set_cordon
+from railnet.core.errors import AgentUnreachable, InvalidField
 from railnet.linux.files import write_atomic
+from railnet.store.etcd import EtcdStore
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -103,6 +111,28 @@ def add_cluster_parser(subparsers: Any) -> None:
     )
     remove.set_defaults(func=run_remove_node)
 
+    move = command(
+        "move-to-store",
+        "move the file's nodes into the control store (etcd); the file then names only the "
+        "store and the TLS material",
+    )
+    move.add_argument(
+        "--store-endpoint",
+        dest="store_endpoints",
+        action="append",
+        required=True,
+        metavar="ADDR",
+        help="an etcd member, host:port or unix:/PATH (required; repeat for each member)",
+    )
+    move.add_argument(
+        "--store-server-name",
+        default="",
+        metavar="NAME",
+        help="the name the members' certificates carry, when an endpoint is not that name "
+        "(default: none)",
+    )
+    move.set_defaults(func=run_move_to_store)
+
     for name, cordoned, text in (
         ("cordon", True, "cordon a node: the next deploy moves its replicas and keepers away"),
         ("uncordon", False, "uncordon a node: it takes new instances again"),
@@ -141,8 +171,13 @@ def run_show(args: argparse.Namespace) -> int:
     tls = "mutual TLS" if cluster.tls else "plaintext (insecure agents)"
     if cluster.operator is not None:
         tls += ", operator certificate for reads"
-    print(f"{path}: {len(cluster.nodes)} nodes, {tls}")
-    width = max(len(n.name) for n in cluster.nodes)
+    where = (
+        f"control store {', '.join(cluster.store.endpoints)}"
+        if cluster.store is not None
+        else "listed in the file"
+    )
+    print(f"{path}: {len(cluster.nodes)} nodes ({where}), {tls}")
+    width = max((len(n.name) for n in cluster.nodes), default=0)
     for n in cluster.nodes:
         extra = [f"underlay {n.underlay}"] if n.underlay else []
         if n.cordoned:
@@ -165,6 +200,9 @@ def show_json(cluster: Cluster, path: Path) -> dict[str, Any]:
         ],
         "tls": tls(cluster.tls),
         "operator": tls(cluster.operator),
+        "store": None
+        if cluster.store is None
+        else {"endpoints": list(cluster.store.endpoints), "server_name": cluster.store.server_name},
     }
 
 
@@ -177,6 +215,15 @@ def run_add_node(args: argparse.Namespace) -> int:
                 f"{path} exists; --tls-dir and --insecure only shape a new file",
                 EXIT_BAD_INPUT,
             )
+        cluster = load_cluster(path, origin)
+        if cluster.store is not None:
+            node = ClusterNode(args.node, args.agent, args.underlay, cordoned=args.cordoned)
+            with EtcdStore(store_address(cluster)) as store:
+                add_member(store, node)
+            state = " (cordoned)" if args.cordoned else ""
+            count = len(cluster.nodes) + 1
+            print(f"added {args.node}{state} at {args.agent} to the control store; {count} nodes")
+            return EXIT_OK
         raw = load_cluster_object(path, origin)
     elif args.tls_dir is None and not args.insecure:
         return _fail(
@@ -196,7 +243,6 @@ def run_add_node(args: argparse.Namespace) -> int:
 
 def run_remove_node(args: argparse.Namespace) -> int:
     path, origin = cluster_path(args.cluster)
-    raw = load_cluster_object(path, origin)
     cluster = load_cluster(path, origin)
     cluster.node(args.node)  # an unknown node is bad input, named with the known ones
     try:
@@ -225,16 +271,74 @@ def run_remove_node(args: argparse.Namespace) -> int:
             "those environments ('pulumi up'), then remove it",
             EXIT_REFUSED,
         )
-    cluster = _write(path, without_node(raw, args.node))
+    if cluster.store is not None:
+        with EtcdStore(store_address(cluster)) as store:
+            remove_member(store, args.node)
+        left = len(cluster.nodes) - 1
+        print(f"removed {args.node} from the control store; {left} nodes left")
+        return EXIT_OK
+    cluster = _write(path, without_node(load_cluster_object(path, origin), args.node))
     print(f"removed {args.node} from {path}; {len(cluster.nodes)} nodes left")
+    return EXIT_OK
+
+
+def run_move_to_store(args: argparse.Namespace) -> int:
+    """Write every node of a cluster file into the store (a node already there with the
+    same record is kept; a different one is refused, naming it), then rewrite the file
+    without its nodes. Run again, it changes nothing."""
+    path, origin = cluster_path(args.cluster)
+    raw = load_cluster_object(path, origin)
+    if raw.get("store") is not None:
+        return _fail("move-to-store", f"{path} already names a control store", EXIT_BAD_INPUT)
+    moved = dict(raw)
+    entries = moved.pop("nodes")
+    moved["store"] = {"endpoints": list(args.store_endpoints)}
+    if args.store_server_name:
+        moved["store"]["server_name"] = args.store_server_name
+    try:
+        target = Cluster.from_dict(moved, base=str(path.resolve().parent), source=str(path))
+    except InvalidField as exc:
+        if exc.field.startswith("cluster.store.endpoints"):
+            raise InvalidField("--store-endpoint", exc.value, exc.reason) from None
+        raise
+    nodes = Cluster.from_dict(raw).nodes
+    extras = [
+        {k: v for k, v in e.items() if k in ("agent_tcp", "netns")}
+        for e in entries
+        if isinstance(e, dict)
+    ]
+    with EtcdStore(store_address(target)) as store:
+        _, present = read_members(store)
+        there = {n.name: n for n in present}
+        for node, extra in zip(nodes, extras, strict=True):
+            if node.name in there:
+                if there[node.name] != node:
+                    return _fail(
+                        "move-to-store",
+                        f"node {node.name} is already in the store with another record "
+                        f"({there[node.name].agent}); remove it there or from the file first",
+                        EXIT_REFUSED,
+                    )
+                continue
+            add_member(store, node, extra)
+    write_atomic(path, cluster_json(moved).encode(), 0o644)
+    print(
+        f"moved {len(nodes)} nodes from {path} into the control store at "
+        f"{', '.join(args.store_endpoints)}; {path} now names only the store"
+    )
     return EXIT_OK
 
 
 def run_cordon(args: argparse.Namespace) -> int:
     path, origin = cluster_path(args.cluster)
-    raw = load_cluster_object(path, origin)
-    was = load_cluster(path, origin).node(args.node).cordoned
-    _write(path, with_cordon(raw, args.node, args.cordoned))
+    cluster = load_cluster(path, origin)
+    was = cluster.node(args.node).cordoned
+    if cluster.store is not None:
+        with EtcdStore(store_address(cluster)) as store:
+            was = set_cordon(store, args.node, args.cordoned)
+        path = Path("the control store")
+    else:
+        _write(path, with_cordon(load_cluster_object(path, origin), args.node, args.cordoned))
     if args.cordoned:
         verb = "was already cordoned" if was else "cordoned"
         print(

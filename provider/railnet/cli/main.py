@@ -30,6 +30,7 @@ from railnet.cli.runtime import EXEC_COMMANDS, add_exec_parsers, add_status_pars
 from railnet.cli.trial import add_trial_parsers
 from railnet.control.client import AgentError
 from railnet.core.errors import AgentUnreachable, DataPlaneError, RailnetError
+from railnet.store.etcd import StoreError
 
 
 class RailnetParser(argparse.ArgumentParser):
@@ -92,7 +93,9 @@ def split_exec_command(argv: list[str]) -> tuple[list[str], list[str] | None]:
 
 def exit_code(exc: BaseException) -> int:
     """The exit code of a failure (``EXIT_CODES``)."""
-    if isinstance(exc, (AgentUnreachable, AgentError, DataPlaneError, NeedsRoot, OSError)):
+    if isinstance(
+        exc, (AgentUnreachable, AgentError, DataPlaneError, NeedsRoot, StoreError, OSError)
+    ):
         return EXIT_FAILED
     return EXIT_BAD_INPUT
 

@@ -20,6 +20,7 @@ describes the format.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import ipaddress
 import json
 import re
@@ -29,13 +30,17 @@ from typing import Any
 
 from railnet.core.errors import InvalidField, RailnetError
 from railnet.core.names import check_node_name
+from railnet.core.store_keys import MEMBERS
+from railnet.pki.certs import TlsFiles
+from railnet.store.etcd import EtcdStore, StoreAddress
 
-CLUSTER_KEYS = ("nodes", "tls", "operator", "lab")
+CLUSTER_KEYS = ("nodes", "tls", "operator", "lab", "store")
 """The keys of a cluster file; ``lab`` is the lab's id, written by ``railnet lab up``."""
 NODE_KEYS = ("name", "agent", "underlay", "cordoned", "agent_tcp", "netns")
 """The keys of a node entry; ``agent_tcp`` and ``netns`` describe a lab node."""
 TLS_KEYS = ("ca", "cert", "key")
 OPERATOR_KEYS = ("cert", "key")
+STORE_KEYS = ("endpoints", "server_name")
 _HOST_PORT = re.compile(
     r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]+)):(?P<port>[0-9]{1,5})"
 )
@@ -60,6 +65,16 @@ class ClusterTlsPaths:
 
 
 @dataclass(frozen=True)
+class ClusterStore:
+    """How to reach the control store (etcd); the TLS material is the file's own."""
+
+    endpoints: tuple[str, ...]
+    """``host:port`` or ``unix:PATH`` of each member."""
+    server_name: str = ""
+    """The name the members' certificates carry, when an endpoint is not that name."""
+
+
+@dataclass(frozen=True)
 class Cluster:
     nodes: tuple[ClusterNode, ...]
     tls: ClusterTlsPaths | None
@@ -68,6 +83,8 @@ class Cluster:
     operator: ClusterTlsPaths | None = None
     """A read-only (operator) certificate, for ``railnet status`` and ``exec``: they use it
     when the file names one, so they never need the provider's key."""
+    store: ClusterStore | None = None
+    """The control store's endpoints, when the cluster has one."""
 
     def node(self, name: str) -> ClusterNode:
         for n in self.nodes:
@@ -102,9 +119,21 @@ class Cluster:
             raise InvalidField("cluster", raw, "must be an object with a 'nodes' list")
         _known_keys("cluster", raw, CLUSTER_KEYS)
         nodes_raw = raw.get("nodes")
-        if not isinstance(nodes_raw, list) or not nodes_raw:
+        if raw.get("store") is not None:
+            # The membership lives in the store: one place every runner reads.
+            if nodes_raw is not None:
+                raise InvalidField(
+                    "cluster.nodes",
+                    [n.get("name") if isinstance(n, dict) else n for n in nodes_raw]
+                    if isinstance(nodes_raw, list)
+                    else nodes_raw,
+                    "a cluster with a control store keeps its nodes there, not in the file; "
+                    "remove 'nodes' and use 'railnet cluster add-node'",
+                )
+            nodes_raw = []
+        elif not isinstance(nodes_raw, list) or not nodes_raw:
             raise InvalidField("cluster.nodes", nodes_raw, "must be a non-empty list")
-        nodes = [_node(f"cluster.nodes[{i}]", n) for i, n in enumerate(nodes_raw)]
+        nodes = [parse_node(f"cluster.nodes[{i}]", n) for i, n in enumerate(nodes_raw)]
         names = [n.name for n in nodes]
         for i, name in enumerate(names):
             if names.index(name) != i:
@@ -142,7 +171,8 @@ class Cluster:
                     raise InvalidField(f"cluster.operator.{key}", value, "must be a file path")
                 own.append(str(PurePath(base, value)) if base else value)
             operator = ClusterTlsPaths(tls.ca, *own)
-        return cls(nodes=tuple(nodes), tls=tls, source=source, operator=operator)
+        store = _store(raw.get("store"))
+        return cls(nodes=tuple(nodes), tls=tls, source=source, operator=operator, store=store)
 
 
 def _known_keys(path: str, raw: dict[str, Any], known: tuple[str, ...]) -> None:
@@ -182,7 +212,29 @@ def check_underlay(field: str, value: object) -> str:
         raise InvalidField(field, value, "must be the node's IP address, e.g. 10.0.0.1") from None
 
 
-def _node(path: str, raw: object) -> ClusterNode:
+def _store(raw: object) -> ClusterStore | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise InvalidField("cluster.store", raw, "must be an object with an 'endpoints' list")
+    _known_keys("cluster.store", raw, STORE_KEYS)
+    endpoints = raw.get("endpoints")
+    if not isinstance(endpoints, list) or not endpoints:
+        raise InvalidField(
+            "cluster.store.endpoints", endpoints, "must be a non-empty list of etcd members"
+        )
+    checked = tuple(
+        check_agent_address(f"cluster.store.endpoints[{i}]", e) for i, e in enumerate(endpoints)
+    )
+    server_name = raw.get("server_name", "")
+    if not isinstance(server_name, str):
+        raise InvalidField("cluster.store.server_name", server_name, "must be a DNS name")
+    return ClusterStore(checked, server_name)
+
+
+def parse_node(path: str, raw: object) -> ClusterNode:
+    """A node entry of a cluster file, or a member record of the store; errors name
+    ``path``."""
     if not isinstance(raw, dict):
         raise InvalidField(path, raw, "must be an object")
     _known_keys(path, raw, NODE_KEYS)
@@ -305,23 +357,69 @@ class ClusterFileError(RailnetError):
     """The cluster description cannot be found or read."""
 
 
+def parse_member(key: str, value: bytes) -> tuple[ClusterNode, dict[str, Any]]:
+    """A member record of the store: the node and the record's JSON object."""
+    where = f"store {key}"
+    try:
+        raw = json.loads(value)
+    except ValueError as exc:
+        raise InvalidField(where, value[:60], f"is not JSON ({exc})") from None
+    node = parse_node(where, raw)
+    if f"{MEMBERS}{node.name}" != key:
+        raise InvalidField(f"{where}.name", node.name, "does not match the record's key")
+    return node, raw
+
+
+def read_members(store: EtcdStore) -> tuple[int, tuple[ClusterNode, ...]]:
+    """Every member of the store, by name, and the store's revision at the read."""
+    revision, entries = store.list(MEMBERS)
+    nodes = [parse_member(e.key, e.value)[0] for e in entries]
+    return revision, tuple(sorted(nodes, key=lambda n: n.name))
+
+
+def store_address(cluster: Cluster, *, read_only: bool = False) -> StoreAddress:
+    """How to reach the cluster's control store: with the provider's certificate, or the
+    operator's (``read_only``, when the file names one)."""
+    if cluster.store is None:
+        raise ClusterFileError(
+            f"{cluster.source or 'the cluster'} names no control store ('store'); "
+            "see docs/cluster.md"
+        )
+    paths = cluster.operator if read_only and cluster.operator is not None else cluster.tls
+    files = None if paths is None else TlsFiles(Path(paths.ca), Path(paths.cert), Path(paths.key))
+    return StoreAddress(cluster.store.endpoints, files, cluster.store.server_name)
+
+
+def with_membership(cluster: Cluster) -> Cluster:
+    """``cluster`` with its nodes read from its control store (itself when it has none).
+    Reads with the operator's certificate when the file names one: reading is all it does.
+    Fails closed: a store that does not answer raises, never an empty cluster."""
+    if cluster.store is None:
+        return cluster
+    with EtcdStore(store_address(cluster, read_only=True)) as store:
+        _, nodes = read_members(store)
+    return dataclasses.replace(cluster, nodes=nodes)
+
+
 def load_cluster(source: str | Path, origin: str, hint: str = "") -> Cluster:
     """The cluster that ``source`` describes: inline JSON (a string starting with ``{``) or
     the path of a cluster file. ``origin`` says where ``source`` came from (a stack setting,
-    a flag) and ``hint`` what to do when it cannot be read; errors name both."""
+    a flag) and ``hint`` what to do when it cannot be read; errors name both. A cluster
+    with a control store gets its nodes from there."""
     if isinstance(source, str):
         text = source.strip()
         if not text:
             raise ClusterFileError(f"{origin} is empty{'; ' + hint if hint else ''}")
         if text.startswith("{"):
-            return Cluster.from_json(text, source=origin)
+            return with_membership(Cluster.from_json(text, source=origin))
         source = Path(text)
     path = source.expanduser()
     content = _read(path, origin, hint)
     try:
-        return Cluster.from_json(content, base=str(path.resolve().parent), source=str(path))
+        cluster = Cluster.from_json(content, base=str(path.resolve().parent), source=str(path))
     except InvalidField as exc:
         raise InvalidField(exc.field, exc.value, f"{exc.reason} (in {path})") from None
+    return with_membership(cluster)
 
 
 def _read(path: Path, origin: str, hint: str) -> str:

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from railnet.control.cluster import Cluster
+from railnet.control.cluster import load_cluster
 from railnet.control.inspect import Target, find_instance
 from railnet.core.errors import RailnetError
 from railnet.engine.emulator import (
@@ -45,7 +45,7 @@ class Demo:
     def __init__(self, lab: Lab, workdir: Path) -> None:
         self.lab = lab
         self.workdir = workdir
-        self.cluster = Cluster.from_json(lab.cluster_file.read_text(), base=str(lab.directory))
+        self.cluster = load_cluster(lab.cluster_file, "the lab's cluster file")
         self.processes: list[subprocess.Popen[str]] = []
         self.failures = 0
         self.provider: DynamicProvider | None = None

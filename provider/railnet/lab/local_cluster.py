@@ -5,8 +5,12 @@
 * ``rl<id>-ul``: the underlay namespace with bridge ``br0``;
 * ``rl<id>-n<i>``: node *i*'s host namespace, with ``ul0`` on the underlay at
   ``198.18.0.<i>/24`` (RFC 2544 benchmark range) and the node's agent running in it;
+* the control store: a real etcd cluster, one member in each of the first three node
+  namespaces (one member in a lab of one or two nodes), on the underlay, under
+  ``DIR/etcd-<i>/`` (``railnet.lab.etcd``), with etcd's roles set up;
 * ``DIR/cluster.json`` and ``DIR/tls/`` (mutual TLS material); the CA that signed it
-  keeps its key in ``DIR/ca/``, which ``cluster.json`` does not reference.
+  keeps its key in ``DIR/ca/``, which ``cluster.json`` does not reference, and so does the
+  store administrator's certificate.
 
 Every name the lab or its agents create starts with ``rl<id>``, so ``Lab.down`` removes
 exactly those and nothing else, and two labs never collide.
@@ -33,10 +37,25 @@ from railnet.agent.config import render_config
 from railnet.agent.resolver import resolver_pid
 from railnet.agent.wireguard import Uapi
 from railnet.control.client import AgentAddress, AgentClient
+from railnet.control.cluster import ClusterNode
+from railnet.control.membership import add_member
 from railnet.core.errors import AgentUnreachable, RailnetError
 from railnet.core.names import wireguard_ifname
+from railnet.lab import etcd
+from railnet.lab.etcd import EtcdMember
 from railnet.linux.netns import create_netns, delete_netns, list_netns, netlink, netns_fd
-from railnet.pki.certs import node_tls_files, provider_tls_files, write_cluster_tls
+from railnet.pki.certs import (
+    STORE_SERVER_NAME,
+    node_store_tls_files,
+    node_tls_files,
+    operator_tls_files,
+    provider_tls_files,
+    store_admin_tls_files,
+    write_cluster_tls,
+    write_store_tls,
+)
+from railnet.store.etcd import EtcdStore
+from railnet.store.roles import ensure_roles
 
 UNDERLAY_PREFIX = "198.18.0."
 AGENT_PORT = 7443
@@ -91,6 +110,91 @@ class Lab:
 
     def _meta(self) -> dict[str, object]:
         return dict(json.loads((self.directory / "lab.json").read_text()))
+
+    def _write_meta(self, meta: dict[str, object]) -> None:
+        (self.directory / "lab.json").write_text(json.dumps(meta))
+
+    # -- the control store -----------------------------------------------------------------
+
+    @staticmethod
+    def store_size(nodes: int) -> int:
+        """etcd members for a lab of ``nodes``: three, or one when there are fewer than
+        three nodes (two members would halt when either stops)."""
+        return 3 if nodes >= 3 else 1
+
+    def etcd_member(self, i: int) -> EtcdMember:
+        node = self.node(i)
+        return EtcdMember(
+            name=f"etcd-{i}",
+            netns=node.netns,
+            host=node.underlay,
+            directory=self.directory / f"etcd-{i}",
+        )
+
+    def etcd_members(self) -> list[EtcdMember]:
+        count = int(self._meta().get("store_members", 0))  # type: ignore[call-overload]
+        return [self.etcd_member(i) for i in range(1, count + 1)]
+
+    def etcd_pid(self, member: EtcdMember) -> int | None:
+        pid = dict(self._meta().get("etcd", {})).get(member.name)  # type: ignore[call-overload]
+        return int(pid) if pid and etcd.is_member(int(pid)) else None
+
+    def store(self, role: str = "provider", timeout: float = 10.0) -> EtcdStore:
+        """A client of the lab's etcd with the ``provider``'s, the ``operator``'s, a node's
+        (its name) or the administrator's (``admin``) certificate."""
+        tls_dir = self.directory / "tls"
+        if role == "provider":
+            files = provider_tls_files(tls_dir)
+        elif role == "operator":
+            files = operator_tls_files(tls_dir)
+        elif role == "admin":
+            files = store_admin_tls_files(self.directory / "ca")
+        else:
+            files = node_store_tls_files(tls_dir, role)
+        return EtcdStore(etcd.local_address(self.etcd_members(), files), timeout=timeout)
+
+    def stop_etcd(self, member: EtcdMember, sig: int = signal.SIGKILL) -> None:
+        """Stop one etcd member (killed by default, as a crash would)."""
+        pid = self.etcd_pid(member)
+        if pid is not None:
+            etcd.stop_member(pid, sig)
+
+    def start_etcd(self, member: EtcdMember) -> int:
+        """Start a stopped member again, on the data it had."""
+        if self.etcd_pid(member) is not None:
+            raise RailnetError(f"{member.name} is running already")
+        pid = etcd.start_member(member, self.etcd_members(), self.directory / "tls")
+        meta = self._meta()
+        pids = dict(meta.get("etcd", {}))  # type: ignore[call-overload]
+        pids[member.name] = pid
+        meta["etcd"] = pids
+        self._write_meta(meta)
+        return pid
+
+    def _start_store(self, count: int, say: Any) -> None:
+        size = self.store_size(count)
+        members = [self.etcd_member(i) for i in range(1, size + 1)]
+        tls_dir = self.directory / "tls"
+        write_store_tls(
+            tls_dir,
+            {m.name: [m.host] for m in members},
+            [self.node(i).name for i in range(1, count + 1)],
+            ca_dir=self.directory / "ca",
+        )
+        meta = self._meta()
+        meta["store_members"] = size
+        meta["etcd"] = {}
+        self._write_meta(meta)
+        pids: dict[str, int] = {}
+        for member in members:
+            pids[member.name] = etcd.start_member(member, members, tls_dir)
+            meta["etcd"] = pids
+            self._write_meta(meta)
+        admin = store_admin_tls_files(self.directory / "ca")
+        etcd.wait_healthy(members, admin)
+        with EtcdStore(etcd.local_address(members, admin)) as store:
+            ensure_roles(store, [self.node(i).name for i in range(1, count + 1)])
+        say(f"  etcd: {size} member{'s' if size != 1 else ''} ({', '.join(pids)}), roles set")
 
     @property
     def cluster_file(self) -> Path:
@@ -208,6 +312,7 @@ class Lab:
             create_netns(node.netns)
             netlink(self.underlay_netns, attach(i, node, bridge_index))
             netlink(node.netns, address(node))
+        self._start_store(count, say)
         agents: dict[str, int] = {}
         # The agents share this machine's cores, and each starts a resolver it waits for:
         # a large lab starts them a wave at a time, each wave once the one before answers.
@@ -223,20 +328,23 @@ class Lab:
                 self._wait_ready(node)
         for node in members:
             say(f"  {node.name}: {node.underlay} in {node.netns}, agent pid {agents[node.name]}")
+        # The membership goes to the control store, which every runner reads; the file
+        # says only how to reach it.
+        with self.store("provider") as store:
+            for n in members:
+                add_member(
+                    store,
+                    ClusterNode(n.name, f"unix:{n.agent_socket}", n.underlay),
+                    {"agent_tcp": n.agent_tcp, "netns": n.netns},
+                )
         cluster = {
             "lab": self.lab_id,
-            "nodes": [
-                {
-                    "name": n.name,
-                    "agent": f"unix:{n.agent_socket}",
-                    "agent_tcp": n.agent_tcp,
-                    "underlay": n.underlay,
-                    "netns": n.netns,
-                }
-                for n in members
-            ],
             "tls": {"ca": "tls/ca.pem", "cert": "tls/provider.pem", "key": "tls/provider-key.pem"},
             "operator": {"cert": "tls/operator.pem", "key": "tls/operator-key.pem"},
+            "store": {
+                "endpoints": [m.local_endpoint for m in self.etcd_members()],
+                "server_name": STORE_SERVER_NAME,
+            },
         }
         self.cluster_file.write_text(json.dumps(cluster, indent=2) + "\n")
         nodes = f"{count} node{'s' if count != 1 else ''}"
@@ -416,6 +524,20 @@ class Lab:
                         os.kill(pid, signal.SIGKILL)
                     _wait_gone(pid)
                 removed.append(f"resolver {name} (pid {pid})")
+        try:
+            etcd_pids = {str(k): int(v) for k, v in dict(self._meta().get("etcd", {})).items()}  # type: ignore[call-overload]
+        except (FileNotFoundError, ValueError):
+            etcd_pids = {}
+        found = set(etcd_pids.values())
+        etcd_pids.update(
+            (f"not recorded (pid {pid})", pid)
+            for pid in _processes_under(self.directory, b"etcd")
+            if pid not in found
+        )
+        for name, pid in etcd_pids.items():
+            if etcd.is_member(pid):
+                etcd.stop_member(pid, signal.SIGKILL)
+                removed.append(f"etcd {name} (pid {pid})")
         wg_pids = [pid for node in members for pid in self.wireguard_pids(node)]
         for name in list_netns():
             if name.startswith(self.prefix):
@@ -450,6 +572,8 @@ class Lab:
         for node in members:
             shutil.rmtree(self.directory / node.name, ignore_errors=True)
             node.agent_socket.unlink(missing_ok=True)
+        for i in range(1, len(members) + 1):
+            etcd.remove_member_files(self.etcd_member(i))
         shutil.rmtree(self.directory / "tls", ignore_errors=True)
         shutil.rmtree(self.directory / "ca", ignore_errors=True)
         (self.directory / "cluster.json").unlink(missing_ok=True)

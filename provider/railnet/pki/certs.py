@@ -31,6 +31,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from railnet.core.errors import InvalidField, RailnetError
 from railnet.core.names import check_node_name
+from railnet.core.store_keys import node_user
 from railnet.linux.files import write_atomic
 
 CA_VALIDITY = datetime.timedelta(days=3650)
@@ -474,6 +475,120 @@ def write_cluster_tls(
         operator=clients[Role.OPERATOR][0],
         kept=kept,
     )
+
+
+STORE_DIR = "etcd"
+STORE_SERVER_NAME = "railnet-etcd"
+"""A DNS name every etcd member's certificate carries: clients that reach a member by a unix
+socket, or by an address its certificate does not name, expect this one."""
+STORE_MEMBER_PREFIX = "etcd-member-"
+"""The common name of a member's certificate is this and the member's name: no etcd user."""
+STORE_ADMIN_COMMON_NAME = "root"
+"""etcd's administrator (its user ``root``): sets up users and roles, nothing else."""
+STORE_ADMIN_CERT_FILE = "store-admin.pem"
+STORE_ADMIN_KEY_FILE = "store-admin-key.pem"
+
+
+def store_member_tls_files(directory: Path, member: str) -> TlsFiles:
+    """The paths ``write_store_tls`` uses for one etcd member (server and peer)."""
+    check_node_name("member", member)
+    return TlsFiles(
+        ca=directory / CA_CERT_FILE,
+        cert=directory / STORE_DIR / f"{member}.pem",
+        key=directory / STORE_DIR / f"{member}-key.pem",
+    )
+
+
+def node_store_tls_files(directory: Path, node_name: str) -> TlsFiles:
+    """A node agent's client certificate for the control store: the etcd user of the
+    node's name. It carries no railnet role, so no agent accepts it; and the node's server
+    certificate is no client, so neither credential stands in for the other."""
+    check_node_name("node", node_name)
+    nodes = directory / NODES_DIR
+    return TlsFiles(
+        ca=directory / CA_CERT_FILE,
+        cert=nodes / f"{node_name}-store.pem",
+        key=nodes / f"{node_name}-store-key.pem",
+    )
+
+
+def store_admin_tls_files(ca_dir: Path) -> TlsFiles:
+    """The store administrator's certificate: kept with the CA's key, never in a cluster
+    file, since it can change every role."""
+    return TlsFiles(
+        ca=ca_dir / CA_CERT_FILE,
+        cert=ca_dir / STORE_ADMIN_CERT_FILE,
+        key=ca_dir / STORE_ADMIN_KEY_FILE,
+    )
+
+
+def write_store_tls(
+    directory: Path,
+    members: Mapping[str, list[str]],
+    nodes: list[str],
+    *,
+    ca_dir: Path | None = None,
+    passphrase: bytes | None = None,
+    validity: datetime.timedelta = LEAF_VALIDITY,
+) -> dict[str, TlsFiles]:
+    """Certificates for the etcd members (server and peer use, the members' addresses as
+    SANs) in ``directory/etcd/``, each of ``nodes`` a client certificate for the store
+    (``node_store_tls_files``), and the store administrator's in the CA's directory, all
+    signed by the CA that ``write_cluster_tls`` made. Returns the members' files."""
+    ca_dir = ca_dir if ca_dir is not None else default_ca_dir(directory)
+    ca_cert = _read_pem("CA certificate", ca_dir / CA_CERT_FILE)
+    ca_key = _unlocked(ca_dir / CA_KEY_FILE, passphrase)
+    (directory / STORE_DIR).mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+    written: dict[str, TlsFiles] = {}
+    for member, ips in members.items():
+        _parse_ips(f"--member-ip {member}=", ips)
+        files = store_member_tls_files(directory, member)
+        cert, key = mint_certificate(
+            ca_cert,
+            ca_key,
+            # Not the member's bare name: a member's certificate is a client one too (for
+            # its peers), and etcd would take a bare name for a user, maybe a node's.
+            f"{STORE_MEMBER_PREFIX}{member}",
+            dns_names=[member, STORE_SERVER_NAME, "localhost"],
+            ip_addresses=list(ips),
+            server=True,
+            client=True,  # members present it to each other
+            validity=validity,
+        )
+        write_atomic(files.key, key, _KEY_MODE)
+        write_atomic(files.cert, cert, _CERT_MODE)
+        written[member] = files
+    (directory / NODES_DIR).mkdir(mode=_DIR_MODE, exist_ok=True)
+    for node in nodes:
+        node_user(node)  # never root, the provider or the operators
+        files = node_store_tls_files(directory, node)
+        cert, key = mint_certificate(
+            ca_cert,
+            ca_key,
+            node,
+            dns_names=[],
+            ip_addresses=[],
+            server=False,
+            client=True,
+            validity=validity,
+        )
+        write_atomic(files.key, key, _KEY_MODE)
+        write_atomic(files.cert, cert, _CERT_MODE)
+    admin = store_admin_tls_files(ca_dir)
+    if not _exists(admin, "store administrator"):
+        cert, key = mint_certificate(
+            ca_cert,
+            ca_key,
+            STORE_ADMIN_COMMON_NAME,
+            dns_names=[],
+            ip_addresses=[],
+            server=False,
+            client=True,
+            validity=validity,
+        )
+        write_atomic(admin.key, key, _KEY_MODE)
+        write_atomic(admin.cert, cert, _CERT_MODE)
+    return written
 
 
 def _exists(files: TlsFiles, what: str) -> bool:

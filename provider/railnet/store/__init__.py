@@ -1,0 +1,1 @@
+"""The control store: railnet's client of etcd and the roles it sets up there."""

@@ -22,6 +22,7 @@ from railnet.agent.credentials import REVOKED_FILE
 from railnet.core.errors import InvalidField, RailnetError
 from railnet.core.names import check_netns_prefix, check_node_name
 from railnet.pki.certs import TlsFiles
+from railnet.store.etcd import StoreAddress
 
 DEFAULT_CONFIG = Path("/etc/railnet/agent.toml")
 DEFAULT_STATE_DIR = Path("/var/lib/railnet")
@@ -75,6 +76,33 @@ SETTINGS: tuple[Setting, ...] = (
         f"revoked certificate serials, hex, one a line (default: {REVOKED_FILE} beside tls_ca)",
     ),
     Setting("insecure", bool, False, "plaintext gRPC with no client authentication (never)"),
+    Setting(
+        "store_endpoint",
+        list,
+        [],
+        "an etcd member of the control store, host:port, repeatable (default: none, this "
+        "node reports nothing to a store)",
+    ),
+    Setting(
+        "store_server_name",
+        str,
+        None,
+        "the name the etcd members' certificates carry, when an endpoint is not that name "
+        "(default: none)",
+    ),
+    Setting(
+        "store_tls_cert",
+        str,
+        None,
+        "this node's client certificate for the store, PEM (required with store_endpoint; "
+        "default: none)",
+    ),
+    Setting(
+        "store_tls_key",
+        str,
+        None,
+        "its private key, PEM (required with store_endpoint; default: none)",
+    ),
     Setting("dns", bool, True, "serve the environments' DNS views"),
     Setting(
         "dns_upstream",
@@ -133,6 +161,8 @@ class AgentConfig:
     """``text`` or ``json`` (one object a line, for log shippers)."""
     metrics_listen: tuple[str, int] | None = None
     """Where the Prometheus endpoint listens; ``None``: no endpoint."""
+    store: StoreAddress | None = None
+    """The control store and this node's client certificate for it; ``None``: none."""
 
 
 class ConfigError(InvalidField):
@@ -269,6 +299,25 @@ def _checked(values: Mapping[str, Any], origin: Mapping[str, str]) -> AgentConfi
             )
         tls = TlsFiles(Path(values["tls_ca"]), Path(values["tls_cert"]), Path(values["tls_key"]))
         revoked = Path(values["tls_revoked"] or tls.ca.parent / REVOKED_FILE)
+    store = None
+    if values["store_endpoint"]:
+        name = _name("store_endpoint", origin)
+        endpoints = tuple(values["store_endpoint"])
+        for member in endpoints:
+            if not member.startswith("unix:"):
+                check_host_port(name, member)
+            elif not member[5:].startswith("/"):
+                raise ConfigError(name, member, "a unix socket needs an absolute path")
+        if tls is None:
+            raise ConfigError(name, list(endpoints), "needs mutual TLS (tls_ca): not --insecure")
+        missing = [BY_KEY[k].flag for k in ("store_tls_cert", "store_tls_key") if not values[k]]
+        if missing:
+            raise ConfigError(name, list(endpoints), f"needs {', '.join(missing)} as well")
+        store = StoreAddress(
+            endpoints,
+            TlsFiles(tls.ca, Path(values["store_tls_cert"]), Path(values["store_tls_key"])),
+            values["store_server_name"] or "",
+        )
     return AgentConfig(
         node=node,
         listen=listen,
@@ -285,6 +334,7 @@ def _checked(values: Mapping[str, Any], origin: Mapping[str, str]) -> AgentConfi
         log_level=values["log_level"],
         log_format=values["log_format"],
         metrics_listen=metrics,
+        store=store,
     )
 
 

@@ -41,6 +41,7 @@ from railnet.agent.reconciler import Reconciler
 from railnet.agent.resolver import ResolverProcess
 from railnet.agent.servicer import NodeAgentServicer
 from railnet.agent.state import StateDir
+from railnet.agent.store_report import NodeReporter
 from railnet.agent.v1 import agent_pb2 as pb
 from railnet.agent.v1 import agent_pb2_grpc as pb_grpc
 from railnet.agent.wireguard import select_backend
@@ -294,6 +295,24 @@ def run_agent(config: AgentConfig) -> int:
         return 2
     log.info("listening on %s; document formats %s", ", ".join(config.listen), formats)
 
+    reporter = None
+    if config.store is not None:
+
+        def applied() -> dict[str, tuple[int, str]]:
+            found = {}
+            for env_id in state.document_ids():
+                try:
+                    doc = state.document(env_id)
+                except RailnetError:
+                    continue
+                if doc is not None:
+                    found[env_id] = (doc.generation, doc.digest)
+            return found
+
+        reporter = NodeReporter(node, config.store, applied)
+        reporter.start()
+        log.info("reporting to the control store at %s", ", ".join(config.store.endpoints))
+
     healer = None
     if config.self_heal:
 
@@ -327,6 +346,8 @@ def run_agent(config: AgentConfig) -> int:
                 log.warning("environment %s: repaired drift: %s", env_id, "; ".join(changes))
     if healer is not None:
         healer.stop()
+    if reporter is not None:
+        reporter.stop()
     server.stop(grace=2).wait()
     if isinstance(resolver, ResolverProcess):
         resolver.close()  # it keeps serving: it is the data plane

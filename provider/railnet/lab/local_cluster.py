@@ -370,6 +370,13 @@ class Lab:
             "self_heal": bool(meta.get("self_heal", True)),
             "dns_upstream": list(meta["dns_upstreams"]),  # type: ignore[call-overload]
         }
+        members = self.etcd_members()
+        if members:
+            store_files = node_store_tls_files(self.directory / "tls", node.name)
+            settings["store_endpoint"] = [m.underlay_endpoint for m in members]
+            settings["store_server_name"] = STORE_SERVER_NAME
+            settings["store_tls_cert"] = str(store_files.cert)
+            settings["store_tls_key"] = str(store_files.key)
         if meta.get("reconcile_interval") is not None:
             settings["reconcile_interval"] = float(meta["reconcile_interval"])  # type: ignore[arg-type]
         config = self.directory / node.name / "agent.toml"

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from collections.abc import Iterator
 
 import pytest
 
+from railnet.control.inspect import status_report
 from railnet.core.desired import EnvironmentSpec, ServiceSpec
 from railnet.core.names import environment_id
+from railnet.core.status import assess
 from railnet.core.store_keys import REPORTS, alive_key, applied_key
 from railnet.store.etcd import EtcdStore, StoreError
 
@@ -111,9 +114,14 @@ def test_a_dead_agent_stops_being_alive_when_its_lease_runs_out(lab: LabNet) -> 
     node = lab.lab.node(3)
     with lab.lab.store("operator") as store:
         assert wait_until(lambda: reported(store, alive_key(node.name)), timeout=10)
+        assert all(n["store"] == "alive" for n in assess(status_report(lab.cluster), time.time()))
         lab.lab.kill_agent(node, signal.SIGKILL)
         try:
             assert wait_until(lambda: reported(store, alive_key(node.name)) is None, timeout=20)
+            judged = {n["node"]: n for n in assess(status_report(lab.cluster), time.time())}
+            assert judged[node.name]["store"] == "not alive"
+            assert not judged[node.name]["reachable"]
+            assert judged["node-1"]["store"] == "alive" and judged["node-1"]["reachable"]
         finally:
             lab.lab.restart_agent(node)
         assert wait_until(lambda: reported(store, alive_key(node.name)), timeout=10)

@@ -102,7 +102,7 @@ def test_a_silent_node_is_a_problem() -> None:
     silent = next(n for n in judged if n["node"] == "node-9")
     assert silent == {
         "node": "node-9", "reachable": False, "error": "node node-9 (unix:/x.sock) did not answer",
-        "healthy": False, "problems": 1, "environments": [],
+        "store": "none", "healthy": False, "problems": 1, "environments": [],
     }  # fmt: skip
     assert unhealthy(judged)
     assert "node-9: UNREACHABLE: node node-9 (unix:/x.sock) did not answer" in status_lines(judged)
@@ -139,3 +139,15 @@ def test_json_has_typed_values_and_every_field_even_when_zero() -> None:
     assert instance["health"] == "ok" and instance["problems"] == []
     full = report(env())[1]["environments"][0]
     assert isinstance(full["generation"], int) and isinstance(full["peers"][0]["rx_bytes"], int)
+
+
+def test_a_node_not_alive_in_the_store_is_a_problem_even_when_it_answers() -> None:
+    alive = assess([{"node": "node-1", "environments": [], "store": "alive"}], NOW)
+    assert alive[0]["store"] == "alive" and alive[0]["healthy"]
+    lapsed = assess([{"node": "node-1", "environments": [], "store": "not alive"}], NOW)
+    assert lapsed[0]["store"] == "not alive" and lapsed[0]["problems"] == 1
+    assert unhealthy(lapsed)
+    assert any("store: NOT ALIVE" in line for line in status_lines(lapsed))
+    # Without a store there is nothing to judge.
+    none = assess([{"node": "node-1", "environments": []}], NOW)
+    assert none[0]["store"] == "none" and none[0]["healthy"]

@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from railnet.control.client import AgentAddress, AgentClient, agent_address
-from railnet.control.cluster import Cluster
+from railnet.control.cluster import Cluster, store_address
 from railnet.core.document import EnvironmentDocument
 from railnet.core.errors import InvalidField, RailnetError
 from railnet.core.names import check_dns_label, environment_id
+from railnet.core.store_keys import alive_key
+from railnet.store.etcd import EtcdStore
 
 
 def clients(cluster: Cluster, timeout: float = 30.0) -> list[AgentClient]:
@@ -175,7 +177,13 @@ def status_report(cluster: Cluster) -> list[dict[str, Any]]:
         }
 
     with ThreadPoolExecutor(max_workers=max(1, len(agents))) as pool:
-        return list(pool.map(ask, agents))
+        found = list(pool.map(ask, agents))
+    if cluster.store is not None:
+        with EtcdStore(store_address(cluster, read_only=True)) as store:
+            for node in found:
+                _, entry = store.get(alive_key(str(node["node"])))
+                node["store"] = "not alive" if entry is None else "alive"
+    return found
 
 
 def _environment(env: Any) -> dict[str, Any]:

@@ -25,16 +25,27 @@ def assess(nodes: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
     return [_node(n, now) for n in sorted(nodes, key=lambda n: str(n["node"]))]
 
 
+STORE_STATES = ("alive", "not alive", "none")
+"""A node's liveness in the control store: its lease-bound key is there, is not (its agent,
+machine or link to etcd is gone, or its reports are failing), or the cluster has no store."""
+
+
 def _node(node: dict[str, Any], now: float) -> dict[str, Any]:
     envs = [_environment(e, now) for e in node.get("environments", [])]
     envs.sort(key=lambda e: (e["project"], e["environment"], e["env_id"]))
     reachable = not node.get("error")
+    store = str(node.get("store") or "none")
+    if store not in STORE_STATES:
+        store = "none"
     problems = 0 if reachable else 1
     problems += sum(len(e["drift"]) for e in envs)
+    # An agent that answers but is not alive in the store looks dead to every deploy.
+    problems += 1 if store == "not alive" and reachable else 0
     return {
         "node": str(node["node"]),
         "reachable": reachable,
         "error": str(node.get("error") or ""),
+        "store": store,
         "healthy": problems == 0,
         "problems": problems,
         "environments": envs,
@@ -138,10 +149,17 @@ def status_lines(report: list[dict[str, Any]], verbose: bool = False) -> list[st
     for node in report:
         if not node["reachable"]:
             lines.append(f"{node['node']}: UNREACHABLE: {node['error']}")
+            if node["store"] == "alive":
+                lines.append("  store: alive (its agent reports to the store, but not to you)")
             continue
         verdict = "healthy" if node["healthy"] else plural(node["problems"], "problem")
         count = plural(len(node["environments"]), "environment")
         lines.append(f"{node['node']}: {verdict}, {count}")
+        if node["store"] == "not alive":
+            lines.append(
+                "  store: NOT ALIVE: no liveness report in the control store; its agent "
+                "cannot reach etcd (see its log)"
+            )
         for env in node["environments"]:
             lines += _environment_lines(env, verbose)
     healthy = sum(1 for n in report if n["healthy"])

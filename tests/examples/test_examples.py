@@ -68,6 +68,9 @@ class MemoryDeployer:
 
         return Survey(self.read(env_id))
 
+    def current(self, env_id: str, hints: Any = ()) -> Any:
+        return self.documents.get(env_id)
+
     @staticmethod
     def latest(held: dict[str, Any]) -> Any:
         from railnet.control.deployer import EnvironmentDeployer

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from railnet.control.membership import add_member, remove_member
 from railnet.core.desired import keepers_of
 from railnet.core.document import EnvironmentDocument
 from railnet.core.names import environment_id
@@ -319,10 +320,12 @@ def test_another_stack_cannot_take_a_service_name_or_declare_the_environment(
 
 
 def test_a_node_joining_the_cluster_moves_nothing(lab: LabNet, tmp_path: Path) -> None:
-    # A runner that knows three nodes, then the cluster as the store has it (four).
+    # The membership as it was before node-4 joined: three nodes in the store.
     whole = inline_cluster(lab.lab)
-    three = file_cluster(lab.lab, ["node-1", "node-2", "node-3"])
-    before_join = DynamicProvider({"railnet:cluster": json.dumps(three)})
+    node_4 = lab.cluster.node("node-4")
+    with lab.lab.store("provider") as store:
+        remove_member(store, "node-4")
+    before_join = DynamicProvider({"railnet:cluster": whole})
     engine = Engine(before_join)
     try:
         engine.up(program({"api": {"replicas": 3}}))
@@ -330,6 +333,8 @@ def test_a_node_joining_the_cluster_moves_nothing(lab: LabNet, tmp_path: Path) -
         assert sorted(placed) == ["node-1", "node-2", "node-3"]
     finally:
         before_join.close()
+        with lab.lab.store("provider") as store:
+            add_member(store, node_4, {"agent_tcp": lab.lab.node(4).agent_tcp})
     # node-4 joins the cluster; the next run scales api up by one. (For this service a
     # placement recomputed over four nodes would move every replica.)
     engine.provider = DynamicProvider({"railnet:cluster": whole})

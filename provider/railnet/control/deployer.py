@@ -33,7 +33,8 @@ from typing import TypeVar
 import grpc
 
 from railnet.control.client import AgentClient, AgentError, agent_address
-from railnet.control.cluster import Cluster
+from railnet.control.cluster import Cluster, store_address
+from railnet.control.stored import DocumentConflict, Stored, StoredDocuments
 from railnet.core.delta import DocumentDelta
 from railnet.core.desired import (
     EnvironmentSpec,
@@ -45,6 +46,7 @@ from railnet.core.desired import (
 from railnet.core.document import EnvironmentDocument, common_format
 from railnet.core.errors import AgentUnreachable, RailnetError
 from railnet.core.names import check_object_id, environment_id
+from railnet.store.etcd import EtcdStore
 
 log = logging.getLogger("railnet.control.deployer")
 T = TypeVar("T")
@@ -150,6 +152,11 @@ class EnvironmentDeployer:
         self._pool: ThreadPoolExecutor | None = None
         """The threads that ask the nodes in parallel, started once: starting threads for
         every round costs more than a small round's calls."""
+        self._documents: StoredDocuments | None = None
+        """The documents in the control store (a cluster with a store), opened on first
+        use."""
+        self._documents_here = False
+        """Seen once: the documents live in the store (it never goes back)."""
 
     def __enter__(self) -> EnvironmentDeployer:
         return self
@@ -163,8 +170,42 @@ class EnvironmentDeployer:
                 client.close()
             self._clients.clear()
             pool, self._pool = self._pool, None
+            documents, self._documents = self._documents, None
         if pool is not None:
             pool.shutdown(wait=True)
+        if documents is not None:
+            documents.store.close()
+
+    def stored_documents(self) -> StoredDocuments | None:
+        """The store's documents; None for a cluster without a store."""
+        if self.cluster.store is None:
+            return None
+        with self._clients_lock:
+            if self._documents is None:
+                self._documents = StoredDocuments(EtcdStore(store_address(self.cluster)))
+            return self._documents
+
+    def stored(self, env_id: str) -> Stored | None:
+        """What the store holds of the environment (None: the cluster has no store)."""
+        documents = self.stored_documents()
+        return None if documents is None else documents.read(env_id)
+
+    def documents_here(self) -> bool:
+        """Whether the store is the authority on documents (see ``DOCUMENTS_HERE``)."""
+        documents = self.stored_documents()
+        if documents is None:
+            return False
+        if not self._documents_here:
+            self._documents_here = documents.documents_here()
+        return self._documents_here
+
+    def current(self, env_id: str, hints: Iterable[str] = ()) -> EnvironmentDocument | None:
+        """The environment's document: the store's, once the documents live there; before
+        that (or without a store), the newest a node holds."""
+        stored = self.stored(env_id)
+        if stored is not None and (stored.document is not None or self.documents_here()):
+            return stored.document
+        return self.survey(env_id, hints).latest
 
     def _client(self, node: str) -> AgentClient:
         """One client (one mutual-TLS channel) per node for the deployer's life: a fresh
@@ -297,6 +338,10 @@ class EnvironmentDeployer:
             for attempt in range(MAX_ROUNDS):
                 try:
                     return self._round(project, environment, edit, hints, trust_held)
+                except DocumentConflict as exc:
+                    log.info("environment %s: %s; retrying", env_id, exc)
+                    time.sleep(random.uniform(0, BACKOFF_BASE * 2**attempt))
+                    continue
                 except AgentError as exc:
                     if exc.code == grpc.StatusCode.FAILED_PRECONDITION and trust_held:
                         # A node lost its state and got a new key: ask every node again.
@@ -319,8 +364,20 @@ class EnvironmentDeployer:
         trust_held: bool = True,
     ) -> Applied:
         env_id = environment_id(project, environment)
+        stored = self.stored(env_id)
+        if stored is not None and stored.document is not None:
+            # Start where the store's document says the environment is.
+            named = stored.document
+            hints = (*hints, *(n.name for n in named.nodes), *named.keepers, *named.leaving)
         survey = self.survey(env_id, hints)
         held, previous = survey.held, survey.latest
+        floor = 0
+        if stored is not None and (stored.document is not None or self.documents_here()):
+            # The store is the authority: what only nodes hold is a leftover (a node
+            # restored from an old backup, say), removed below as a node that leaves.
+            previous = stored.document
+            if previous is None:
+                floor = max((d.generation for d in held.values() if d is not None), default=0)
         base = (
             spec_from_document(previous)
             if previous is not None
@@ -380,6 +437,10 @@ class EnvironmentDeployer:
             format=version,
             made=made,
         )
+        if floor and doc.generation <= floor:
+            # Above the leftovers, whose nodes take only a higher generation.
+            doc = doc.with_generation(floor + 1)
+            made = {}
         if (
             previous is not None
             and doc.with_generation(previous.generation) == previous
@@ -400,6 +461,15 @@ class EnvironmentDeployer:
         if holders and all(n in survey.unreachable for n in holders):
             # No node could record the change.
             raise survey.unreachable[holders[0]]
+        documents = self.stored_documents()
+        if documents is not None and stored is not None:
+            # The store first, in one transaction compared on what was read: of two writers
+            # one lands, the other reads again. Nothing has changed on a node yet.
+            if not holders:
+                if stored.document is not None:
+                    documents.delete(env_id, stored)
+            elif stored.document != doc:
+                documents.write(env_id, stored, doc)
 
         def expected(node: str) -> int:
             stored = held.get(node)
@@ -499,10 +569,19 @@ class EnvironmentDeployer:
         the document left on it would come back as the environment later."""
         check_object_id("env_id", env_id)
         with environment_lock(env_id):
+            stored = self.stored(env_id)
+            named: set[str] = set()
+            if stored is not None and stored.document is not None:
+                doc = stored.document
+                named = {n.name for n in doc.nodes} | set(doc.keepers) | set(doc.leaving)
+                hints = (*hints, *sorted(named))
             survey = self.survey(env_id, hints)
-            missing = sorted(survey.involved() & survey.unreachable.keys())
+            missing = sorted((survey.involved() | named) & survey.unreachable.keys())
             if missing:
                 raise survey.unreachable[missing[0]]
+            if stored is not None and stored.document is not None:
+                # Compared: fails, changing nothing, when another stack joined since.
+                self.stored_documents().delete(env_id, stored)  # type: ignore[union-attr]
             holders = sorted(n for n, d in survey.held.items() if d is not None)
             removed = self._each(holders, lambda c: c.delete(env_id))
         return [n for n, existed in removed.items() if existed]

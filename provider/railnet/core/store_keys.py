@@ -5,8 +5,11 @@ Everything sits under ``/railnet/v1/``:
 ``members/<node>``
     The cluster's membership: one JSON record per node (agent address, underlay, cordon).
     Written by the provider and ``railnet cluster``; read by the provider and operators.
-``environments/<env_id>``
-    An environment's document. Written by the provider in one compared transaction.
+``environments/<env_id>/header``, ``environments/<env_id>/services/<service_id>``
+    An environment's document, in parts (``railnet.core.stored_document``). Written by the
+    provider in one transaction compared on the header's revision.
+``environments/_documents``
+    Present once the documents live here (``DOCUMENTS_HERE``; no environment id has "_").
 ``nodes/<node>/environments/<env_id>``
     The document addressed to one hosting node. A node's role reads only ``nodes/<node>/``,
     so a node never learns what it does not host.
@@ -47,6 +50,17 @@ def member_key(node: str) -> str:
 
 def environment_key(env_id: str) -> str:
     return ENVIRONMENTS + check_object_id("env_id", env_id)
+
+
+def environment_prefix(env_id: str) -> str:
+    """Every part of an environment's stored document (``railnet.core.stored_document``)."""
+    return environment_key(env_id) + "/"
+
+
+DOCUMENTS_HERE = ENVIRONMENTS + "_documents"
+"""Present once the environments' documents live in the store (a new cluster, or one whose
+documents were moved in): from then on a document only a node holds is a leftover, never
+the environment."""
 
 
 def node_prefix(node: str) -> str:

@@ -39,6 +39,7 @@ from railnet.agent.wireguard import Uapi
 from railnet.control.client import AgentAddress, AgentClient
 from railnet.control.cluster import ClusterNode
 from railnet.control.membership import add_member
+from railnet.control.stored import StoredDocuments
 from railnet.core.errors import AgentUnreachable, RailnetError
 from railnet.core.names import wireguard_ifname
 from railnet.lab import etcd
@@ -337,6 +338,8 @@ class Lab:
                     ClusterNode(n.name, f"unix:{n.agent_socket}", n.underlay),
                     {"agent_tcp": n.agent_tcp, "netns": n.netns},
                 )
+            # A new cluster: its environments' documents live in the store from the start.
+            StoredDocuments(store).mark_documents_here()
         cluster = {
             "lab": self.lab_id,
             "tls": {"ca": "tls/ca.pem", "cert": "tls/provider.pem", "key": "tls/provider-key.pem"},

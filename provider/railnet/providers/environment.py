@@ -50,8 +50,7 @@ class EnvironmentProvider(RailnetProvider):
         deployer = self.deployer()
         env_id = environment_id(str(inputs["project"]), str(inputs["name"]))
         owner = str(inputs.get("owner") or "")
-        survey = deployer.survey(env_id)
-        held = survey.latest
+        held = deployer.current(env_id)
         if held is None:
             return  # no service yet: nothing on any node
         _check_owner(held.owner, owner, f"{held.project}/{held.environment}")
@@ -83,7 +82,7 @@ class EnvironmentProvider(RailnetProvider):
         """Remove the environment. Refused while it still holds services (another stack's
         that joined it, most likely): deleting it would take them down too."""
         deployer = self.deployer()
-        held = deployer.survey(id_).latest
+        held = deployer.current(id_)
         if held is not None and held.services:
             listed = ", ".join(f"{s.name} ({s.owner or 'owner unknown'})" for s in held.services)
             raise ProviderConfigError(
@@ -94,7 +93,7 @@ class EnvironmentProvider(RailnetProvider):
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         survey = self.deployer().survey(id_)
-        doc = survey.latest
+        doc = self.deployer().current(id_)
         inputs = {
             k: props.get(k)
             for k in (

@@ -160,7 +160,7 @@ class ServiceProvider(RailnetProvider):
         try:
             deployer = self.deployer()
             env_id = environment_id(inputs["project"], inputs["environment"])
-            old = deployer.survey(env_id, _hints(nodes)).latest
+            old = deployer.current(env_id, _hints(nodes))
         except RailnetError:
             return None  # agents unreachable: preview still shows the declared plan
         base = (
@@ -270,7 +270,7 @@ class ServiceProvider(RailnetProvider):
         deployer = self.deployer()
         env_id = str(props.get("env_id") or id_.split("/", 1)[0])
         hints = _hints(props.get("placement"))
-        held = deployer.survey(env_id, hints).latest
+        held = deployer.current(env_id, hints)
         if held is None or all(s.id != sid for s in held.services):
             return  # already gone: a retried delete succeeds
         deployer.update(
@@ -283,7 +283,7 @@ class ServiceProvider(RailnetProvider):
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         env_id, _, sid = id_.partition("/")
         survey = self.deployer().survey(env_id, _hints(props.get("placement")))
-        doc = survey.latest
+        doc = self.deployer().current(env_id, _hints(props.get("placement")))
         svc = None if doc is None else next((s for s in doc.services if s.id == sid), None)
         if doc is None or svc is None:
             if survey.unreachable and doc is None:

@@ -26,7 +26,7 @@ from pathlib import Path
 from railnet.control.cluster import Cluster, load_cluster
 from railnet.lab.local_cluster import Lab, LabNode
 
-REQUIRED_TOOLS = ("ip", "ss", "ping", "wg", "wireguard-go", "iperf3")
+REQUIRED_TOOLS = ("ip", "ss", "ping", "wg", "wireguard-go", "iperf3", "etcd")
 
 
 class BenchError(Exception):
@@ -40,7 +40,7 @@ def say(message: str) -> None:
 
 def check_prerequisites(
     tools: Sequence[str] = REQUIRED_TOOLS,
-    packages: str = "wireguard-go wireguard-tools iperf3 iproute2 iputils-ping",
+    packages: str = "wireguard-go wireguard-tools iperf3 iproute2 iputils-ping etcd-server",
 ) -> None:
     """Root (the benchmarks create network namespaces) and ``tools`` on PATH."""
     if os.geteuid() != 0:
@@ -225,6 +225,7 @@ class Leftovers:
     prefixes: list[str] = []
     wireguard_pids: list[int] = []
     uapi_sockets: list[Path] = []
+    etcd_pids: list[int] = []
 
     @classmethod
     def report(cls) -> list[str]:
@@ -242,6 +243,7 @@ class Leftovers:
                 if is_running(pid, "wireguard-go")
             ]
             found += [f"socket {path}" for path in cls.uapi_sockets if path.exists()]
+            found += [f"etcd pid {pid}" for pid in cls.etcd_pids if is_running(pid, "etcd")]
             if not found or time.monotonic() > deadline:
                 return found
             time.sleep(0.2)
@@ -268,6 +270,7 @@ def lab_cluster(
             self_heal=self_heal,
         )
         Leftovers.prefixes.append(lab.prefix)
+        Leftovers.etcd_pids.extend(p for m in lab.etcd_members() if (p := lab.etcd_pid(m)))
         say(f"lab {lab.lab_id}: {nodes} nodes up in {time.monotonic() - started:.1f} s")
         cluster = load_cluster(lab.cluster_file, "the lab's cluster file")
         yield lab, cluster

@@ -7,12 +7,12 @@ import json
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from railnet.control.cluster import ClusterNode, load_cluster, store_address
+from railnet.control.cluster import Cluster, ClusterNode, load_cluster, store_address
 from railnet.control.membership import add_member, remove_member, set_cordon
 from railnet.core.errors import InvalidField
 from railnet.store.etcd import EtcdStore, StoreDenied, StoreUnavailable
@@ -92,21 +92,8 @@ def test_adding_and_removing_a_member_through_the_cli(lab: LabNet) -> None:
 
 def test_concurrent_adds_of_one_name_let_exactly_one_win(lab: LabNet) -> None:
     cluster = load_cluster(lab.lab.cluster_file, "test")
-    results: list[object] = []
-
-    def add(i: int) -> None:
-        with EtcdStore(store_address(cluster)) as store:
-            try:
-                add_member(store, ClusterNode("node-7", f"unix:/run/racer-{i}.sock"))
-                results.append("won")
-            except InvalidField as exc:
-                results.append(exc)
-
-    threads = [threading.Thread(target=add, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = race(cluster, lambda i: ClusterNode("node-7", f"unix:/run/racer-{i}.sock"))
+    results = ["won" if r == "node-7" else r for r in results]
     try:
         assert len(results) == 4, results
         assert results.count("won") == 1, results
@@ -114,6 +101,28 @@ def test_concurrent_adds_of_one_name_let_exactly_one_win(lab: LabNet) -> None:
     finally:
         with EtcdStore(store_address(cluster)) as store:
             remove_member(store, "node-7")
+
+
+def race(cluster: Cluster, member: Callable[[int], ClusterNode], runners: int = 4) -> list[object]:
+    """``runners`` threads add ``member(i)`` at once, each with its own client: per runner,
+    the name it added, or the error it got."""
+    results: list[object] = []
+
+    def add(i: int) -> None:
+        node = member(i)
+        with EtcdStore(store_address(cluster)) as store:
+            try:
+                add_member(store, node)
+                results.append(node.name)
+            except InvalidField as exc:
+                results.append(exc)
+
+    threads = [threading.Thread(target=add, args=(i,)) for i in range(runners)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
 
 
 def test_an_operator_reads_the_membership_and_cannot_change_it(lab: LabNet) -> None:
@@ -181,21 +190,7 @@ def test_a_cluster_file_moves_its_nodes_into_the_store(lab: LabNet, tmp_path: Pa
 
 def test_concurrent_adds_of_one_agent_address_let_exactly_one_win(lab: LabNet) -> None:
     cluster = load_cluster(lab.lab.cluster_file, "test")
-    results: list[object] = []
-
-    def add(i: int) -> None:
-        with EtcdStore(store_address(cluster)) as store:
-            try:
-                add_member(store, ClusterNode(f"racer-{i}", "unix:/run/one-agent.sock"))
-                results.append(f"racer-{i}")
-            except InvalidField as exc:
-                results.append(exc)
-
-    threads = [threading.Thread(target=add, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = race(cluster, lambda i: ClusterNode(f"racer-{i}", "unix:/run/one-agent.sock"))
     won = [r for r in results if isinstance(r, str)]
     try:
         assert len(results) == 4 and len(won) == 1, results

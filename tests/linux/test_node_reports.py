@@ -12,6 +12,7 @@ import pytest
 
 from railnet.control.inspect import status_report
 from railnet.core.desired import EnvironmentSpec, ServiceSpec
+from railnet.core.document import EnvironmentDocument
 from railnet.core.names import environment_id
 from railnet.core.status import assess
 from railnet.core.store_keys import REPORTS, alive_key, applied_key
@@ -42,6 +43,20 @@ def reported(store: EtcdStore, key: str) -> dict[str, object] | None:
     return None if entry is None else dict(json.loads(entry.value))
 
 
+def wait_applied(
+    store: EtcdStore, nodes: tuple[str, ...], doc: EnvironmentDocument, timeout: float
+) -> None:
+    """Until each of ``nodes`` reports ``doc`` applied; fails naming the first that does
+    not, with what it reports."""
+    wanted = {"generation": doc.generation, "digest": doc.digest}
+    for node in nodes:
+        key = applied_key(node, doc.id)
+        assert wait_until(lambda k=key: reported(store, k) == wanted, timeout=timeout), (
+            node,
+            reported(store, key),
+        )
+
+
 def test_every_agent_reports_itself_alive(lab: LabNet) -> None:
     with lab.lab.store("operator") as store:
         for node in lab.lab.nodes():
@@ -52,13 +67,7 @@ def test_a_node_reports_the_document_it_applied(lab: LabNet) -> None:
     doc = lab.deploy(SPEC).document
     env_id = environment_id("reports", "production")
     with lab.lab.store("operator") as store:
-        for node in ("node-1", "node-2"):
-
-            def current(n: str = node) -> bool:
-                found = reported(store, applied_key(n, env_id))
-                return found == {"generation": doc.generation, "digest": doc.digest}
-
-            assert wait_until(current, timeout=10), reported(store, applied_key(node, env_id))
+        wait_applied(store, ("node-1", "node-2"), doc, timeout=10)
         _, hosts = store.list(REPORTS)
         applied_by = {e.key.split("/")[4] for e in hosts if e.key.endswith("/" + env_id)}
         # node-3 neither hosts nor (being no keeper, maybe) holds it: only holders report.
@@ -91,15 +100,8 @@ def test_the_data_plane_outlives_the_store(lab: LabNet) -> None:
             "reports", "production", services=(*SPEC.services, ServiceSpec("w", ("node-2",)))
         )
     ).document
-    env_id = environment_id("reports", "production")
     with lab.lab.store("operator") as store:
-        for node in ("node-1", "node-2"):
-
-            def current(n: str = node) -> bool:
-                found = reported(store, applied_key(n, env_id))
-                return found == {"generation": changed.generation, "digest": changed.digest}
-
-            assert wait_until(current, timeout=30), reported(store, applied_key(node, env_id))
+        wait_applied(store, ("node-1", "node-2"), changed, timeout=30)
 
 
 def _deployed(lab: LabNet) -> bool:

@@ -13,9 +13,13 @@ from pathlib import Path
 import pytest
 
 from railnet.control.cluster import Cluster, ClusterNode, load_cluster, store_address
+from railnet.control.deployer import EnvironmentDeployer
 from railnet.control.membership import add_member, remove_member, set_cordon
+from railnet.control.stored import StoredDocuments
+from railnet.core.desired import EnvironmentSpec, ServiceSpec
 from railnet.core.errors import InvalidField
-from railnet.store.etcd import EtcdStore, StoreDenied, StoreUnavailable
+from railnet.core.store_keys import DOCUMENTS_HERE
+from railnet.store.etcd import Delete, EtcdStore, StoreDenied, StoreUnavailable
 
 from .conftest import LabNet, file_cluster, running_lab, wait_until
 
@@ -207,3 +211,43 @@ def test_no_node_may_take_a_store_users_name(lab: LabNet) -> None:
             with pytest.raises(InvalidField) as raised:
                 add_member(store, ClusterNode(name, f"unix:/run/{name}.sock"))
             assert raised.value.field == "node" and "reserved" in str(raised.value)
+
+
+def test_move_to_store_brings_the_documents_in_keeping_every_address(
+    lab: LabNet, tmp_path: Path
+) -> None:
+    cluster = load_cluster(lab.lab.cluster_file, "test")
+    assert cluster.store is not None
+    path = tmp_path / "cluster.json"
+    path.write_text(json.dumps(file_cluster(lab.lab)))
+    # An environment deployed the way the release before the store did: its documents on
+    # the nodes only.
+    spec = EnvironmentSpec(
+        "moved",
+        "production",
+        services=(ServiceSpec("api", ("node-1",)), ServiceSpec("db", ("node-2",))),
+    )
+    with EnvironmentDeployer(load_cluster(path, "the old file")) as before:
+        doc = before.apply(spec).document
+    with EtcdStore(store_address(cluster)) as store:
+        store.commit([], [Delete(DOCUMENTS_HERE)])
+        for name in cluster.names:
+            remove_member(store, name)
+    flags = [f for e in cluster.store.endpoints for f in ("--store-endpoint", e)]
+    flags += ["--store-server-name", cluster.store.server_name]
+    try:
+        r = railnet("cluster", "move-to-store", "--cluster", str(path), *flags)
+        assert r.returncode == 0, r.stderr
+        assert "moved/production" in r.stdout
+        with EtcdStore(store_address(cluster, read_only=True)) as store:
+            documents = StoredDocuments(store)
+            assert documents.documents_here()
+            # The same document: generation, keys, every address.
+            assert documents.read(doc.id).document == doc
+    finally:
+        with EtcdStore(store_address(cluster)) as store:
+            present = {n.name for n in load_cluster(lab.lab.cluster_file, "test").nodes}
+            for node in cluster.nodes:
+                if node.name not in present:
+                    add_member(store, node)
+            StoredDocuments(store).mark_documents_here()

@@ -31,11 +31,13 @@ from railnet.control.cluster import (
     read_members,
     store_address,
     with_cordon,
+    with_membership,
     with_node,
     without_node,
 )
 from railnet.control.inspect import node_holdings
 from railnet.control.membership import add_member, remove_member, set_cordon
+from railnet.control.migrate import move_documents_in
 from railnet.core.errors import AgentUnreachable, InvalidField
 from railnet.linux.files import write_atomic
 from railnet.store.etcd import EtcdStore
@@ -321,11 +323,16 @@ def run_move_to_store(args: argparse.Namespace) -> int:
                     )
                 continue
             add_member(store, node, extra)
+    # The documents next, while the file still lists the nodes: should a node not answer,
+    # the file is as it was and the command can run again.
+    environments = move_documents_in(with_membership(target))
     write_atomic(path, cluster_json(moved).encode(), 0o644)
     print(
-        f"moved {len(nodes)} nodes from {path} into the control store at "
-        f"{', '.join(args.store_endpoints)}; {path} now names only the store"
+        f"moved {len(nodes)} nodes and {len(environments)} environments from {path} into the "
+        f"control store at {', '.join(args.store_endpoints)}; {path} now names only the store"
     )
+    for name in environments:
+        print(f"  {name}")
     return EXIT_OK
 
 

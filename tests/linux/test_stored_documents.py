@@ -192,3 +192,28 @@ def test_without_quorum_a_deploy_fails_closed_and_changes_nothing(lab: LabNet) -
     finally:
         for member in members[:2]:
             lab.lab.start_etcd(member)
+
+
+def test_a_node_holding_a_generation_above_the_store_takes_the_next_one(lab: LabNet) -> None:
+    doc = lab.deploy(spec("above", ("api", "node-1"))).document
+    # node-1 holds a later generation than the store (restored from a backup of an earlier
+    # life of this name, say): the next deploy goes above it instead of being refused.
+    ahead = dataclasses.replace(doc, generation=doc.generation + 5)
+    with lab.lab.client(lab.lab.node(1)) as client:
+        client.apply(ahead.to_json(), doc.generation)
+    nxt = lab.deploy(spec("above", ("api", "node-1"), ("db", "node-2"))).document
+    assert nxt.generation == doc.generation + 6
+    assert stored_parts(lab, doc.id) == parts(nxt)
+    with lab.lab.client(lab.lab.node(1)) as client:
+        assert client.held(doc.id, "").text == nxt.to_json()
+
+
+def test_a_destroy_checked_against_a_document_fails_when_the_store_moved_on(
+    lab: LabNet,
+) -> None:
+    doc = lab.deploy(spec("checked", ("api", "node-1"))).document
+    joined = lab.deploy(spec("checked", ("api", "node-1"), ("other", "node-2"))).document
+    with pytest.raises(DocumentConflict):
+        lab.deployer.destroy(doc.id, expected=doc)
+    assert stored_parts(lab, doc.id) == parts(joined)  # nothing removed
+    assert "node-1" in lab.deployer.destroy(doc.id, expected=joined)

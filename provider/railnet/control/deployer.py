@@ -372,12 +372,21 @@ class EnvironmentDeployer:
         survey = self.survey(env_id, hints)
         held, previous = survey.held, survey.latest
         floor = 0
-        if stored is not None and (stored.document is not None or self.documents_here()):
+        if stored is not None and self.documents_here():
             # The store is the authority: what only nodes hold is a leftover (a node
-            # restored from an old backup, say), removed below as a node that leaves.
+            # restored from an old backup, say), replaced, or removed below as a node that
+            # leaves. A node takes only a generation above the one it holds: the next
+            # document goes above every leftover.
             previous = stored.document
-            if previous is None:
-                floor = max((d.generation for d in held.values() if d is not None), default=0)
+            floor = max((d.generation for d in held.values() if d is not None), default=0)
+        elif (
+            stored is not None
+            and stored.document is not None
+            and (previous is None or previous.generation <= stored.document.generation)
+        ):
+            # Before the documents moved in, writers of the release before the store still
+            # write to the nodes only: the newer of the two is the environment.
+            previous = stored.document
         base = (
             spec_from_document(previous)
             if previous is not None
@@ -561,15 +570,29 @@ class EnvironmentDeployer:
                 sends[node] = ("", found)
         return sends
 
-    def destroy(self, env_id: str, hints: Iterable[str] = ()) -> list[str]:
+    def destroy(
+        self,
+        env_id: str,
+        hints: Iterable[str] = (),
+        expected: EnvironmentDocument | None = None,
+    ) -> list[str]:
         """Remove the environment from every node that holds it; return those nodes.
 
         A node the environment names (hosting, keeping, or still to clean up) that does not
         answer fails the call, by name and address, before anything is removed: a copy of
-        the document left on it would come back as the environment later."""
+        the document left on it would come back as the environment later. ``expected``: the
+        document the caller checked (no other stack's services, say); the store's must
+        still be it, or ``DocumentConflict`` and nothing changes."""
         check_object_id("env_id", env_id)
         with environment_lock(env_id):
             stored = self.stored(env_id)
+            if (
+                expected is not None
+                and stored is not None
+                and stored.document is not None
+                and stored.document != expected
+            ):
+                raise DocumentConflict(env_id)
             named: set[str] = set()
             if stored is not None and stored.document is not None:
                 doc = stored.document
@@ -582,6 +605,10 @@ class EnvironmentDeployer:
             if stored is not None and stored.document is not None:
                 # Compared: fails, changing nothing, when another stack joined since.
                 self.stored_documents().delete(env_id, stored)  # type: ignore[union-attr]
-            holders = sorted(n for n, d in survey.held.items() if d is not None)
-            removed = self._each(holders, lambda c: c.delete(env_id))
+            held = {n: d for n, d in survey.held.items() if d is not None}
+            # Compared on what each node held: a document another runner put there since
+            # (the name declared again) stays.
+            removed = self._each(
+                sorted(held), lambda c: c.delete(env_id, held[c.target.node].generation)
+            )
         return [n for n, existed in removed.items() if existed]

@@ -22,9 +22,11 @@ def move_documents_in(cluster: Cluster) -> list[str]:
     it, and nothing is marked. Returns the environments moved, as ``project/environment``;
     run again, it moves nothing."""
     names: dict[str, str] = {}
+    holders: dict[str, list[str]] = {}
     for node in cluster.names:
         for holding in node_holdings(cluster, node):
             names.setdefault(holding.env_id, holding.name)
+            holders.setdefault(holding.env_id, []).append(node)
     moved: list[str] = []
     with EnvironmentDeployer(cluster) as deployer:
         documents = deployer.stored_documents()
@@ -32,15 +34,19 @@ def move_documents_in(cluster: Cluster) -> list[str]:
             raise RailnetError("the cluster names no control store ('store')")
         for env_id in sorted(names):
             stored = documents.read(env_id)
-            if stored.document is not None:
-                continue
-            survey = deployer.survey(env_id)
+            # Every node that said it holds the environment is asked, whatever the keepers.
+            survey = deployer.survey(env_id, holders[env_id])
             if survey.unreachable:
                 raise survey.unreachable[min(survey.unreachable)]
             latest = survey.latest
             if latest is None:
+                raise RailnetError(
+                    f"environment {names[env_id]} ({env_id}): {', '.join(holders[env_id])} "
+                    "said they hold it, and none gave its document; run again"
+                )
+            if stored.document is not None and stored.document.generation >= latest.generation:
                 continue
-            documents.write(env_id, stored, latest)
+            documents.write(env_id, stored, latest)  # compared on what was read
             moved.append(names[env_id])
         documents.mark_documents_here()
     return moved

@@ -89,7 +89,7 @@ class EnvironmentProvider(RailnetProvider):
                 f"environment {held.project}/{held.environment} still holds services of "
                 f"other stacks: {listed}; destroy those first"
             )
-        deployer.destroy(id_)
+        deployer.destroy(id_, expected=held)
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         survey = self.deployer().survey(id_)

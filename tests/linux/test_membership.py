@@ -174,8 +174,7 @@ def test_a_cluster_file_moves_its_nodes_into_the_store(lab: LabNet, tmp_path: Pa
         for name in cluster.names:
             remove_member(store, name)
     assert load_cluster(lab.lab.cluster_file, "test").nodes == ()
-    flags = [f for e in cluster.store.endpoints for f in ("--store-endpoint", e)]
-    flags += ["--store-server-name", cluster.store.server_name]
+    flags = move_flags(cluster)
     try:
         r = railnet("cluster", "move-to-store", "--cluster", str(path), *flags)
         assert r.returncode == 0, r.stderr
@@ -185,11 +184,25 @@ def test_a_cluster_file_moves_its_nodes_into_the_store(lab: LabNet, tmp_path: Pa
         again = railnet("cluster", "move-to-store", "--cluster", str(path), *flags)
         assert again.returncode == 2 and "already names a control store" in again.stderr
     finally:
-        with EtcdStore(store_address(cluster)) as store:
-            present = {n.name for n in load_cluster(lab.lab.cluster_file, "test").nodes}
-            for node in cluster.nodes:
-                if node.name not in present:
-                    add_member(store, node)
+        restore_members(lab, cluster)
+
+
+def move_flags(cluster: Cluster) -> list[str]:
+    """``railnet cluster move-to-store``'s flags for the lab's own store."""
+    assert cluster.store is not None
+    flags = [f for e in cluster.store.endpoints for f in ("--store-endpoint", e)]
+    return [*flags, "--store-server-name", cluster.store.server_name]
+
+
+def restore_members(lab: LabNet, cluster: Cluster) -> None:
+    """Put back every member of ``cluster`` that the store lacks (after a test removed
+    them), and mark the store as holding the documents again."""
+    with EtcdStore(store_address(cluster)) as store:
+        present = {n.name for n in load_cluster(lab.lab.cluster_file, "test").nodes}
+        for node in cluster.nodes:
+            if node.name not in present:
+                add_member(store, node)
+        StoredDocuments(store).mark_documents_here()
 
 
 def test_concurrent_adds_of_one_agent_address_let_exactly_one_win(lab: LabNet) -> None:
@@ -233,8 +246,7 @@ def test_move_to_store_brings_the_documents_in_keeping_every_address(
         store.commit([], [Delete(DOCUMENTS_HERE)])
         for name in cluster.names:
             remove_member(store, name)
-    flags = [f for e in cluster.store.endpoints for f in ("--store-endpoint", e)]
-    flags += ["--store-server-name", cluster.store.server_name]
+    flags = move_flags(cluster)
     try:
         r = railnet("cluster", "move-to-store", "--cluster", str(path), *flags)
         assert r.returncode == 0, r.stderr
@@ -245,9 +257,4 @@ def test_move_to_store_brings_the_documents_in_keeping_every_address(
             # The same document: generation, keys, every address.
             assert documents.read(doc.id).document == doc
     finally:
-        with EtcdStore(store_address(cluster)) as store:
-            present = {n.name for n in load_cluster(lab.lab.cluster_file, "test").nodes}
-            for node in cluster.nodes:
-                if node.name not in present:
-                    add_member(store, node)
-            StoredDocuments(store).mark_documents_here()
+        restore_members(lab, cluster)

@@ -297,19 +297,7 @@ def run_agent(config: AgentConfig) -> int:
 
     reporter = None
     if config.store is not None:
-
-        def applied() -> dict[str, tuple[int, str]]:
-            found = {}
-            for env_id in state.document_ids():
-                try:
-                    doc = state.document(env_id)
-                except RailnetError:
-                    continue
-                if doc is not None:
-                    found[env_id] = (doc.generation, doc.digest)
-            return found
-
-        reporter = NodeReporter(node, config.store, applied)
+        reporter = NodeReporter(node, config.store, state.held_versions)
         reporter.start()
         log.info("reporting to the control store at %s", ", ".join(config.store.endpoints))
 

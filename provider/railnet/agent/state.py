@@ -169,6 +169,19 @@ class StateDir:
         self._documents[env_id] = doc
         return doc
 
+    def held_versions(self) -> dict[str, tuple[int, str]]:
+        """Per stored document, its generation and digest (what the node reports to the
+        control store); a damaged one is left out, as ``railnet status`` reports it."""
+        found = {}
+        for env_id in self.document_ids():
+            try:
+                doc = self.document(env_id)
+            except DamagedState:
+                continue
+            if doc is not None:
+                found[env_id] = (doc.generation, doc.digest)
+        return found
+
     def save_document(self, doc: EnvironmentDocument) -> None:
         path = self._env(doc.id) / "document.json"
         try:

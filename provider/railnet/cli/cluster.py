@@ -210,6 +210,7 @@ def show_json(cluster: Cluster, path: Path) -> dict[str, Any]:
 
 def run_add_node(args: argparse.Namespace) -> int:
     path, origin = cluster_path(args.cluster)
+    node = ClusterNode(args.node, args.agent, args.underlay, cordoned=args.cordoned)
     if path.exists():
         if args.tls_dir is not None or args.insecure:
             return _fail(
@@ -219,7 +220,6 @@ def run_add_node(args: argparse.Namespace) -> int:
             )
         cluster = load_cluster(path, origin)
         if cluster.store is not None:
-            node = ClusterNode(args.node, args.agent, args.underlay, cordoned=args.cordoned)
             with EtcdStore(store_address(cluster)) as store:
                 add_member(store, node)
             state = " (cordoned)" if args.cordoned else ""

@@ -290,6 +290,17 @@ def _index(raw: dict[str, Any], name: str) -> int:
     raise InvalidField("node", name, f"is not in the cluster file; its nodes: {known}")
 
 
+def node_entry(node: ClusterNode) -> dict[str, Any]:
+    """A node as a cluster file's entry, or a member record of the store, writes it: the
+    optional keys only when set, so an entry reads as it was written."""
+    entry: dict[str, Any] = {"name": node.name, "agent": node.agent}
+    if node.underlay:
+        entry["underlay"] = node.underlay
+    if node.cordoned:
+        entry["cordoned"] = True
+    return entry
+
+
 def with_node(raw: dict[str, Any], node: ClusterNode) -> dict[str, Any]:
     """``raw`` with ``node`` added; a node of that name must not exist yet."""
     check_node_name("node", node.name)
@@ -310,11 +321,7 @@ def with_node(raw: dict[str, Any], node: ClusterNode) -> dict[str, Any]:
     )
     if taken is not None:
         raise InvalidField("--agent", node.agent, f"is already the agent of node {taken}")
-    entry: dict[str, Any] = {"name": node.name, "agent": node.agent}
-    if node.underlay:
-        entry["underlay"] = node.underlay
-    if node.cordoned:
-        entry["cordoned"] = True
+    entry = node_entry(node)
     edited = copy.deepcopy(raw)
     edited["nodes"] = [*_nodes_of(edited), entry]
     Cluster.from_dict(edited)

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
 
 from railnet.control.cluster import (
     ClusterNode,
     check_agent_address,
     check_underlay,
+    node_entry,
     parse_member,
     parse_node,
     read_members,
@@ -36,11 +36,7 @@ class MembershipConflict(StoreError):
 
 def member_record(node: ClusterNode, extra: Mapping[str, str] | None = None) -> bytes:
     """The stored form of ``node``; ``extra``: a lab node's ``agent_tcp`` and ``netns``."""
-    entry: dict[str, Any] = {"name": node.name, "agent": node.agent}
-    if node.underlay:
-        entry["underlay"] = node.underlay
-    if node.cordoned:
-        entry["cordoned"] = True
+    entry = node_entry(node)
     entry.update(extra or {})
     parse_node(f"store {member_key(node.name)}", entry)
     return json.dumps(entry, sort_keys=True, separators=(",", ":")).encode()

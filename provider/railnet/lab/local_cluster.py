@@ -193,7 +193,7 @@ class Lab:
             self._write_meta(meta)
         admin = store_admin_tls_files(self.directory / "ca")
         etcd.wait_healthy(members, admin)
-        with EtcdStore(etcd.local_address(members, admin)) as store:
+        with self.store("admin") as store:
             ensure_roles(store, [self.node(i).name for i in range(1, count + 1)])
         say(f"  etcd: {size} member{'s' if size != 1 else ''} ({', '.join(pids)}), roles set")
 
